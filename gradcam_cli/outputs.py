@@ -1,0 +1,62 @@
+"""Output file names and atomic writes: a file exists complete, or not at all."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+KINDS = ("heatmap", "overlay", "guided", "bbox")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def output_stem(image_stem: str, method: str, layer: str, class_index: int) -> str:
+    """``<image>_<method>_<layer>_c<class>``: deterministic and filesystem-safe."""
+    return f"{image_stem}_{method}_{_UNSAFE.sub('-', layer)}_c{class_index}"
+
+
+def output_path(directory: Path, image_stem: str, method: str, layer: str, class_index: int, kind: str,
+                suffix: str = ".png") -> Path:
+    """Where one output of one (image, class, layer) goes."""
+    return directory / f"{output_stem(image_stem, method, layer, class_index)}_{kind}{suffix}"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def encode_png(rgb: np.ndarray, compression: int = 1) -> bytes:
+    """PNG bytes for an RGB uint8 image (fast zlib level: these are previews, not archives)."""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, compression])
+    if not ok:
+        raise OSError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    """Write ``rgb`` as PNG atomically (temporary name, then rename)."""
+    _write_atomic(path, encode_png(rgb))
+
+
+def write_npy(path: Path, array: np.ndarray) -> None:
+    """Write a float map as ``.npy`` atomically."""
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array.astype(np.float32), allow_pickle=False)
+    _write_atomic(path, buf.getvalue())

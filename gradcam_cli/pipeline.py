@@ -1,0 +1,257 @@
+"""From image files to explanation records and PNGs: batching, post-processing, writing.
+
+This is the layer the CLI and the Python API share. It knows the engine and model
+loading on one side and rendering on the other; it does no argument parsing and no
+printing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import cam_math, render
+from .engine import METHODS, explain_batch
+from .errors import GradcamError, ImageError, UsageError
+from .images import load_rgb
+from .labels import resolve_class
+from .layers import LayerInfo, default_layer, resolve_layer, trace_layers
+from .models import LoadedModel
+from .outputs import KINDS, output_path, write_npy, write_png
+from .placement import place_on_original
+from .preprocess import CropGeometry, to_model_input
+
+DEFAULT_BBOX_THRESHOLD = 0.5
+
+
+@dataclass
+class ExplainOptions:
+    """Everything that shapes an explanation run besides the model and the inputs."""
+
+    layers: Sequence[str] = ()  # empty: the model's default layer
+    classes: Sequence[str | int] = ()  # empty: the top-k predictions
+    top_k: int = 1
+    method: str = "gradcam"
+    outputs: Sequence[str] = KINDS
+    alpha: float = 0.5
+    bbox_threshold: float = DEFAULT_BBOX_THRESHOLD
+    save_raw: bool = False
+    overwrite: bool = False
+    output_dir: Path = Path("gradcam_out")
+    batch_size: int = 1
+
+
+@dataclass
+class Explanation:
+    """One (image, class, layer) result; ``map`` is at the photo's resolution, in [0, 1]."""
+
+    class_index: int
+    class_name: str | None
+    probability: float
+    score: float
+    layer: str
+    method: str
+    map: np.ndarray  # (H, W) float32
+    empty: bool  # the map had no positive evidence (all zero) or was not finite
+    bbox: render.BBox | None
+    guided: np.ndarray | None = None  # (H, W, 3) uint8 Guided Grad-CAM image
+    rank: int = 1
+
+
+@dataclass
+class Record:
+    """What is reported per (image, class, layer), or per failed image (``error`` set)."""
+
+    data: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return "error" not in self.data
+
+
+class Explainer:
+    """A loaded model with resolved layers and classes, ready to explain images."""
+
+    def __init__(self, loaded: LoadedModel, options: ExplainOptions | None = None) -> None:
+        self.loaded = loaded
+        self.options = options or ExplainOptions()
+        opts = self.options
+        if opts.method not in METHODS:
+            raise UsageError(f"--method {opts.method}: unknown; choose from {', '.join(METHODS)}")
+        unknown = [k for k in opts.outputs if k not in KINDS]
+        if unknown:
+            raise UsageError(f"--outputs {','.join(unknown)}: unknown; choose from {', '.join(KINDS)}")
+        if opts.top_k < 1:
+            raise UsageError(f"--top-k {opts.top_k}: must be at least 1")
+        if opts.classes and opts.top_k != 1:
+            raise UsageError("--class and --top-k conflict: give one or the other")
+        if not 0.0 <= opts.alpha <= 1.0:
+            raise UsageError(f"--alpha {opts.alpha}: must be between 0 and 1")
+        if not 0.0 < opts.bbox_threshold <= 1.0:
+            raise UsageError(f"--bbox-threshold {opts.bbox_threshold}: must be in (0, 1]")
+        if opts.batch_size < 1:
+            raise UsageError(f"--batch-size {opts.batch_size}: must be at least 1")
+        model = loaded.model
+        self.layer_infos: list[LayerInfo] = trace_layers(model, loaded.preprocess.input_size)
+        self.default_layer = default_layer(model, self.layer_infos)
+        paths = list(dict.fromkeys(opts.layers)) or [self.default_layer]
+        self.layers = {p: resolve_layer(model, p, self.layer_infos) for p in paths}
+        self.classes = [resolve_class(c, loaded.labels, loaded.num_classes) for c in dict.fromkeys(opts.classes)]
+        self.guided = "guided" in opts.outputs
+
+    @property
+    def device(self) -> torch.device:
+        return next((p.device for p in self.loaded.model.parameters()), torch.device("cpu"))
+
+    def class_name(self, index: int) -> str | None:
+        labels = self.loaded.labels
+        return labels[index] if labels and 0 <= index < len(labels) else None
+
+    def explain_arrays(self, photos: Sequence[np.ndarray]) -> list[list[Explanation]]:
+        """Explain RGB uint8 photos in one batch; one list of explanations per photo."""
+        prepared = [to_model_input(p, self.loaded.preprocess) for p in photos]
+        inputs = torch.stack([t for t, _ in prepared]).to(self.device)
+        return self._explain_tensor(inputs, [g for _, g in prepared], photos)
+
+    def _explain_tensor(self, inputs: torch.Tensor, geometries: list[CropGeometry],
+                        photos: Sequence[np.ndarray]) -> list[list[Explanation]]:
+        opts = self.options
+        result = explain_batch(self.loaded.model, inputs, self.layers, classes=self.classes, top_k=opts.top_k,
+                               method=opts.method, guided=self.guided)
+        probs = torch.softmax(result.logits.float(), dim=1)
+        crop_hw = tuple(inputs.shape[-2:])
+        out: list[list[Explanation]] = [[] for _ in photos]
+        for path, raw in result.maps.items():
+            scaled, empty = cam_math.normalize_minmax(raw.float())  # (B, K, h, w)
+            for b, geometry in enumerate(geometries):
+                placed = place_on_original(scaled[b][:, None], geometry)[:, 0].cpu().numpy()
+                guided_imgs = self._guided_images(result.guided[b], scaled[b], crop_hw, geometry) \
+                    if result.guided is not None else [None] * placed.shape[0]
+                for k in range(placed.shape[0]):
+                    c = int(result.classes[b, k])
+                    out[b].append(Explanation(
+                        class_index=c,
+                        class_name=self.class_name(c),
+                        probability=float(probs[b, c]),
+                        score=float(result.logits[b, c]),
+                        layer=path,
+                        method=opts.method,
+                        map=placed[k],
+                        empty=bool(empty[b, k]),
+                        bbox=render.bbox_from_map(placed[k], opts.bbox_threshold),
+                        guided=guided_imgs[k],
+                        rank=k + 1,
+                    ))
+        return out
+
+    @staticmethod
+    def _guided_images(guided: torch.Tensor, scaled: torch.Tensor, crop_hw: tuple[int, int],
+                       geometry: CropGeometry) -> list[np.ndarray]:
+        """Guided Grad-CAM: guided gradients times the map upsampled to the crop, placed on the photo."""
+        cam_on_crop = cam_math.upsample_to(scaled, crop_hw)  # (K, hc, wc)
+        product = guided.float() * cam_on_crop[:, None]  # (K, 3, hc, wc)
+        placed = place_on_original(product, geometry).cpu().numpy()
+        reference = product.cpu().numpy()
+        return [render.guided_image(placed[k], reference[k]) for k in range(placed.shape[0])]
+
+    # --- files -----------------------------------------------------------------------------
+
+    def planned_files(self, image_stem: str, out_dir: Path, e: Explanation) -> dict[str, Path]:
+        """The files one explanation is written to, by kind."""
+        files = {kind: output_path(out_dir, image_stem, e.method, e.layer, e.class_index, kind)
+                 for kind in self.options.outputs}
+        if self.options.save_raw:
+            files["raw"] = output_path(out_dir, image_stem, e.method, e.layer, e.class_index, "map", ".npy")
+        return files
+
+    def write_explanation(self, photo: np.ndarray, e: Explanation, files: dict[str, Path]) -> None:
+        """Render and write every requested output of one explanation."""
+        for kind, path in files.items():
+            if kind == "heatmap":
+                write_png(path, render.colorize(e.map))
+            elif kind == "overlay":
+                write_png(path, render.overlay(photo, e.map, self.options.alpha))
+            elif kind == "guided":
+                write_png(path, e.guided)
+            elif kind == "bbox":
+                label = f"{e.class_name or e.class_index} {e.probability:.2f}"
+                write_png(path, render.draw_bbox(photo, e.bbox, label))
+            elif kind == "raw":
+                write_npy(path, e.map)
+
+    def record(self, source: str, photo: np.ndarray, e: Explanation, files: dict[str, Path], seconds: float) -> Record:
+        """The JSON record of one explanation (schema: gradcam_cli/record.schema.json)."""
+        return Record({
+            "input": source,
+            "model": self.loaded.name,
+            "weights": self.loaded.weights,
+            "layer": e.layer,
+            "method": e.method,
+            "rank": e.rank,
+            "class_index": e.class_index,
+            "class_name": e.class_name,
+            "probability": round(e.probability, 6),
+            "score": round(e.score, 6),
+            "bbox": list(e.bbox) if e.bbox else None,
+            "image_size": [int(photo.shape[1]), int(photo.shape[0])],
+            "map_empty": e.empty,
+            "files": {k: str(v) for k, v in files.items()},
+            "time_s": round(seconds, 4),
+        })
+
+    def run(self, sources: Iterable[str | Path], on_record: Callable[[Record], None] | None = None) -> list[Record]:
+        """Explain every source file, writing outputs; a bad image yields an error record, not an exception."""
+        records: list[Record] = []
+        emit = on_record or (lambda r: None)
+
+        def report(r: Record) -> None:
+            records.append(r)
+            emit(r)
+
+        for batch in _batches(list(sources), self.options.batch_size):
+            for r in self._run_batch(batch):
+                report(r)
+        return records
+
+    def _run_batch(self, sources: list[str | Path]) -> Iterator[Record]:
+        opts = self.options
+        start = time.perf_counter()
+        loaded: list[tuple[str, np.ndarray]] = []
+        for src in sources:
+            try:
+                loaded.append((str(src), load_rgb(src)))
+            except ImageError as err:
+                yield Record({"input": str(src), "error": str(err)})
+        if not loaded:
+            return
+        explanations = self.explain_arrays([photo for _, photo in loaded])
+        per_image = (time.perf_counter() - start) / len(loaded)
+        for (src, photo), exps in zip(loaded, explanations):
+            t0 = time.perf_counter()
+            stem = Path(src).stem
+            try:
+                planned = [(e, self.planned_files(stem, Path(opts.output_dir), e)) for e in exps]
+                clashes = [str(p) for _, f in planned for p in f.values() if p.exists()]
+                if clashes and not opts.overwrite:
+                    raise ImageError(f"{src}: output exists ({clashes[0]}); pass --overwrite to replace")
+                for e, files in planned:
+                    self.write_explanation(photo, e, files)
+            except GradcamError as err:
+                yield Record({"input": src, "error": str(err)})
+                continue
+            except OSError as err:
+                yield Record({"input": src, "error": f"{src}: cannot write output ({err.strerror or err})"})
+                continue
+            seconds = per_image + (time.perf_counter() - t0)
+            for e, files in planned:
+                yield self.record(src, photo, e, files, seconds)
+
+
+def _batches(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]

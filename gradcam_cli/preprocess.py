@@ -1,0 +1,99 @@
+"""The model's own eval transform (resize, center crop, normalise), with its geometry kept.
+
+We resize and crop ourselves rather than through an opaque transform pipeline so
+that every map can be placed back onto the original photo pixel for pixel.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+_PIL_INTERPOLATION = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """What a classifier expects: crop size, the resize before it, and normalisation."""
+
+    input_size: tuple[int, int]  # (height, width) fed to the model
+    resize: tuple[int, int] | int  # int: shorter side; tuple: exact (height, width)
+    interpolation: str = "bilinear"
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    @classmethod
+    def from_timm(cls, cfg: dict) -> "PreprocessConfig":
+        """From ``timm.data.resolve_data_config``; mirrors timm's eval transform ('center'/'squash')."""
+        _, h, w = cfg["input_size"]
+        crop_pct = cfg.get("crop_pct") or 0.875
+        scale = (math.floor(h / crop_pct), math.floor(w / crop_pct))
+        mode = cfg.get("crop_mode") or "center"
+        if mode == "squash" or h != w:
+            resize: tuple[int, int] | int = scale
+        else:
+            resize = scale[0]
+        return cls((h, w), resize, str(cfg.get("interpolation") or "bicubic"),
+                   tuple(cfg["mean"]), tuple(cfg["std"]))
+
+
+@dataclass(frozen=True)
+class CropGeometry:
+    """Where the model's input came from in the original photo."""
+
+    original_size: tuple[int, int]  # (width, height)
+    resized_size: tuple[int, int]  # (width, height) after the resize
+    crop_box: tuple[int, int, int, int]  # (left, top, width, height) in resized pixels
+
+    def crop_box_in_original(self) -> tuple[float, float, float, float]:
+        """The crop as ``(x0, y0, x1, y1)`` in original pixels (floats)."""
+        sx = self.resized_size[0] / self.original_size[0]
+        sy = self.resized_size[1] / self.original_size[1]
+        left, top, cw, ch = self.crop_box
+        return left / sx, top / sy, (left + cw) / sx, (top + ch) / sy
+
+
+def _resized_size(width: int, height: int, resize: tuple[int, int] | int) -> tuple[int, int]:
+    if isinstance(resize, int):
+        # torchvision's rule for Resize(int): shorter side to `resize`, longer side truncated.
+        if width <= height:
+            return resize, max(1, int(resize * height / width))
+        return max(1, int(resize * width / height)), resize
+    return resize[1], resize[0]
+
+
+def geometry_for(width: int, height: int, config: PreprocessConfig) -> CropGeometry:
+    """The resize and center crop that ``config`` applies to a ``width x height`` photo."""
+    rw, rh = _resized_size(width, height, config.resize)
+    ch, cw = config.input_size
+    # torchvision's CenterCrop rounding; a crop larger than the image pads symmetrically.
+    top = int(round((rh - ch) / 2.0))
+    left = int(round((rw - cw) / 2.0))
+    return CropGeometry((width, height), (rw, rh), (left, top, cw, ch))
+
+
+def to_model_input(rgb: np.ndarray, config: PreprocessConfig) -> tuple[torch.Tensor, CropGeometry]:
+    """``(H, W, 3) uint8`` photo -> normalised ``(3, h, w)`` float tensor and its geometry."""
+    height, width = rgb.shape[:2]
+    geometry = geometry_for(width, height, config)
+    img = Image.fromarray(rgb)
+    if geometry.resized_size != (width, height):
+        img = img.resize(geometry.resized_size, _PIL_INTERPOLATION.get(config.interpolation, Image.Resampling.BILINEAR))
+    left, top, cw, ch = geometry.crop_box
+    img = img.crop((left, top, left + cw, top + ch))  # pads with black outside, like torchvision
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    mean = np.asarray(config.mean, dtype=np.float32)
+    std = np.asarray(config.std, dtype=np.float32)
+    arr = (arr - mean) / std
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))), geometry

@@ -1,0 +1,64 @@
+"""Turning maps into pictures: colour maps, overlays, guided images, boxes. Pure numpy/OpenCV."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+BBox = tuple[int, int, int, int]  # (x0, y0, x1, y1), original pixels, x1/y1 exclusive
+
+
+def colorize(map01: np.ndarray) -> np.ndarray:
+    """``(H, W)`` map in [0, 1] -> ``(H, W, 3)`` uint8 RGB with the JET colour map."""
+    levels = np.clip(np.nan_to_num(map01) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+
+
+def overlay(photo: np.ndarray, map01: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """The colour-mapped map blended over the photo: ``alpha * heat + (1 - alpha) * photo``."""
+    heat = colorize(map01)
+    return cv2.addWeighted(heat, float(alpha), photo, 1.0 - float(alpha), 0.0)
+
+
+def guided_image(guided: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """``(3, H, W)`` guided gradients -> uint8 RGB, standardised for display (mean 0.5, 0.1 per std).
+
+    ``reference`` (default: ``guided``) supplies the mean and spread, so pixels outside
+    the model's crop can be rendered with the statistics of the part it saw.
+    """
+    ref = guided if reference is None else reference
+    mean = float(ref.mean()) if ref.size else 0.0
+    std = float(ref.std()) if ref.size else 0.0
+    img = (np.nan_to_num(guided) - mean) / (std + 1e-5) * 0.1 + 0.5
+    return (np.clip(img, 0, 1).transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def bbox_from_map(map01: np.ndarray, threshold: float) -> BBox | None:
+    """Box around the largest connected region where the map is >= ``threshold`` (of its max, 1)."""
+    mask = (np.nan_to_num(map01) >= threshold) & (map01 > 0)
+    if not mask.any():
+        return None
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    best = 1 + int(np.argmax(stats[1:count, cv2.CC_STAT_AREA]))
+    x, y, w, h = (int(v) for v in stats[best, :4])
+    return x, y, x + w, y + h
+
+
+def draw_bbox(photo: np.ndarray, box: BBox | None, label: str) -> np.ndarray:
+    """The photo with ``box`` drawn and captioned; without a box, the caption says so."""
+    out = photo.copy()
+    height, width = out.shape[:2]
+    thickness = max(1, round(min(height, width) / 200))
+    scale = max(0.35, min(height, width) / 700)
+    colour = (0, 255, 0)
+    if box is None:
+        label = f"{label} (no region above threshold)"
+        x0, y0 = 0, 0
+    else:
+        x0, y0, x1, y1 = box
+        cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), colour, thickness)
+    (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    ty = y0 - base - 2 if y0 - th - base - 2 >= 0 else min(height - 1, y0 + th + 2)
+    cv2.rectangle(out, (x0, ty - th - 1), (min(width - 1, x0 + tw + 2), ty + base), colour, -1)
+    cv2.putText(out, label, (x0 + 1, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return out
