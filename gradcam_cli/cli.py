@@ -20,8 +20,6 @@ app = typer.Typer(
     help="Explain image-classifier decisions with Grad-CAM: heatmaps, overlays, guided images, boxes.",
 )
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-
 ModelOpt = Annotated[Optional[str], typer.Option(
     "--model", "-m", help="timm name (resnet50), or torchvision/NAME. Default: bundled EfficientNet-Lite0.")]
 PretrainedOpt = Annotated[bool, typer.Option(
@@ -36,21 +34,10 @@ def _fail(message: str, code: int = 2) -> "typer.Exit":
     return typer.Exit(code)
 
 
-def _expand_inputs(inputs: list[str]) -> list[str]:
-    found: list[str] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found += sorted(str(c) for c in p.iterdir()
-                            if c.is_file() and not c.name.startswith(".") and c.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            found.append(item)
-    return found
-
-
 @app.command()
 def explain(
-    inputs: Annotated[list[str], typer.Argument(help="Image files or folders of images.")],
+    inputs: Annotated[list[str], typer.Argument(
+        help="Image files, folders, glob patterns, or - to read paths from stdin.")],
     model: ModelOpt = None,
     layer: Annotated[Optional[list[str]], typer.Option(
         "--layer", "-l", help="Module path as `gradcam layers` prints it; repeatable. Default: the model's last spatial block.")] = None,
@@ -60,22 +47,34 @@ def explain(
     method: Annotated[str, typer.Option("--method", help="gradcam, or cam (GAP->FC heads only).")] = "gradcam",
     outputs: Annotated[str, typer.Option(
         "--outputs", help="Comma-separated subset of heatmap,overlay,guided,bbox.")] = "heatmap,overlay,guided,bbox",
-    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Where the PNGs go.")] = Path("gradcam_out"),
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Where outputs and results.jsonl go.")] = Path("gradcam_out"),
     alpha: Annotated[float, typer.Option("--alpha", help="Heatmap weight in the overlay (0..1).")] = 0.5,
     bbox_threshold: Annotated[float, typer.Option(
         "--bbox-threshold", help="Box = largest region where the normalised map >= this (0..1].")] = 0.5,
     save_raw: Annotated[bool, typer.Option("--save-raw", help="Also write the float map as .npy.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
+    skip_existing: Annotated[bool, typer.Option(
+        "--skip-existing", help="Skip images whose requested outputs all exist (resume a job).")] = False,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
+    nul: Annotated[bool, typer.Option("-0", "--null", help="Paths on stdin are NUL-separated (find -print0).")] = False,
+    shard: Annotated[Optional[str], typer.Option(
+        "--shard", help="I/N: process a deterministic 1/N of the inputs (writes results.I-of-N.jsonl).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward/backward pass.")] = 1,
+    workers: Annotated[int, typer.Option("--workers", "-w", help="Threads for decoding and PNG encoding; 0 = inline.")] = 2,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     pretrained: PretrainedOpt = True,
     weights: WeightsOpt = None,
     num_classes: NumClassesOpt = None,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="Class names: one per line, or JSON.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per image, class and layer on stdout.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table and no per-image errors on stderr.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", "--jsonl", help="Stream one JSON object per image, class and layer on stdout.")] = False,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed image.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Nothing on stderr but usage errors.")] = False,
 ) -> None:
-    """Explain why the model classified each image as it did; writes PNGs and reports each result."""
+    """Explain why the model classified each image as it did; writes PNGs and reports each result.
+
+    Exit codes: 0 all done, 1 some image failed, 2 bad request, 130 interrupted.
+    """
     from .errors import UsageError
     from .pipeline import ExplainOptions
 
@@ -86,29 +85,32 @@ def explain(
         batch_size=batch_size,
     )
     try:
-        explainer = _build_explainer(model, pretrained, weights, num_classes, labels, device, options)
+        if overwrite and skip_existing:
+            raise UsageError("--overwrite and --skip-existing conflict: give one or the other")
+        if workers < 0:
+            raise UsageError(f"--workers {workers}: must be 0 or more")
+        if inputs.count("-") > 1:
+            raise UsageError("- (stdin) can be given only once")
+        from .inputs import collect_inputs, in_shard, parse_shard
+
+        shard_spec = parse_shard(shard) if shard else None
         _check_output_dir(output_dir)
+        items = collect_inputs(inputs, recursive=recursive, nul_separated=nul, output_dir=output_dir)
+        if not items:
+            raise UsageError("no input images found")
+        if shard_spec:
+            items = [it for it in items if in_shard(it, *shard_spec)]
+        explainer = _build_explainer(model, pretrained, weights, num_classes, labels, device, options)
     except UsageError as err:
         raise _fail(str(err)) from None
-    sources = _expand_inputs(inputs)
-    if not sources:
-        raise _fail("no input images found")
+    from .batch import MANIFEST, JobOptions
 
-    def on_record(record) -> None:
-        if as_json:
-            sys.stdout.write(json.dumps(record.data, ensure_ascii=False) + "\n")
-            sys.stdout.flush()
-        if not record.ok and not quiet:
-            typer.echo(f"gradcam: {record.data['error']}", err=True)
+    job = JobOptions(workers=workers, skip_existing=skip_existing, fail_fast=fail_fast,
+                     manifest_name=f"results.{shard_spec[0]}-of-{shard_spec[1]}.jsonl" if shard_spec else MANIFEST)
+    from .console import run_with_console
 
-    try:
-        records = explainer.run(sources, on_record)
-    except UsageError as err:
-        raise _fail(str(err)) from None
-    if not as_json and not quiet:
-        _print_table(records, output_dir)
-    if any(not r.ok for r in records):
-        raise typer.Exit(1)
+    code = run_with_console(explainer, items, output_dir, job, as_json=as_json, quiet=quiet, table=not as_json)
+    raise typer.Exit(code)
 
 
 def _build_explainer(model, pretrained, weights, num_classes, labels, device, options):
@@ -135,24 +137,6 @@ def _check_output_dir(output_dir: Path) -> None:
         raise UsageError(f"--output-dir {output_dir}: cannot create ({err.strerror or err})") from None
     if not output_dir.is_dir() or not os.access(output_dir, os.W_OK | os.X_OK):
         raise UsageError(f"--output-dir {output_dir}: not a writable directory")
-
-
-def _print_table(records, output_dir: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False)
-    table.add_column("input", overflow="fold")
-    for col in ("layer", "class", "prob", "bbox x0,y0,x1,y1"):
-        table.add_column(col, overflow="fold")
-    for r in records:
-        d = r.data
-        if r.ok:
-            table.add_row(d["input"], d["layer"], f"{d['class_index']} {d['class_name'] or ''}".strip(),
-                          f"{d['probability']:.3f}", ",".join(map(str, d["bbox"])) if d["bbox"] else "-")
-    console = Console(soft_wrap=False)
-    console.print(table)
-    console.print(f"outputs in {output_dir}", highlight=False)
 
 
 @app.command()

@@ -25,7 +25,8 @@ def output_path(directory: Path, image_stem: str, method: str, layer: str, class
     return directory / f"{output_stem(image_stem, method, layer, class_index)}_{kind}{suffix}"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -50,7 +51,7 @@ def encode_png(rgb: np.ndarray, compression: int = 1) -> bytes:
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
     """Write ``rgb`` as PNG atomically (temporary name, then rename)."""
-    _write_atomic(path, encode_png(rgb))
+    write_bytes_atomic(path, encode_png(rgb))
 
 
 def write_npy(path: Path, array: np.ndarray) -> None:
@@ -59,4 +60,4 @@ def write_npy(path: Path, array: np.ndarray) -> None:
 
     buf = io.BytesIO()
     np.save(buf, array.astype(np.float32), allow_pickle=False)
-    _write_atomic(path, buf.getvalue())
+    write_bytes_atomic(path, buf.getvalue())

@@ -7,9 +7,8 @@ printing.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +16,7 @@ import torch
 
 from . import cam_math, render
 from .engine import METHODS, check_cam_applies, explain_batch
-from .errors import GradcamError, ImageError, UsageError
-from .images import load_rgb
+from .errors import UsageError
 from .labels import resolve_class
 from .layers import LayerInfo, default_layer, resolve_layer, trace_layers
 from .models import LoadedModel
@@ -63,17 +61,6 @@ class Explanation:
     rank: int = 1
 
 
-@dataclass
-class Record:
-    """What is reported per (image, class, layer), or per failed image (``error`` set)."""
-
-    data: dict = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return "error" not in self.data
-
-
 class Explainer:
     """A loaded model with resolved layers and classes, ready to explain images."""
 
@@ -114,20 +101,25 @@ class Explainer:
         labels = self.loaded.labels
         return labels[index] if labels and 0 <= index < len(labels) else None
 
+    def prepare(self, photo: np.ndarray) -> tuple[torch.Tensor, CropGeometry]:
+        """The model's input for one photo (CPU tensor) and where it came from; safe to run in a worker."""
+        return to_model_input(photo, self.loaded.preprocess)
+
     def explain_arrays(self, photos: Sequence[np.ndarray]) -> list[list[Explanation]]:
         """Explain RGB uint8 photos in one batch; one list of explanations per photo."""
-        prepared = [to_model_input(p, self.loaded.preprocess) for p in photos]
-        inputs = torch.stack([t for t, _ in prepared]).to(self.device)
-        return self._explain_tensor(inputs, [g for _, g in prepared], photos)
+        prepared = [self.prepare(p) for p in photos]
+        return self.explain_prepared([t for t, _ in prepared], [g for _, g in prepared])
 
-    def _explain_tensor(self, inputs: torch.Tensor, geometries: list[CropGeometry],
-                        photos: Sequence[np.ndarray]) -> list[list[Explanation]]:
+    def explain_prepared(self, tensors: Sequence[torch.Tensor],
+                         geometries: Sequence[CropGeometry]) -> list[list[Explanation]]:
+        """Explain already preprocessed photos in one forward pass."""
+        inputs = torch.stack(list(tensors)).to(self.device, non_blocking=True)
         opts = self.options
         result = explain_batch(self.loaded.model, inputs, self.layers, classes=self.classes, top_k=opts.top_k,
                                method=opts.method, guided=self.guided)
         probs = torch.softmax(result.logits.float(), dim=1)
         crop_hw = tuple(inputs.shape[-2:])
-        out: list[list[Explanation]] = [[] for _ in photos]
+        out: list[list[Explanation]] = [[] for _ in geometries]
         for path, raw in result.maps.items():
             scaled, empty = cam_math.normalize_minmax(raw.float())  # (B, K, h, w)
             for b, geometry in enumerate(geometries):
@@ -186,9 +178,9 @@ class Explainer:
             elif kind == "raw":
                 write_npy(path, e.map)
 
-    def record(self, source: str, photo: np.ndarray, e: Explanation, files: dict[str, Path], seconds: float) -> Record:
+    def record(self, source: str, photo: np.ndarray, e: Explanation, files: dict[str, Path], seconds: float) -> dict:
         """The JSON record of one explanation (schema: gradcam_cli/record.schema.json)."""
-        return Record({
+        return {
             "input": source,
             "model": self.loaded.name,
             "weights": self.loaded.weights,
@@ -204,56 +196,4 @@ class Explainer:
             "map_empty": e.empty,
             "files": {k: str(v) for k, v in files.items()},
             "time_s": round(seconds, 4),
-        })
-
-    def run(self, sources: Iterable[str | Path], on_record: Callable[[Record], None] | None = None) -> list[Record]:
-        """Explain every source file, writing outputs; a bad image yields an error record, not an exception."""
-        records: list[Record] = []
-        emit = on_record or (lambda r: None)
-
-        def report(r: Record) -> None:
-            records.append(r)
-            emit(r)
-
-        for batch in _batches(list(sources), self.options.batch_size):
-            for r in self._run_batch(batch):
-                report(r)
-        return records
-
-    def _run_batch(self, sources: list[str | Path]) -> Iterator[Record]:
-        opts = self.options
-        start = time.perf_counter()
-        loaded: list[tuple[str, np.ndarray]] = []
-        for src in sources:
-            try:
-                loaded.append((str(src), load_rgb(src)))
-            except ImageError as err:
-                yield Record({"input": str(src), "error": str(err)})
-        if not loaded:
-            return
-        explanations = self.explain_arrays([photo for _, photo in loaded])
-        per_image = (time.perf_counter() - start) / len(loaded)
-        for (src, photo), exps in zip(loaded, explanations):
-            t0 = time.perf_counter()
-            stem = Path(src).stem
-            try:
-                planned = [(e, self.planned_files(stem, Path(opts.output_dir), e)) for e in exps]
-                clashes = [str(p) for _, f in planned for p in f.values() if p.exists()]
-                if clashes and not opts.overwrite:
-                    raise ImageError(f"{src}: output exists ({clashes[0]}); pass --overwrite to replace")
-                for e, files in planned:
-                    self.write_explanation(photo, e, files)
-            except GradcamError as err:
-                yield Record({"input": src, "error": str(err)})
-                continue
-            except OSError as err:
-                yield Record({"input": src, "error": f"{src}: cannot write output ({err.strerror or err})"})
-                continue
-            seconds = per_image + (time.perf_counter() - t0)
-            for e, files in planned:
-                yield self.record(src, photo, e, files, seconds)
-
-
-def _batches(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
+        }

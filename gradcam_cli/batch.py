@@ -1,0 +1,276 @@
+"""Running an explanation job over many images: prefetching, batching, writing, the manifest.
+
+Decoding and PNG encoding run in worker threads and overlap with the model, so on a
+CPU the model is the bottleneck. Records come out in input order. A stop request
+(SIGINT/SIGTERM in the CLI) lets the batch in flight finish, then the manifest is
+written and the job ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import GradcamError, ImageError
+from .images import load_rgb
+from .inputs import InputImage
+from .outputs import KINDS, output_path, output_stem, write_bytes_atomic
+from .pipeline import Explainer
+
+Record = dict
+MANIFEST = "results.jsonl"
+
+
+@dataclass
+class JobOptions:
+    """How a job runs, as opposed to what each explanation is."""
+
+    workers: int = 2  # threads for decoding and for encoding; 0 = all inline
+    skip_existing: bool = False
+    fail_fast: bool = False
+    manifest_name: str = MANIFEST
+    checkpoint_s: float = 10.0  # how often the manifest is rewritten during a long job
+
+
+@dataclass
+class JobSummary:
+    """Counts for the one-line summary and the exit code."""
+
+    total: int = 0
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+    stopped_on_failure: bool = False
+
+    @property
+    def images_per_s(self) -> float:
+        return self.done / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class _Loaded:
+    item: InputImage
+    photo: object = None
+    tensor: object = None
+    geometry: object = None
+    error: str | None = None
+
+
+def outputs_complete(explainer: Explainer, item: InputImage, output_dir: Path) -> bool:
+    """Whether every requested output of ``item`` already exists (for ``--skip-existing``).
+
+    With explicit classes the exact files are known; with top-k, at least k files of
+    each requested kind and layer must exist.
+    """
+    opts = explainer.options
+    directory = output_dir / item.out_subdir
+    kinds = list(opts.outputs) + (["map"] if opts.save_raw else [])
+    for layer in explainer.layers:
+        for kind in kinds:
+            suffix = ".npy" if kind == "map" else ".png"
+            if explainer.classes:
+                if not all(output_path(directory, item.stem, opts.method, layer, c, kind, suffix).exists()
+                           for c in explainer.classes):
+                    return False
+            else:
+                prefix = output_stem(item.stem, opts.method, layer, 0)[: -len("c0")]
+                matches = [p for p in directory.glob(f"{glob_escape(prefix)}c*_{kind}{suffix}")
+                           if p.name[len(prefix) + 1:].split("_")[0].isdigit()]
+                if len(matches) < opts.top_k:
+                    return False
+    return True
+
+
+def glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+class Manifest:
+    """``results.jsonl``: one record per line, rewritten atomically, merged with an earlier run's."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.previous: dict[str, list[Record]] = {}
+        self.current: dict[str, list[Record]] = {}
+        if path.exists():
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(rec, dict) and "input" in rec:
+                    self.previous.setdefault(rec["input"], []).append(rec)
+
+    def add(self, record: Record) -> None:
+        self.current.setdefault(record["input"], []).append(record)
+
+    def write(self) -> None:
+        merged = {**self.previous, **self.current}  # this run's records replace the earlier run's
+        lines = [json.dumps(r, ensure_ascii=False) for recs in merged.values() for r in recs]
+        write_bytes_atomic(self.path, ("\n".join(lines) + "\n" if lines else "").encode("utf-8"))
+
+
+def _load(explainer: Explainer, item: InputImage) -> _Loaded:
+    try:
+        photo = load_rgb(item.path)
+        tensor, geometry = explainer.prepare(photo)
+        return _Loaded(item, photo, tensor, geometry)
+    except ImageError as err:
+        return _Loaded(item, error=str(err))
+    except Exception as err:  # a decoder bug must not take the batch down
+        return _Loaded(item, error=f"{item.path}: cannot decode image ({type(err).__name__}: {err})")
+
+
+def _write_image(explainer: Explainer, loaded: _Loaded, exps, output_dir: Path, overwrite: bool,
+                 compute_s: float) -> list[Record]:
+    """Render and write one image's outputs; on any failure remove what was written and report it."""
+    start = time.perf_counter()
+    directory = output_dir / loaded.item.out_subdir
+    planned = [(e, explainer.planned_files(loaded.item.stem, directory, e)) for e in exps]
+    written: list[Path] = []
+    try:
+        if not overwrite:
+            clash = next((p for _, f in planned for p in f.values() if p.exists()), None)
+            if clash is not None:
+                raise ImageError(f"{loaded.item.path}: output exists ({clash}); pass --overwrite or --skip-existing")
+        for e, files in planned:
+            for kind, path in files.items():
+                explainer.write_explanation(loaded.photo, e, {kind: path})
+                written.append(path)
+    except (GradcamError, OSError) as err:
+        for path in written:
+            try:
+                path.unlink()
+            except OSError:
+                pass
+        cause = str(err) if isinstance(err, GradcamError) else \
+            f"{loaded.item.path}: cannot write output ({err.strerror or err})"
+        return [{"input": loaded.item.path, "error": cause}]
+    seconds = compute_s + time.perf_counter() - start
+    return [explainer.record(loaded.item.path, loaded.photo, e, files, seconds) for e, files in planned]
+
+
+def run_job(
+    explainer: Explainer,
+    items: Sequence[InputImage],
+    output_dir: Path,
+    job: JobOptions | None = None,
+    on_record: Callable[[Record], None] | None = None,
+    on_progress: Callable[[JobSummary], None] | None = None,
+    stop: threading.Event | None = None,
+) -> JobSummary:
+    """Explain ``items`` into ``output_dir``; every image ends as records, an error record, or skipped."""
+    job = job or JobOptions()
+    stop = stop or threading.Event()
+    emit = on_record or (lambda r: None)
+    progress = on_progress or (lambda s: None)
+    opts = explainer.options
+    summary = JobSummary(total=len(items))
+    started = time.perf_counter()
+    manifest = Manifest(output_dir / job.manifest_name)
+    todo: list[InputImage] = []
+    for item in items:
+        if job.skip_existing and outputs_complete(explainer, item, output_dir):
+            summary.skipped += 1
+        else:
+            todo.append(item)
+    progress(summary)
+    loaders = ThreadPoolExecutor(job.workers, thread_name_prefix="gradcam-load") if job.workers > 0 else None
+    writers = ThreadPoolExecutor(job.workers, thread_name_prefix="gradcam-write") if job.workers > 0 else None
+    pending_writes: deque[tuple[_Loaded, Future | list[Record]]] = deque()
+    last_checkpoint = time.perf_counter()
+
+    def finish(loaded: _Loaded, records: list[Record]) -> None:
+        nonlocal last_checkpoint
+        failed = any("error" in r for r in records)
+        summary.failed += failed
+        summary.done += not failed
+        for r in records:
+            manifest.add(r)
+            emit(r)
+        progress(summary)
+        if failed and job.fail_fast:
+            summary.stopped_on_failure = True
+            stop.set()
+        if time.perf_counter() - last_checkpoint > job.checkpoint_s:
+            manifest.write()
+            last_checkpoint = time.perf_counter()
+
+    def drain(keep: int) -> None:
+        while len(pending_writes) > keep:
+            loaded, fut = pending_writes.popleft()
+            finish(loaded, fut.result() if isinstance(fut, Future) else fut)
+
+    try:
+        for batch in _prefetched_batches(explainer, todo, opts.batch_size, loaders, stop):
+            good = [b for b in batch if b.error is None]
+            results: dict[int, Future | list[Record]] = {}
+            if good:
+                t0 = time.perf_counter()
+                try:
+                    explanations = explainer.explain_prepared([b.tensor for b in good], [b.geometry for b in good])
+                except GradcamError:
+                    raise
+                except Exception as err:  # e.g. out of memory: this batch fails, the job goes on
+                    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                    for b in good:
+                        results[id(b)] = [{"input": b.item.path,
+                                           "error": f"{b.item.path}: model failed ({type(err).__name__}: {first})"}]
+                else:
+                    per_image = (time.perf_counter() - t0) / len(good)
+                    for b, exps in zip(good, explanations):
+                        b.tensor = None  # the photo stays until its PNGs are written; the input can go
+                        args = (explainer, b, exps, output_dir, opts.overwrite, per_image)
+                        results[id(b)] = writers.submit(_write_image, *args) if writers else _write_image(*args)
+            for b in batch:  # input order
+                pending_writes.append((b, results.get(id(b)) or [{"input": b.item.path, "error": b.error}]))
+            drain(keep=2 * opts.batch_size)  # bounded: memory stays flat however many images
+            if stop.is_set():
+                break
+        drain(keep=0)
+    finally:
+        for pool in (loaders, writers):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        summary.interrupted = stop.is_set() and not summary.stopped_on_failure
+        summary.seconds = time.perf_counter() - started
+        manifest.write()
+    return summary
+
+
+def _prefetched_batches(explainer: Explainer, items: Sequence[InputImage], batch_size: int,
+                        pool: ThreadPoolExecutor | None, stop: threading.Event) -> Iterator[list[_Loaded]]:
+    """Batches of decoded images, decoding up to two batches ahead in the pool."""
+    if pool is None:
+        for i in range(0, len(items), batch_size):
+            if stop.is_set():
+                return
+            yield [_load(explainer, it) for it in items[i:i + batch_size]]
+        return
+    ahead: deque[Future] = deque()
+    queue = iter(items)
+    window = 2 * batch_size
+
+    def fill() -> None:
+        while len(ahead) < window and not stop.is_set():
+            nxt = next(queue, None)
+            if nxt is None:
+                return
+            ahead.append(pool.submit(_load, explainer, nxt))
+
+    fill()
+    while ahead:
+        batch = [ahead.popleft().result() for _ in range(min(batch_size, len(ahead)))]
+        fill()
+        yield batch
+        if stop.is_set():
+            return

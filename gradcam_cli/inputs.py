@@ -1,0 +1,145 @@
+"""Turning command-line arguments into the list of images to explain, and where each one's outputs go.
+
+Directories (``recursive`` to descend), glob patterns, plain files, and ``-`` for paths
+on stdin. Every input gets a relative output location that mirrors the input tree and
+can never point outside the output directory.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".gif"})
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """One image to explain: where it is and where its outputs go (relative to the output dir)."""
+
+    path: str  # as given / found
+    rel: PurePosixPath  # relative output location, without suffix handling: "sub/dog.jpg"
+
+    @property
+    def out_subdir(self) -> PurePosixPath:
+        return self.rel.parent
+
+    @property
+    def stem(self) -> str:
+        return self.rel.stem
+
+
+def looks_like_image(path: Path) -> bool:
+    """Extension is an image type and the first bytes are an image signature (WebP: RIFF....WEBP)."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return False
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+    except OSError:
+        return True  # let the loader report the real cause for this file
+    return head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
+def _hidden(rel_parts: Iterable[str]) -> bool:
+    return any(part.startswith(".") for part in rel_parts)
+
+
+def _safe_rel(parts: Iterable[str]) -> PurePosixPath:
+    """Drop anchors, '.', '..' and empty parts: a path that cannot climb out of the output dir."""
+    kept = [p for p in parts if p not in ("", ".", "..", "/", "\\") and not p.endswith(":")]
+    return PurePosixPath(*kept) if kept else PurePosixPath("image")
+
+
+def scan_directory(root: Path, recursive: bool, skip: Path | None) -> list[Path]:
+    """Image files under ``root`` (sorted), skipping hidden entries and the ``skip`` directory."""
+    found: list[Path] = []
+    skip_resolved = skip.resolve() if skip is not None else None
+    for dirpath, dirnames, filenames in os.walk(root):
+        current = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and (skip_resolved is None or (current / d).resolve() != skip_resolved))
+        if not recursive:
+            dirnames[:] = []
+        for name in sorted(filenames):
+            p = current / name
+            if not name.startswith(".") and p.is_file() and looks_like_image(p):
+                found.append(p)
+    return found
+
+
+def read_stdin_paths(nul_separated: bool, stream=None) -> list[str]:
+    """Paths from stdin, one per line (or NUL-separated)."""
+    data = (stream or sys.stdin.buffer).read()
+    if isinstance(data, str):
+        data = data.encode()
+    sep = b"\0" if nul_separated else b"\n"
+    return [os.fsdecode(p.rstrip(b"\r") if not nul_separated else p) for p in data.split(sep) if p.strip()]
+
+
+def collect_inputs(args: Iterable[str], *, recursive: bool = False, nul_separated: bool = False,
+                   output_dir: Path | None = None, stdin=None) -> list[InputImage]:
+    """Expand arguments into images with collision-free, contained output locations.
+
+    Each file is anchored at its directory argument (files found in a folder) or at
+    its own folder (files named directly, by glob or on stdin); outputs mirror each
+    file's path below the deepest folder all anchors share. So one folder's tree is
+    mirrored as it is, and a single file lands straight in the output dir.
+    """
+    anchored: list[tuple[Path, Path]] = []  # (file, anchor directory)
+    for arg in args:
+        if arg == "-":
+            anchored += [(Path(p), Path(p).parent) for p in read_stdin_paths(nul_separated, stdin)]
+            continue
+        p = Path(arg)
+        if p.is_dir():
+            anchored += [(f, p) for f in scan_directory(p, recursive, output_dir)]
+        elif not p.exists() and glob.has_magic(arg):
+            for match in sorted(glob.glob(arg, recursive=recursive)):
+                m = Path(match)
+                if m.is_file() and not _hidden(m.parts) and looks_like_image(m):
+                    anchored.append((m, m.parent))
+        else:
+            anchored.append((p, p.parent))  # missing or unreadable files are reported by the loader
+    if not anchored:
+        return []
+    try:
+        base = os.path.commonpath([os.path.abspath(a) for _, a in anchored])
+    except ValueError:  # different drives
+        base = ""
+    items: list[InputImage] = []
+    seen: set[str] = set()
+    for f, _ in anchored:
+        a = os.path.abspath(f)
+        if a in seen:
+            continue
+        seen.add(a)
+        rel = os.path.relpath(a, base) if base else a
+        items.append(InputImage(str(f), _safe_rel(Path(rel).parts)))
+    return items
+
+
+def in_shard(item: InputImage, index: int, count: int) -> bool:
+    """Deterministic membership of shard ``index`` of ``count``, by the item's output location."""
+    digest = hashlib.sha1(str(item.rel).encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") % count == index
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``."""
+    from .errors import UsageError
+
+    try:
+        left, right = spec.split("/")
+        index, count = int(left), int(right)
+    except ValueError:
+        raise UsageError(f"--shard {spec}: expected I/N, e.g. 0/4") from None
+    if count < 1 or not 0 <= index < count:
+        raise UsageError(f"--shard {spec}: need 0 <= I < N")
+    return index, count
