@@ -21,7 +21,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         arr = np.asarray(img, dtype=np.float64)
         high = arr.max() if arr.size else 0.0
         scale = 255.0 / high if high > 255 else 1.0
-        img = Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8), mode="L")
+        img = Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8))
     if img.mode == "P" or (img.mode in ("L", "RGB") and "transparency" in img.info):
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):

@@ -36,14 +36,18 @@ class InputImage:
 
 
 def looks_like_image(path: Path) -> bool:
-    """Extension is an image type and the first bytes are an image signature (WebP: RIFF....WEBP)."""
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        return False
+    """Picked up from a folder: an image extension, or (any other name) an image signature.
+
+    A file with an image extension is taken even when its bytes are not an image, so
+    that a corrupt or mislabelled photo is reported instead of silently ignored.
+    """
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return True
     try:
         with open(path, "rb") as fh:
             head = fh.read(12)
     except OSError:
-        return True  # let the loader report the real cause for this file
+        return False
     return head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
