@@ -115,7 +115,7 @@ class Manifest:
 
     def write(self) -> None:
         merged = {**self.previous, **self.current}  # this run's records replace the earlier run's
-        lines = [json.dumps(r, ensure_ascii=False) for recs in merged.values() for r in recs]
+        lines = [json.dumps(r, ensure_ascii=False, allow_nan=False) for recs in merged.values() for r in recs]
         write_bytes_atomic(self.path, ("\n".join(lines) + "\n" if lines else "").encode("utf-8"))
 
 

@@ -76,7 +76,7 @@ def run_with_console(explainer, items, output_dir: Path, job, *, as_json: bool, 
 
     def on_record(record: dict) -> None:
         if as_json:
-            out.write_line(json.dumps(record, ensure_ascii=False))
+            out.write_line(json.dumps(record, ensure_ascii=False, allow_nan=False))
         elif table and "error" not in record:
             rows.append(record)
         if "error" in record and not quiet:
@@ -144,7 +144,7 @@ def _print_table(rows: list[dict], output_dir: Path) -> None:
         table.add_column(col, overflow="fold")
     for d in rows:
         table.add_row(d["input"], d["layer"], f"{d['class_index']} {d['class_name'] or ''}".strip(),
-                      f"{d['probability']:.3f}", ",".join(map(str, d["bbox"])) if d["bbox"] else "-")
+                      "-" if d["probability"] is None else f"{d['probability']:.3f}", ",".join(map(str, d["bbox"])) if d["bbox"] else "-")
     console = Console(soft_wrap=False)
     try:
         console.print(table)

@@ -59,6 +59,7 @@ class Explanation:
     bbox: render.BBox | None
     guided: np.ndarray | None = None  # (H, W, 3) uint8 Guided Grad-CAM image
     rank: int = 1
+    warnings: tuple[str, ...] = ()
 
 
 class Explainer:
@@ -118,6 +119,7 @@ class Explainer:
         result = explain_batch(self.loaded.model, inputs, self.layers, classes=self.classes, top_k=opts.top_k,
                                method=opts.method, guided=self.guided)
         probs = torch.softmax(result.logits.float(), dim=1)
+        finite_logits = torch.isfinite(result.logits).all(dim=1).tolist()
         crop_hw = tuple(inputs.shape[-2:])
         out: list[list[Explanation]] = [[] for _ in geometries]
         for path, raw in result.maps.items():
@@ -126,8 +128,16 @@ class Explainer:
                 placed = place_on_original(scaled[b][:, None], geometry)[:, 0].cpu().numpy()
                 guided_imgs = self._guided_images(result.guided[b], scaled[b], crop_hw, geometry) \
                     if result.guided is not None else [None] * placed.shape[0]
+                raw_finite = torch.isfinite(raw[b]).flatten(1).all(dim=1).tolist()
                 for k in range(placed.shape[0]):
                     c = int(result.classes[b, k])
+                    warnings = []
+                    if not finite_logits[b]:
+                        warnings.append("model output is not finite (NaN/Inf); scores are null")
+                    if not raw_finite[k]:
+                        warnings.append("map had non-finite values, treated as zero")
+                    if bool(empty[b, k]):
+                        warnings.append("map is empty: no positive evidence at this layer (zero gradient or constant activation)")
                     out[b].append(Explanation(
                         class_index=c,
                         class_name=self.class_name(c),
@@ -140,6 +150,7 @@ class Explainer:
                         bbox=render.bbox_from_map(placed[k], opts.bbox_threshold),
                         guided=guided_imgs[k],
                         rank=k + 1,
+                        warnings=tuple(warnings),
                     ))
         return out
 
@@ -189,11 +200,17 @@ class Explainer:
             "rank": e.rank,
             "class_index": e.class_index,
             "class_name": e.class_name,
-            "probability": round(e.probability, 6),
-            "score": round(e.score, 6),
+            "probability": _finite_or_none(e.probability),
+            "score": _finite_or_none(e.score),
             "bbox": list(e.bbox) if e.bbox else None,
             "image_size": [int(photo.shape[1]), int(photo.shape[0])],
             "map_empty": e.empty,
             "files": {k: str(v) for k, v in files.items()},
             "time_s": round(seconds, 4),
+            "warnings": list(e.warnings),
         }
+
+
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: a non-finite number is reported as null (with a warning in the record)."""
+    return round(value, 6) if np.isfinite(value) else None

@@ -26,10 +26,13 @@ def guided_image(guided: np.ndarray, reference: np.ndarray | None = None) -> np.
     ``reference`` (default: ``guided``) supplies the mean and spread, so pixels outside
     the model's crop can be rendered with the statistics of the part it saw.
     """
-    ref = guided if reference is None else reference
+    guided = np.nan_to_num(guided, nan=0.0, posinf=0.0, neginf=0.0)
+    ref = guided if reference is None else np.nan_to_num(reference, nan=0.0, posinf=0.0, neginf=0.0)
     mean = float(ref.mean()) if ref.size else 0.0
     std = float(ref.std()) if ref.size else 0.0
-    img = (np.nan_to_num(guided) - mean) / (std + 1e-5) * 0.1 + 0.5
+    if not (np.isfinite(mean) and np.isfinite(std)):  # overflow in float32 statistics
+        mean, std = 0.0, 0.0
+    img = (guided - mean) / (std + 1e-5) * 0.1 + 0.5
     return (np.clip(img, 0, 1).transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8)
 
 
