@@ -149,16 +149,17 @@ def layers(
     """List the layers Grad-CAM can hook (spatial outputs), their shapes, and the default. No download."""
     from .errors import UsageError
     from .layers import default_layer, trace_layers
-    from .models import load_model
+    from .models import load_architecture
 
     try:
-        loaded = load_model(model, pretrained=False, num_classes=num_classes)
+        loaded = load_architecture(model, num_classes=num_classes)
         infos = trace_layers(loaded.model, loaded.preprocess.input_size)
         default = default_layer(loaded.model, infos)
     except UsageError as err:
         raise _fail(str(err)) from None
     default_depth = default.count(".") + 1
-    rows = [l for l in infos if l.spatial and (show_all or l.depth <= max(2, default_depth) or l.path == default)]
+    rows = [l for l in infos if l.spatial and l.type != "Identity"
+            and (show_all or l.depth <= max(2, default_depth) or l.path == default)]
     rows.sort(key=lambda l: l.finish_order)
     if as_json:
         print(json.dumps([{"path": l.path, "type": l.type, "shape": list(l.shape), "default": l.path == default}

@@ -131,6 +131,23 @@ def _build_torchvision(arch: str, pretrained: bool, num_classes: int | None) -> 
     return model, config, source
 
 
+def load_architecture(name: str | None = None, *, num_classes: int | None = None) -> LoadedModel:
+    """The model's structure only, on the ``meta`` device: no weights, no download, no memory.
+
+    Enough to trace layer names and output shapes (``gradcam layers``) in a fraction of
+    the time a real build takes.
+    """
+    name = name or DEFAULT_MODEL
+    source, arch = split_model_name(name)
+    with torch.device("meta"):
+        if source == "timm":
+            model, config, _ = _build_timm(arch, False, num_classes)
+        else:
+            model, config, _ = _build_torchvision(arch, False, num_classes)
+    model.eval()
+    return LoadedModel(model, f"{source}/{arch}", source, config, infer_num_classes(model), None, "none (structure only)")
+
+
 def infer_num_classes(model: nn.Module) -> int:
     """Number of logits: timm's ``num_classes``, else the last Linear layer's width."""
     n = getattr(model, "num_classes", None)
