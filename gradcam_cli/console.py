@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -84,17 +85,12 @@ def run_with_console(explainer, items, output_dir: Path, job, *, as_json: bool, 
             (progress.console.print(message, markup=False, highlight=False) if progress
              else print(message, file=sys.stderr, flush=True))
 
-    def on_progress(summary) -> None:
-        if progress is not None:
-            rate = f"{summary.done / max(1e-9, _elapsed(summary)):.2f} img/s" if summary.done else ""
-            progress.update(task, completed=summary.done + summary.failed + summary.skipped, rate=rate)
-
-    import time
-
     start = time.perf_counter()
 
-    def _elapsed(_summary) -> float:
-        return time.perf_counter() - start
+    def on_progress(summary) -> None:
+        if progress is not None:
+            rate = f"{summary.done / max(1e-9, time.perf_counter() - start):.2f} img/s" if summary.done else ""
+            progress.update(task, completed=summary.done + summary.failed + summary.skipped, rate=rate)
 
     previous = _install_stop_handlers(stop)
     try:
