@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
+import stat
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,39 +23,69 @@ _NESTED_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema", "mo
 
 
 def _is_tensor_dict(obj: object) -> bool:
-    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+    return isinstance(obj, Mapping) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def _one_line(err: BaseException, limit: int = 200) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # torch puts terminal colour codes in its messages
+    text = " ".join(text.split())
+    return text[:limit] or type(err).__name__
+
+
+def _refusal(p: Path, err: BaseException) -> UsageError:
+    """The one-line message for a pickle that ``weights_only=True`` would not load."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(err))
+    what = f"asks for {found.group(1)}, which is not a tensor or plain container" if found else \
+        "holds objects other than tensors and plain containers"
+    return UsageError(
+        f"--weights {p}: refused to load: the file {what}; unpickling it could run code from the file. "
+        "Save a plain state_dict (torch.save(model.state_dict(), PATH)) or convert it to .safetensors."
+    )
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A flat ``{name: tensor}`` from a ``.safetensors``/``.pt``/``.pth`` file, never executing pickled code.
 
     Accepts a bare state_dict or one nested under ``state_dict``/``model``; strips a
-    ``module.`` prefix left by DataParallel/DDP.
+    ``module.`` prefix left by DataParallel/DDP. Every failure is a one-line :class:`UsageError`.
     """
     p = Path(path)
-    if not p.exists():
-        raise UsageError(f"--weights {p}: no such file")
-    if p.is_dir():
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise UsageError(f"--weights {p}: no such file") from None
+    except OSError as err:
+        raise UsageError(f"--weights {p}: cannot access ({err.strerror or _one_line(err)})") from None
+    if stat.S_ISDIR(st.st_mode):
         raise UsageError(f"--weights {p}: is a directory, not a checkpoint file")
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"--weights {p}: not a regular file")
+    if st.st_size == 0:
+        raise UsageError(f"--weights {p}: empty file (0 bytes)")
     if not os.access(p, os.R_OK):
         raise UsageError(f"--weights {p}: permission denied")
     try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
+        with warnings.catch_warnings():  # torch warns about pickle protocols: noise next to our one line
+            warnings.simplefilter("ignore")
+            if p.suffix == ".safetensors":
+                from safetensors.torch import load_file
 
-            obj: object = load_file(str(p), device="cpu")
-        else:
-            obj = torch.load(p, map_location="cpu", weights_only=True)
+                obj: object = load_file(str(p), device="cpu")
+            else:
+                obj = torch.load(p, map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise UsageError(f"--weights {p}: permission denied") from None
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsafe pickle"
-        raise UsageError(
-            f"--weights {p}: refused to load: the file holds objects other than tensors "
-            f"and loading it would run code from the file ({first}). Save a plain state_dict "
-            "or convert it to .safetensors."
-        ) from None
+        if "weights only load failed" in str(err).lower() or "weightsunpickler" in str(err).lower():
+            raise _refusal(p, err) from None
+        raise UsageError(f"--weights {p}: not a readable checkpoint (corrupt pickle: {_one_line(err)})") from None
+    except OSError as err:
+        cause = err.strerror if err.errno and err.strerror else _one_line(err)
+        raise UsageError(f"--weights {p}: cannot read ({cause})") from None
     except Exception as err:  # torn files, wrong formats: all are "not a checkpoint"
-        cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UsageError(f"--weights {p}: not a readable checkpoint ({cause})") from None
+        raise UsageError(f"--weights {p}: not a readable checkpoint ({type(err).__name__}: {_one_line(err)}); "
+                         "expected .safetensors, or a .pt/.pth state_dict saved with torch.save") from None
     if isinstance(obj, Mapping) and not _is_tensor_dict(obj):
         for key in _NESTED_KEYS:
             if _is_tensor_dict(obj.get(key)):
@@ -97,7 +130,10 @@ def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source
         hint = " (a different head? try --num-classes)" if any("fc" in m or "classifier" in m or "head" in m
                                                               for m in missing + unexpected + misshaped) else ""
         raise UsageError(f"{source}: does not fit the model: " + "; ".join(problems) + hint)
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:  # e.g. a tensor that cannot be copied into the parameter's dtype
+        raise UsageError(f"{source}: does not fit the model ({_one_line(err)})") from None
 
 
 def efficientnet_lite0_package_state(model: nn.Module) -> dict[str, torch.Tensor]:
