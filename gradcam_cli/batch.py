@@ -50,6 +50,7 @@ class JobSummary:
     seconds: float = 0.0
     interrupted: bool = False
     stopped_on_failure: bool = False
+    manifest_error: str | None = None  # the manifest could not be written
 
     @property
     def images_per_s(self) -> float:
@@ -202,8 +203,14 @@ def run_job(
             summary.stopped_on_failure = True
             stop.set()
         if time.perf_counter() - last_checkpoint > job.checkpoint_s:
-            manifest.write()
+            write_manifest()
             last_checkpoint = time.perf_counter()
+
+    def write_manifest() -> None:
+        try:
+            manifest.write()
+        except OSError as err:
+            summary.manifest_error = f"{manifest.path}: cannot write the manifest ({err.strerror or err})"
 
     def drain(keep: int) -> None:
         while len(pending_writes) > keep:
@@ -243,7 +250,7 @@ def run_job(
                 pool.shutdown(wait=True, cancel_futures=True)
         summary.interrupted = stop.is_set() and not summary.stopped_on_failure
         summary.seconds = time.perf_counter() - started
-        manifest.write()
+        write_manifest()
     return summary
 
 

@@ -25,7 +25,7 @@ ModelOpt = Annotated[Optional[str], typer.Option(
 PretrainedOpt = Annotated[bool, typer.Option(
     "--pretrained/--no-pretrained", help="Download pretrained weights (default) or use random init.")]
 WeightsOpt = Annotated[Optional[Path], typer.Option(
-    "--weights", help="Local checkpoint (.safetensors, or .pt/.pth read with weights_only=True).")]
+    "--weights", readable=False, help="Local checkpoint (.safetensors, or .pt/.pth read with weights_only=True).")]
 NumClassesOpt = Annotated[Optional[int], typer.Option("--num-classes", help="Classifier width for fine-tuned heads.")]
 
 
@@ -47,7 +47,7 @@ def explain(
     method: Annotated[str, typer.Option("--method", help="gradcam, or cam (GAP->FC heads only).")] = "gradcam",
     outputs: Annotated[str, typer.Option(
         "--outputs", help="Comma-separated subset of heatmap,overlay,guided,bbox.")] = "heatmap,overlay,guided,bbox",
-    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Where outputs and results.jsonl go.")] = Path("gradcam_out"),
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", readable=False, help="Where outputs and results.jsonl go.")] = Path("gradcam_out"),
     alpha: Annotated[float, typer.Option("--alpha", help="Heatmap weight in the overlay (0..1).")] = 0.5,
     bbox_threshold: Annotated[float, typer.Option(
         "--bbox-threshold", help="Box = largest region where the normalised map >= this (0..1].")] = 0.5,
@@ -65,7 +65,7 @@ def explain(
     pretrained: PretrainedOpt = True,
     weights: WeightsOpt = None,
     num_classes: NumClassesOpt = None,
-    labels: Annotated[Optional[Path], typer.Option("--labels", help="Class names: one per line, or JSON.")] = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", readable=False, help="Class names: one per line, or JSON.")] = None,
     as_json: Annotated[bool, typer.Option(
         "--json", "--jsonl", help="Stream one JSON object per image, class and layer on stdout.")] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed image.")] = False,
@@ -101,6 +101,7 @@ def explain(
         if shard_spec:
             items = [it for it in items if in_shard(it, *shard_spec)]
         explainer = _build_explainer(model, pretrained, weights, num_classes, labels, device, options)
+        _create_output_dir(output_dir)
     except UsageError as err:
         raise _fail(str(err)) from None
     from .batch import MANIFEST, JobOptions
@@ -127,16 +128,29 @@ def _build_explainer(model, pretrained, weights, num_classes, labels, device, op
 
 
 def _check_output_dir(output_dir: Path) -> None:
+    """Fail early if ``output_dir`` cannot be created or written; creates nothing."""
     import os
 
+    from .errors import UsageError
+
+    probe = output_dir
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"--output-dir {output_dir}: cannot create it, {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"--output-dir {output_dir}: not a writable directory ({probe} is not writable)")
+
+
+def _create_output_dir(output_dir: Path) -> None:
     from .errors import UsageError
 
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UsageError(f"--output-dir {output_dir}: cannot create ({err.strerror or err})") from None
-    if not output_dir.is_dir() or not os.access(output_dir, os.W_OK | os.X_OK):
-        raise UsageError(f"--output-dir {output_dir}: not a writable directory")
 
 
 @app.command()

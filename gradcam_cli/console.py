@@ -123,11 +123,13 @@ def run_with_console(explainer, items, output_dir: Path, job, *, as_json: bool, 
         print(f"gradcam: {summary.done} done, {summary.skipped} skipped, {summary.failed} failed "
               f"of {summary.total} in {summary.seconds:.1f}s ({summary.images_per_s:.2f} images/s){state}",
               file=sys.stderr, flush=True)
+    if summary.manifest_error:
+        print(f"gradcam: error: {summary.manifest_error}", file=sys.stderr, flush=True)
     if out.closed:
-        return EXIT_OK if summary.failed == 0 else EXIT_FAILED
+        return EXIT_OK if summary.failed == 0 and not summary.manifest_error else EXIT_FAILED
     if summary.interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_FAILED if summary.failed else EXIT_OK
+    return EXIT_FAILED if summary.failed or summary.manifest_error else EXIT_OK
 
 
 def _print_table(rows: list[dict], output_dir: Path) -> None:

@@ -24,7 +24,8 @@ class InputImage:
     """One image to explain: where it is and where its outputs go (relative to the output dir)."""
 
     path: str  # as given / found
-    rel: PurePosixPath  # relative output location, without suffix handling: "sub/dog.jpg"
+    rel: PurePosixPath  # relative output location: "sub/dog.jpg"
+    unique_stem: str | None = None  # set when another input in the same folder has the same stem
 
     @property
     def out_subdir(self) -> PurePosixPath:
@@ -32,7 +33,8 @@ class InputImage:
 
     @property
     def stem(self) -> str:
-        return self.rel.stem
+        """The prefix of this image's output names ("dog", or "dog-png" next to a dog.jpg)."""
+        return self.unique_stem or self.rel.stem
 
 
 def looks_like_image(path: Path) -> bool:
@@ -126,7 +128,16 @@ def collect_inputs(args: Iterable[str], *, recursive: bool = False, nul_separate
         seen.add(a)
         rel = os.path.relpath(a, base) if base else a
         items.append(InputImage(str(f), _safe_rel(Path(rel).parts)))
-    return items
+    return _disambiguate_stems(items)
+
+
+def _disambiguate_stems(items: list[InputImage]) -> list[InputImage]:
+    """``dog.jpg`` and ``dog.png`` in one folder get output stems ``dog-jpg`` and ``dog-png``."""
+    from collections import Counter
+
+    counts = Counter((i.rel.parent, i.rel.stem) for i in items)
+    return [i if counts[(i.rel.parent, i.rel.stem)] == 1 else
+            InputImage(i.path, i.rel, f"{i.rel.stem}-{i.rel.suffix.lstrip('.').lower() or 'noext'}") for i in items]
 
 
 def in_shard(item: InputImage, index: int, count: int) -> bool:

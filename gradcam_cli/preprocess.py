@@ -88,10 +88,21 @@ def to_model_input(rgb: np.ndarray, config: PreprocessConfig) -> tuple[torch.Ten
     height, width = rgb.shape[:2]
     geometry = geometry_for(width, height, config)
     img = Image.fromarray(rgb)
-    if geometry.resized_size != (width, height):
-        img = img.resize(geometry.resized_size, _PIL_INTERPOLATION.get(config.interpolation, Image.Resampling.BILINEAR))
     left, top, cw, ch = geometry.crop_box
-    img = img.crop((left, top, left + cw, top + ch))  # pads with black outside, like torchvision
+    rw, rh = geometry.resized_size
+    resample = _PIL_INTERPOLATION.get(config.interpolation, Image.Resampling.BILINEAR)
+    if rw * rh > 16 * cw * ch:
+        # Extreme aspect ratios (a 1x50000 strip) would resize to gigabytes before cropping:
+        # resample only the source region that the crop keeps, onto a black canvas.
+        x0, y0, x1, y1 = max(0, left), max(0, top), min(rw, left + cw), min(rh, top + ch)
+        sx, sy = width / rw, height / rh
+        part = img.resize((x1 - x0, y1 - y0), resample, box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy))
+        img = Image.new("RGB", (cw, ch))
+        img.paste(part, (x0 - left, y0 - top))
+    else:
+        if (rw, rh) != (width, height):
+            img = img.resize((rw, rh), resample)
+        img = img.crop((left, top, left + cw, top + ch))  # pads with black outside, like torchvision
     arr = np.asarray(img, dtype=np.float32) / 255.0
     mean = np.asarray(config.mean, dtype=np.float32)
     std = np.asarray(config.std, dtype=np.float32)

@@ -483,8 +483,6 @@ def test_more_bad_requests_exit_2_with_one_line(tmp_path, cat, flags, needle):
     _assert_usage_error(run("explain", cat, "-o", out, *flags, input=""), needle, out)
 
 
-@pytest.mark.xfail(strict=True, reason="needs fix in cli.py explain(): the output dir is created before the "
-                   "request is validated; check it without creating it, mkdir only after the explainer is built")
 def test_bad_request_creates_no_output_dir(tmp_path, cat):
     out = tmp_path / "never"
     result = run("explain", cat, "-o", out, "--model", "resnet5O")
@@ -527,9 +525,6 @@ def test_weights_permission_denied(tmp_path, resnet18_state, monkeypatch):
     _assert_usage_error(_explain_with(path, tmp_path / "out"), f"--weights {path}: permission denied", tmp_path / "out")
 
 
-@pytest.mark.xfail(strict=True, reason="needs fix in cli.py: typer.Option for --weights, --labels and --output-dir "
-                   "defaults to readable=True, so click refuses an unreadable path with a multi-line boxed usage "
-                   "message; pass readable=False and let weights.py / labels.py / _check_output_dir say it in one line")
 @pytest.mark.parametrize("option", ["--weights", "--labels", "--output-dir"])
 def test_unreadable_path_options_give_one_line(tmp_path, resnet18_state, monkeypatch, option):
     path = tmp_path / ("locked.pt" if option == "--weights" else "labels.txt" if option == "--labels" else "outdir")
@@ -748,8 +743,6 @@ def test_write_fault_fails_one_image_and_leaves_no_partial_files(tmp_path, three
     assert "Traceback" not in result.output
 
 
-@pytest.mark.xfail(strict=True, reason="needs fix in batch.py run_job()/console.py run_with_console(): an OSError "
-                   "writing results.jsonl escapes as a traceback instead of a one-line error with exit code 1")
 def test_manifest_write_fault_is_one_line_not_a_traceback(tmp_path, three_photos, monkeypatch):
     real_replace = os.replace
 

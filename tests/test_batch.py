@@ -221,3 +221,14 @@ def test_formats_and_exif_orientation(tmp_path):
     path = tmp_path / "rotated.jpg"
     src.save(path, exif=exif)
     assert load_rgb(path).shape == (120, 80, 3)
+
+
+def test_same_stem_different_extension_do_not_collide(tmp_path):
+    folder = tmp_path / "p"
+    folder.mkdir()
+    Image.open(SAMPLES / "cat.png").convert("RGB").resize((80, 60)).save(folder / "x.jpg")
+    Image.open(SAMPLES / "samoyed.png").convert("RGB").resize((80, 60)).save(folder / "x.png")
+    result = gradcam("explain", folder, "-o", tmp_path / "out", "--jsonl", "--outputs", "heatmap", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    names = sorted(Path(r["files"]["heatmap"]).name.split("_")[0] for r in jsonl(result.stdout))
+    assert names == ["x-jpg", "x-png"]

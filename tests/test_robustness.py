@@ -152,9 +152,6 @@ def test_soak_300_images_flat_memory_and_no_hooks_left(tmp_path, default_loaded)
     assert len(list((tmp_path / "out").glob("*_heatmap.png"))) == 300
 
 
-@pytest.mark.xfail(strict=True, reason="needs fix in preprocess.py to_model_input(): it resizes the whole photo "
-                   "before the center crop, so a 1x50000 photo (50 kpx, passes the loader's pixel limit) is "
-                   "resized to 256x12.8M px (~10 GB); resize only the cropped region (PIL resize box=)")
 def test_extreme_aspect_ratio_does_not_materialise_a_huge_resize(monkeypatch):
     from gradcam_cli.preprocess import PreprocessConfig, to_model_input
 
