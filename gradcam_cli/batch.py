@@ -21,7 +21,8 @@ from pathlib import Path
 from .errors import GradcamError, ImageError
 from .images import load_rgb
 from .inputs import InputImage
-from .outputs import KINDS, output_path, output_stem, write_bytes_atomic
+from . import outputs
+from .outputs import output_path, output_stem, write_bytes_atomic
 from .pipeline import Explainer
 
 Record = dict
@@ -144,8 +145,8 @@ def _write_image(explainer: Explainer, loaded: _Loaded, exps, output_dir: Path, 
             if clash is not None:
                 raise ImageError(f"{loaded.item.path}: output exists ({clash}); pass --overwrite or --skip-existing")
         for e, files in planned:
-            for kind, path in files.items():
-                explainer.write_explanation(loaded.photo, e, {kind: path})
+            for path, data in explainer.encode_outputs(loaded.photo, e, files).items():
+                outputs.write_bytes_atomic(path, data)
                 written.append(path)
     except (GradcamError, OSError) as err:
         for path in written:

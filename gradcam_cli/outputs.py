@@ -54,10 +54,15 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
     write_bytes_atomic(path, encode_png(rgb))
 
 
-def write_npy(path: Path, array: np.ndarray) -> None:
-    """Write a float map as ``.npy`` atomically."""
+def encode_npy(array: np.ndarray) -> bytes:
+    """``.npy`` bytes of a float32 map."""
     import io
 
     buf = io.BytesIO()
     np.save(buf, array.astype(np.float32), allow_pickle=False)
-    write_bytes_atomic(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def write_npy(path: Path, array: np.ndarray) -> None:
+    """Write a float map as ``.npy`` atomically."""
+    write_bytes_atomic(path, encode_npy(array))

@@ -7,7 +7,10 @@ printing.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +23,8 @@ from .errors import UsageError
 from .labels import resolve_class
 from .layers import LayerInfo, default_layer, resolve_layer, trace_layers
 from .models import LoadedModel
-from .outputs import KINDS, output_path, write_npy, write_png
+from . import outputs
+from .outputs import KINDS, encode_npy, encode_png, output_path
 from .placement import place_on_original
 from .preprocess import CropGeometry, to_model_input
 
@@ -174,20 +178,36 @@ class Explainer:
             files["raw"] = output_path(out_dir, image_stem, e.method, e.layer, e.class_index, "map", ".npy")
         return files
 
-    def write_explanation(self, photo: np.ndarray, e: Explanation, files: dict[str, Path]) -> None:
-        """Render and write every requested output of one explanation."""
-        for kind, path in files.items():
+    def encode_outputs(self, photo: np.ndarray, e: Explanation, files: dict[str, Path]) -> dict[Path, bytes]:
+        """Render and encode every requested output of one explanation, in parallel threads.
+
+        PNG encoding dominates the cost of writing and releases the GIL, so the files of
+        one explanation are encoded side by side.
+        """
+        def encode(kind: str) -> bytes:
             if kind == "heatmap":
-                write_png(path, render.colorize(e.map))
-            elif kind == "overlay":
-                write_png(path, render.overlay(photo, e.map, self.options.alpha))
-            elif kind == "guided":
-                write_png(path, e.guided)
-            elif kind == "bbox":
+                return encode_png(render.colorize(e.map))
+            if kind == "overlay":
+                return encode_png(render.overlay(photo, e.map, self.options.alpha))
+            if kind == "guided":
+                return encode_png(e.guided)
+            if kind == "bbox":
                 label = f"{e.class_name or e.class_index} {e.probability:.2f}"
-                write_png(path, render.draw_bbox(photo, e.bbox, label))
-            elif kind == "raw":
-                write_npy(path, e.map)
+                return encode_png(render.draw_bbox(photo, e.bbox, label))
+            if kind == "raw":
+                return encode_npy(e.map)
+            raise ValueError(kind)
+
+        kinds = list(files)
+        return dict(zip((files[k] for k in kinds), _encoder_pool().map(encode, kinds)))
+
+    def write_explanation(self, photo: np.ndarray, e: Explanation, files: dict[str, Path]) -> list[Path]:
+        """Render and write every requested output of one explanation; returns the paths written."""
+        written = []
+        for path, data in self.encode_outputs(photo, e, files).items():
+            outputs.write_bytes_atomic(path, data)
+            written.append(path)
+        return written
 
     def record(self, source: str, photo: np.ndarray, e: Explanation, files: dict[str, Path], seconds: float) -> dict:
         """The JSON record of one explanation (schema: gradcam_cli/record.schema.json)."""
@@ -209,6 +229,11 @@ class Explainer:
             "time_s": round(seconds, 4),
             "warnings": list(e.warnings),
         }
+
+
+@lru_cache(maxsize=1)
+def _encoder_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2)), thread_name_prefix="gradcam-encode")
 
 
 def _finite_or_none(value: float) -> float | None:
