@@ -384,3 +384,44 @@ def test_single_forward_pass(top_k: int, guided: bool) -> None:
                                        classes=[int(res.classes[b, k])])
                 ref = single.maps["layer4"][0, 0]
                 assert max_diff(maps[b, k], ref) <= 1e-5 * ref.abs().max().item() + 1e-12
+
+
+class _GuidedReLU6Fn(torch.autograd.Function):
+    """Reference guided ReLU6: the gradient passes where 0 < x < 6 and only where it is positive."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(0, 6)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (x,) = ctx.saved_tensors
+        return ((x > 0) & (x < 6)).to(grad_out.dtype) * grad_out.clamp(min=0)
+
+
+class _GuidedReLU6(nn.Module):
+    def forward(self, x):
+        return _GuidedReLU6Fn.apply(x)
+
+
+def test_guided_relu6_rule_on_the_default_model() -> None:
+    """The bundled EfficientNet-Lite0 uses ReLU6, which pytorch-grad-cam and captum leave ungated."""
+    from gradcam_cli import load_model
+
+    model = load_model().model
+    kinds = collections.Counter(type(m).__name__ for m in model.modules())
+    assert kinds["ReLU6"] > 0 and kinds["ReLU"] == 0, kinds
+    x = get_inputs()
+    mods = dict(model.named_modules())
+    res = explain_batch(model, x, {"bn2": mods["bn2"]}, guided=True)
+    classes = res.classes[:, 0]
+    ours = res.guided[:, 0]
+    plain = _plain_input_gradient(model, classes)
+    assert max_diff(ours, plain) > 1e-2 * plain.abs().max().item(), "guided gradient equals the plain gradient"
+    ref_model = copy.deepcopy(model)
+    assert _replace_modules(ref_model, nn.ReLU6, _GuidedReLU6) == kinds["ReLU6"]
+    xr = x.clone().requires_grad_(True)
+    logits = ref_model(xr)
+    (ref,) = torch.autograd.grad(logits.gather(1, classes[:, None]).sum(), xr)
+    _assert_close_rel(ours, ref)
