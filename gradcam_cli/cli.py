@@ -7,7 +7,6 @@ Heavy libraries (torch, timm, OpenCV) are imported inside the commands so that
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 

@@ -19,12 +19,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from torch import nn
 from typer.testing import CliRunner
 
 from gradcam_cli.cli import app
 from gradcam_cli.errors import ImageError, UsageError
 from gradcam_cli.images import load_rgb
+from helpers import BrightnessNet
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
 runner = CliRunner()
@@ -350,19 +350,6 @@ def test_leading_dash_name_after_double_dash(tmp_path, monkeypatch):
 
 # --- EXIF: the heatmap lines up with the rotated photo --------------------------------------------------
 
-class _BrightnessNet(nn.Module):
-    """Full-resolution 'features' = input brightness; the map is where the photo is bright."""
-
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Conv2d(3, 4, 1)
-        nn.init.constant_(self.features.weight, 1.0)
-        nn.init.zeros_(self.features.bias)
-        self.fc = nn.Linear(4, 2)
-        nn.init.constant_(self.fc.weight, 1.0)
-
-    def forward(self, x):
-        return self.fc(self.features(x).mean(dim=(2, 3)))
 
 
 def _brightness_explainer(outputs):
@@ -370,7 +357,7 @@ def _brightness_explainer(outputs):
     from gradcam_cli.models import LoadedModel
     from gradcam_cli.preprocess import PreprocessConfig
 
-    loaded = LoadedModel(_BrightnessNet().eval(), "timm/brightness", "timm",
+    loaded = LoadedModel(BrightnessNet().eval(), "timm/brightness", "timm",
                          PreprocessConfig((224, 224), 256, "bilinear", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), 2, None,
                          "test")
     return Explainer(loaded, ExplainOptions(outputs=outputs, classes=["0"], bbox_threshold=0.5))

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from gradcam_cli import Explainer, ExplainOptions
 from gradcam_cli.models import LoadedModel
 from gradcam_cli.placement import place_on_original
 from gradcam_cli.preprocess import PreprocessConfig, geometry_for, to_model_input
+from helpers import BrightnessNet
 
 
 @pytest.mark.parametrize("size", [(640, 480), (333, 500), (224, 224), (100, 57)])
@@ -67,23 +67,10 @@ def test_placed_map_follows_crop_and_zeroes_the_cut_away_border():
     assert placed[int(240 * 480 / 256) + 1:].max() == 0
 
 
-class _BrightnessNet(nn.Module):
-    """Full-resolution 'features' = input brightness; the map is where the photo is bright."""
-
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Conv2d(3, 4, 1)
-        nn.init.constant_(self.features.weight, 1.0)
-        nn.init.zeros_(self.features.bias)
-        self.fc = nn.Linear(4, 2)
-        nn.init.constant_(self.fc.weight, 1.0)
-
-    def forward(self, x):
-        return self.fc(self.features(x).mean(dim=(2, 3)))
 
 
 def test_end_to_end_map_lines_up_with_the_photo():
-    model = _BrightnessNet().eval()
+    model = BrightnessNet().eval()
     loaded = LoadedModel(model, "timm/brightness", "timm", PreprocessConfig((224, 224), 256, "bilinear",
                          (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), 2, None, "test")
     photo = np.zeros((480, 640, 3), dtype=np.uint8)
