@@ -206,7 +206,7 @@ def build_contenders(loaded, layer_path: str, photo, batch: int, outdir: Path, k
 
     if "c" in keys:
         out_c = outdir / "ours"
-        explainer = Explainer(loaded, ExplainOptions(layers=[layer_path], overwrite=True, output_dir=out_c,
+        explainer = Explainer(loaded, ExplainOptions(layers=[layer_path], overwrite=True,
                                                      batch_size=batch))
 
         def run_c():

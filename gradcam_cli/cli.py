@@ -80,7 +80,7 @@ def explain(
     options = ExplainOptions(
         layers=layer or (), classes=classes or (), top_k=top_k, method=method,
         outputs=tuple(k.strip() for k in outputs.split(",") if k.strip()), alpha=alpha,
-        bbox_threshold=bbox_threshold, save_raw=save_raw, overwrite=overwrite, output_dir=output_dir,
+        bbox_threshold=bbox_threshold, save_raw=save_raw, overwrite=overwrite,
         batch_size=batch_size,
     )
     try:

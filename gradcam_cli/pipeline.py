@@ -10,20 +10,19 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import cam_math, render
+from . import cam_math, outputs, render
 from .engine import METHODS, check_cam_applies, explain_batch
 from .errors import UsageError
 from .labels import resolve_class
 from .layers import LayerInfo, default_layer, resolve_layer, trace_layers
 from .models import LoadedModel
-from . import outputs
 from .outputs import KINDS, encode_npy, encode_png, output_path
 from .placement import place_on_original
 from .preprocess import CropGeometry, to_model_input
@@ -44,7 +43,6 @@ class ExplainOptions:
     bbox_threshold: float = DEFAULT_BBOX_THRESHOLD
     save_raw: bool = False
     overwrite: bool = False
-    output_dir: Path = Path("gradcam_out")
     batch_size: int = 1
 
 

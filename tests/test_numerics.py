@@ -50,7 +50,7 @@ def loaded(fault: str) -> LoadedModel:
 
 @pytest.mark.parametrize("fault", ["nan", "inf", "zero_grad", "constant"])
 def test_faulty_models_give_valid_records_and_images(tmp_path, fault):
-    explainer = Explainer(loaded(fault), ExplainOptions(output_dir=tmp_path, save_raw=True))
+    explainer = Explainer(loaded(fault), ExplainOptions(save_raw=True))
     records = []
     summary = run_job(explainer, collect_inputs([str(SAMPLES / "samoyed.png")]), tmp_path,
                       JobOptions(workers=0), on_record=records.append)
@@ -78,6 +78,6 @@ def test_faulty_models_give_valid_records_and_images(tmp_path, fault):
 
 
 def test_healthy_model_has_no_warnings(tmp_path):
-    explainer = Explainer(loaded("none"), ExplainOptions(output_dir=tmp_path, outputs=("heatmap",)))
+    explainer = Explainer(loaded("none"), ExplainOptions(outputs=("heatmap",)))
     [exps] = explainer.explain_arrays([np.asarray(Image.open(SAMPLES / "samoyed.png").convert("RGB"))])
     assert exps[0].warnings == () and not exps[0].empty
