@@ -133,26 +133,20 @@ def _load(explainer: Explainer, item: InputImage) -> _Loaded:
 
 def _write_image(explainer: Explainer, loaded: _Loaded, exps, output_dir: Path, overwrite: bool,
                  compute_s: float) -> list[Record]:
-    """Render and write one image's outputs; on any failure remove what was written and report it."""
+    """Render and write one image's outputs; a failure leaves none of them and becomes an error record."""
     start = time.perf_counter()
     directory = output_dir / loaded.item.out_subdir
     planned = [(e, explainer.planned_files(loaded.item.stem, directory, e)) for e in exps]
-    written: list[Path] = []
     try:
         if not overwrite:
             clash = next((p for _, f in planned for p in f.values() if p.exists()), None)
             if clash is not None:
                 raise ImageError(f"{loaded.item.path}: output exists ({clash}); pass --overwrite or --skip-existing")
+        encoded: dict[Path, bytes] = {}
         for e, files in planned:
-            for path, data in explainer.encode_outputs(loaded.photo, e, files).items():
-                outputs.write_bytes_atomic(path, data)
-                written.append(path)
+            encoded.update(explainer.encode_outputs(loaded.photo, e, files))
+        outputs.write_all_atomic(encoded)  # all of this image's files, or none of them
     except (GradcamError, OSError) as err:
-        for path in written:
-            try:
-                path.unlink()
-            except OSError:
-                pass
         cause = str(err) if isinstance(err, GradcamError) else \
             f"{loaded.item.path}: cannot write output ({err.strerror or err})"
         return [{"input": loaded.item.path, "error": cause}]

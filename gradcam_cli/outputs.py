@@ -49,11 +49,6 @@ def encode_png(rgb: np.ndarray, compression: int = 1) -> bytes:
     return buf.tobytes()
 
 
-def write_png(path: Path, rgb: np.ndarray) -> None:
-    """Write ``rgb`` as PNG atomically (temporary name, then rename)."""
-    write_bytes_atomic(path, encode_png(rgb))
-
-
 def encode_npy(array: np.ndarray) -> bytes:
     """``.npy`` bytes of a float32 map."""
     import io
@@ -63,6 +58,17 @@ def encode_npy(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_npy(path: Path, array: np.ndarray) -> None:
-    """Write a float map as ``.npy`` atomically."""
-    write_bytes_atomic(path, encode_npy(array))
+def write_all_atomic(files: dict[Path, bytes]) -> None:
+    """Write several files atomically as a group: if one fails, the ones already written are removed."""
+    written: list[Path] = []
+    try:
+        for path, data in files.items():
+            write_bytes_atomic(path, data)
+            written.append(path)
+    except BaseException:
+        for path in written:
+            try:
+                path.unlink()
+            except OSError:
+                pass
+        raise

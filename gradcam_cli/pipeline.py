@@ -199,13 +199,9 @@ class Explainer:
         kinds = list(files)
         return dict(zip((files[k] for k in kinds), _encoder_pool().map(encode, kinds)))
 
-    def write_explanation(self, photo: np.ndarray, e: Explanation, files: dict[str, Path]) -> list[Path]:
-        """Render and write every requested output of one explanation; returns the paths written."""
-        written = []
-        for path, data in self.encode_outputs(photo, e, files).items():
-            outputs.write_bytes_atomic(path, data)
-            written.append(path)
-        return written
+    def write_explanation(self, photo: np.ndarray, e: Explanation, files: dict[str, Path]) -> None:
+        """Render and write every requested output of one explanation (all files, or none)."""
+        outputs.write_all_atomic(self.encode_outputs(photo, e, files))
 
     def record(self, source: str, photo: np.ndarray, e: Explanation, files: dict[str, Path], seconds: float) -> dict:
         """The JSON record of one explanation (schema: gradcam_cli/record.schema.json)."""
