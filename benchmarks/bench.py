@@ -32,9 +32,16 @@ start from the decoded RGB uint8 photo and include preprocessing and PNG writing
      computed once outside the timing: captum needs them given; a real user pays one
      more forward to get them)
 
-Every library gets its own deep copy of the model (pytorch-grad-cam fills ``.grad``
-and its guided model swaps ReLU modules); ours runs on the original, which is checked
-unchanged (parameters, ``requires_grad`` flags, no ``.grad``, module types) afterwards.
+  h  plain ``torch.no_grad()`` forward of our loaded model, in the memory layout that
+     ``load_model`` chose (channels_last for CNNs without LayerNorm); listed only when
+     that layout differs from the contiguous one, so (b)/(h) and (c)/(h) are the ratios
+     at equal layout
+
+(a) and the other libraries (d-g) run the model as timm builds it (contiguous); ours
+(b, c, h) run it as ``gradcam`` loads it (``--memory-format auto``). Every library gets
+its own deep copy of the model (pytorch-grad-cam fills ``.grad`` and its guided model
+swaps ReLU modules); ours runs on the original, which is checked unchanged
+(parameters, ``requires_grad`` flags, no ``.grad``, module types) afterwards.
 """
 
 from __future__ import annotations
@@ -69,6 +76,7 @@ MODEL_ALIASES = {"tf_efficientnet_lite0": "lite0", "efficientnet_lite0": "lite0"
 
 CONTENDERS = {
     "a": "plain no_grad forward",
+    "h": "plain forward, our layout",
     "b": "ours explain_batch (map)",
     "c": "ours Explainer + 4 PNGs",
     "d": "pytorch-grad-cam GradCAM",
@@ -179,6 +187,9 @@ def build_contenders(loaded, layer_path: str, photo, batch: int, outdir: Path, k
     model = loaded.model
     modules = dict(model.named_modules())
     layer = modules[layer_path]
+    # What a user of the other libraries has: the model as timm builds it (contiguous).
+    user_model = copy.deepcopy(model).to(memory_format=torch.contiguous_format) \
+        if loaded.memory_format != "contiguous" else model
     photos = [photo] * batch
     x = torch.stack([to_model_input(photo, loaded.preprocess)[0] for _ in range(batch)])
     with torch.no_grad():
@@ -189,15 +200,23 @@ def build_contenders(loaded, layer_path: str, photo, batch: int, outdir: Path, k
     extra: dict = {}
 
     def copy_of_model():
-        m = copy.deepcopy(model)
+        m = copy.deepcopy(user_model)
         m.eval()
         return m, dict(m.named_modules())[layer_path]
 
     if "a" in keys:
         def run_a():
             with torch.no_grad():
-                model(x)
+                user_model(x)
         fns["a"] = run_a
+
+    if "h" in keys and user_model is not model:
+        x_ours = x.contiguous(memory_format=torch.channels_last)
+
+        def run_h():
+            with torch.no_grad():
+                model(x_ours)
+        fns["h"] = run_h
 
     if "b" in keys:
         def run_b():
@@ -360,14 +379,19 @@ def print_table(title: str, stats: dict[str, dict], note: str = "") -> None:
     print(f"\n== {title} ==")
     if note:
         print(f"   {note}")
-    print(f"   {'contender':<34} {'median':>9} {'IQR':>19} {'min-max':>19} {'x(a)':>6} {'paired':>7}")
+    has_h = "h" in stats
+    print(f"   {'contender':<34} {'median':>9} {'IQR':>19} {'min-max':>19} {'x(a)':>6} {'paired':>7}"
+          + (f" {'x(h)':>6}" if has_h else ""))
     for k, s in stats.items():
         iqr = f"{s['q1']:.1f}-{s['q3']:.1f}"
         mm = f"{s['min']:.1f}-{s['max']:.1f}"
         ratio = f"{s.get('ratio_to_a', float('nan')):.2f}"
         paired = f"{s.get('paired_ratio_to_a', float('nan')):.2f}"
-        print(f"   {k} {CONTENDERS[k]:<32} {s['median_ms_per_image']:>9.1f} {iqr:>19} {mm:>19} {ratio:>6} {paired:>7}")
-    print("   (ms per image; x(a) = median / median of (a); paired = median over rounds of x/a)")
+        extra = f" {s['median_ms_per_image'] / stats['h']['median_ms_per_image']:>6.2f}" if has_h else ""
+        print(f"   {k} {CONTENDERS[k]:<32} {s['median_ms_per_image']:>9.1f} {iqr:>19} {mm:>19} {ratio:>6} {paired:>7}"
+              + extra)
+    print("   (ms per image; x(a) = median / median of (a); paired = median over rounds of x/a"
+          + ("; x(h) = median / median of (h), the plain forward in our layout)" if has_h else ")"))
 
 
 def parse_list(text: str, cast=str) -> list:
@@ -381,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default=None, help="comma list of: " + ", ".join(MODELS))
     ap.add_argument("--batch-sizes", default=None, help="comma list, default 1,8")
     ap.add_argument("--layers", default=None, help="comma list of: last, mid (default both)")
-    ap.add_argument("--contenders", default="abcdefg", help="subset of letters a-g (default all)")
+    ap.add_argument("--contenders", default="abcdefgh", help="subset of letters a-h (default all)")
     ap.add_argument("--rounds", type=int, default=None, help="measured rounds (default 20)")
     ap.add_argument("--warmup", type=int, default=None, help="unmeasured rounds first (default 3; quick 2)")
     ap.add_argument("--threads", type=int, default=2, help="torch and OpenCV threads (default 2)")
@@ -394,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall: perf_counter (default, the figure to report); cpu: this process's CPU time "
                          "(process_time), steadier on a busy machine, best with --threads 1")
+    ap.add_argument("--memory-format", default="auto", help="ours: auto (default), channels_last or contiguous")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="also dump results (with raw times) here")
     args = ap.parse_args(argv)
@@ -412,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--models: unknown {m!r}; choose from {', '.join(MODELS)}")
     batches = parse_list(args.batch_sizes, int) if args.batch_sizes else ([1] if args.quick else [1, 8])
     layer_kinds = parse_list(args.layers) if args.layers else (["last"] if args.quick else ["last", "mid"])
-    keys = [k for k in "abcdefg" if k in args.contenders]
+    keys = [k for k in "ahbcdefg" if k in args.contenders]
     if "a" not in keys:
         ap.error("--contenders must include a (the floor every ratio refers to)")
     rounds = args.rounds if args.rounds is not None else 20
@@ -448,7 +473,8 @@ def main(argv: list[str] | None = None) -> int:
         for mkey in models:
             name, pretrained, mid, desc = MODELS[mkey]
             torch.manual_seed(0)
-            loaded = load_model(name, pretrained=pretrained)
+            loaded = load_model(name, pretrained=pretrained, memory_format=args.memory_format)
+            print(f"\n{mkey}: our layout {loaded.memory_format}")
             infos = trace_layers(loaded.model, loaded.preprocess.input_size)
             last = default_layer(loaded.model, infos)
             before = model_fingerprint(loaded.model)
@@ -511,7 +537,12 @@ def main(argv: list[str] | None = None) -> int:
     if s1 is None:
         print("   SKIP  all: ResNet-50 batch 1 last layer not measured in this run")
     else:
-        a, b, c, e = (s1.get(k) for k in "abce")
+        a, b, c, e, h = (s1.get(k) for k in "abceh")
+        if h:
+            for k, label in (("b", "(b)/(h)"), ("c", "(c)/(h)")):
+                if s1.get(k):
+                    r = s1[k]["median_ms_per_image"] / h["median_ms_per_image"]
+                    print(f"   INFO  {label}, at equal layout (channels_last): {r:.3f}")
         if b:
             check("(b)/(a) <= 1.05", b["ratio_to_a"] <= 1.05, f"{b['ratio_to_a']:.3f} [{b['paired_ratio_to_a']:.3f}]")
         if c:

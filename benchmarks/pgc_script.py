@@ -50,7 +50,8 @@ def main() -> int:
     args = ap.parse_args()
 
     start = time.perf_counter()
-    loaded = load_model(args.model, pretrained=args.model == DEFAULT_MODEL)
+    # The model as timm builds it (contiguous layout): what a pytorch-grad-cam user has.
+    loaded = load_model(args.model, pretrained=args.model == DEFAULT_MODEL, memory_format="contiguous")
     model = loaded.model.eval()
     layer_path = args.layer or default_layer(model, trace_layers(model, loaded.preprocess.input_size))
     target_layer = dict(model.named_modules())[layer_path]

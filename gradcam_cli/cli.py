@@ -61,6 +61,10 @@ def explain(
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward/backward pass.")] = 1,
     workers: Annotated[int, typer.Option("--workers", "-w", help="Threads for decoding and PNG encoding; 0 = inline.")] = 2,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    precision: Annotated[str, typer.Option(
+        "--precision", help="fp32, or fp16/bf16 autocast for the forward pass (for GPUs; maps stay float32).")] = "fp32",
+    memory_format: Annotated[str, typer.Option(
+        "--memory-format", help="auto, channels_last or contiguous layout for the model's weights.")] = "auto",
     pretrained: PretrainedOpt = True,
     weights: WeightsOpt = None,
     num_classes: NumClassesOpt = None,
@@ -81,7 +85,7 @@ def explain(
         layers=layer or (), classes=classes or (), top_k=top_k, method=method,
         outputs=tuple(k.strip() for k in outputs.split(",") if k.strip()), alpha=alpha,
         bbox_threshold=bbox_threshold, save_raw=save_raw, overwrite=overwrite,
-        batch_size=batch_size,
+        batch_size=batch_size, precision=precision,
     )
     try:
         if overwrite and skip_existing:
@@ -99,7 +103,7 @@ def explain(
             raise UsageError("no input images found")
         if shard_spec:
             items = [it for it in items if in_shard(it, *shard_spec)]
-        explainer = _build_explainer(model, pretrained, weights, num_classes, labels, device, options)
+        explainer = _build_explainer(model, pretrained, weights, num_classes, labels, device, memory_format, options)
         _create_output_dir(output_dir)
     except UsageError as err:
         raise _fail(str(err)) from None
@@ -113,14 +117,15 @@ def explain(
     raise typer.Exit(code)
 
 
-def _build_explainer(model, pretrained, weights, num_classes, labels, device, options):
+def _build_explainer(model, pretrained, weights, num_classes, labels, device, memory_format, options):
     from .device import resolve_device
     from .labels import read_labels
     from .models import load_model
     from .pipeline import Explainer
 
     dev = resolve_device(device)
-    loaded = load_model(model, pretrained=pretrained, weights=weights, num_classes=num_classes, device=dev)
+    loaded = load_model(model, pretrained=pretrained, weights=weights, num_classes=num_classes, device=dev,
+                        memory_format=memory_format)
     if labels is not None:
         loaded.labels = read_labels(labels, loaded.num_classes)
     return Explainer(loaded, options)

@@ -30,3 +30,16 @@ def resolve_device(spec: str = "auto") -> torch.device:
     elif device.type not in ("cpu", "cuda", "mps"):
         raise UsageError(f"--device {spec}: unsupported device type {device.type!r}")
     return device
+
+
+def host_to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move a CPU batch to ``device``; to a CUDA GPU through pinned memory, without blocking.
+
+    A copy from page-locked memory is a DMA transfer the host does not wait for, so
+    the next batch can be decoded while this one is copied and computed.
+    """
+    if batch.device == device:
+        return batch
+    if device.type == "cuda" and batch.device.type == "cpu" and not batch.is_pinned():
+        batch = batch.pin_memory()
+    return batch.to(device, non_blocking=True)

@@ -9,7 +9,7 @@ released before returning.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +20,8 @@ from .errors import MethodError
 from .guided import gates_open, guided_gates
 
 METHODS = ("gradcam", "cam")
+# Autocast dtypes for the forward pass; maps and gradients are reduced in float32 either way.
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -110,7 +112,9 @@ def cam_class_weights(model: nn.Module, path: str, activations: torch.Tensor, lo
         predicted = nn.functional.linear(pooled, fc.weight.float(), None if fc.bias is None else fc.bias.float())
         gap = (predicted - logits.float()).abs().max().item()
         scale = logits.float().abs().max().item() + 1e-6
-    if not gap <= 1e-3 * scale + 1e-4:
+    # Under fp16/bf16 autocast the logits carry only a few significant digits.
+    rel = max(1e-3, 8 * torch.finfo(logits.dtype).eps) if logits.dtype.is_floating_point else 1e-3
+    if not gap <= rel * scale + 1e-4:
         raise MethodError(
             f"--method cam: the head after layer {path!r} is not global-average-pooling -> linear "
             f"(logits differ from fc(mean(A)) by up to {gap:.3g}); use --method gradcam"
@@ -130,6 +134,28 @@ def check_cam_applies(model: nn.Module, layers: dict[str, nn.Module], input_size
         cam_class_weights(model, path, capture.outputs[path], logits, zero)
 
 
+def input_memory_format(model: nn.Module) -> torch.memory_format:
+    """The layout the model's first convolution weight uses, so the input can match it."""
+    for p in model.parameters():
+        if p.dim() == 4:
+            if p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous():
+                return torch.channels_last
+            return torch.contiguous_format
+    return torch.contiguous_format
+
+
+def autocast_for(device: torch.device, precision: str):
+    """The autocast context for ``precision`` on ``device`` (a no-op for fp32)."""
+    if precision not in PRECISIONS:
+        raise MethodError(f"--precision {precision}: unknown; choose from {', '.join(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return nullcontext()
+    if not torch.amp.is_autocast_available(device.type):
+        raise MethodError(f"--precision {precision}: mixed precision is not available on {device.type}")
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
 def choose_classes(logits: torch.Tensor, classes: Sequence[int] | None, top_k: int) -> torch.Tensor:
     """``(B, K)`` class indices: the given ones for every image, else each image's top-k."""
     if classes:
@@ -146,14 +172,19 @@ def explain_batch(
     top_k: int = 1,
     method: str = "gradcam",
     guided: bool = False,
+    precision: str = "fp32",
 ) -> BatchExplanation:
     """Class maps at ``layers`` for a ``(B, 3, H, W)`` batch from one forward pass.
 
     Backward passes: one per class to the hooked layers (Grad-CAM), plus one per class
     to the input under the guided rule when ``guided`` is set. ``model`` must be in eval mode.
+    With ``precision`` ``fp16`` or ``bf16`` the forward pass runs under autocast; the
+    map is still computed in float32 from the (lower precision) activations and gradients.
     """
     if method not in METHODS:
         raise MethodError(f"--method {method}: unknown; choose from {', '.join(METHODS)}")
+    autocast = autocast_for(inputs.device, precision)
+    inputs = inputs.contiguous(memory_format=input_memory_format(model))
     needs_layer_grads = method == "gradcam"
     capture = _ActivationCapture(layers, make_leaf=needs_layer_grads and not guided)
     with ExitStack() as stack:
@@ -162,7 +193,8 @@ def explain_batch(
         gates = stack.enter_context(guided_gates(model)) if guided else None
         stack.enter_context(torch.enable_grad() if (needs_layer_grads or guided) else torch.no_grad())
         x = inputs.detach().requires_grad_(True) if guided else inputs
-        logits = model(x)
+        with autocast:
+            logits = model(x)
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
             raise MethodError("the model must return a (batch, classes) tensor of logits")
         chosen = choose_classes(logits.detach(), classes, top_k)
@@ -176,17 +208,17 @@ def explain_batch(
             if needs_layer_grads:
                 grads = torch.autograd.grad(score, acts, retain_graph=guided or not last)
                 for path, a, g in zip(layers, acts, grads):
-                    per_layer[path].append(cam_math.grad_cam(a.detach(), g))
+                    per_layer[path].append(cam_math.grad_cam(a.detach().float(), g.float()))
             else:
                 for path, a in zip(layers, acts):
                     weights = cam_class_weights(model, path, a.detach(), logits.detach(), chosen[:, k])
-                    per_layer[path].append(cam_math.cam(a.detach(), weights))
+                    per_layer[path].append(cam_math.cam(a.detach().float(), weights.float()))
             if gates is not None:
                 with gates_open(gates):
                     (g_in,) = torch.autograd.grad(score, x, retain_graph=not last)
-                guided_grads.append(g_in)
+                guided_grads.append(g_in.float())
         result = BatchExplanation(
-            logits=logits.detach(),
+            logits=logits.detach().float(),
             classes=chosen,
             maps={p: torch.stack(v, dim=1) for p, v in per_layer.items()},
             guided=torch.stack(guided_grads, dim=1) if guided else None,

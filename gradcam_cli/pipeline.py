@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from . import cam_math, outputs, render
-from .engine import METHODS, check_cam_applies, explain_batch
+from .device import host_to_device
+from .engine import METHODS, PRECISIONS, check_cam_applies, explain_batch
 from .errors import UsageError
 from .labels import resolve_class
 from .layers import LayerInfo, default_layer, resolve_layer, trace_layers
@@ -44,6 +45,7 @@ class ExplainOptions:
     save_raw: bool = False
     overwrite: bool = False
     batch_size: int = 1
+    precision: str = "fp32"  # fp32, or fp16/bf16 autocast for the forward pass
 
 
 @dataclass
@@ -86,6 +88,8 @@ class Explainer:
             raise UsageError(f"--bbox-threshold {opts.bbox_threshold}: must be in (0, 1]")
         if opts.batch_size < 1:
             raise UsageError(f"--batch-size {opts.batch_size}: must be at least 1")
+        if opts.precision not in PRECISIONS:
+            raise UsageError(f"--precision {opts.precision}: unknown; choose from {', '.join(PRECISIONS)}")
         model = loaded.model
         self.layer_infos: list[LayerInfo] = trace_layers(model, loaded.preprocess.input_size)
         self.default_layer = default_layer(model, self.layer_infos)
@@ -93,6 +97,8 @@ class Explainer:
         self.layers = {p: resolve_layer(model, p, self.layer_infos) for p in paths}
         self.classes = [resolve_class(c, loaded.labels, loaded.num_classes) for c in dict.fromkeys(opts.classes)]
         self.guided = "guided" in opts.outputs
+        if opts.precision != "fp32" and not torch.amp.is_autocast_available(self.device.type):
+            raise UsageError(f"--precision {opts.precision}: mixed precision is not available on {self.device.type}")
         if opts.method == "cam":
             check_cam_applies(model, self.layers, loaded.preprocess.input_size)
 
@@ -116,10 +122,10 @@ class Explainer:
     def explain_prepared(self, tensors: Sequence[torch.Tensor],
                          geometries: Sequence[CropGeometry]) -> list[list[Explanation]]:
         """Explain already preprocessed photos in one forward pass."""
-        inputs = torch.stack(list(tensors)).to(self.device, non_blocking=True)
+        inputs = host_to_device(torch.stack(list(tensors)), self.device)
         opts = self.options
         result = explain_batch(self.loaded.model, inputs, self.layers, classes=self.classes, top_k=opts.top_k,
-                               method=opts.method, guided=self.guided)
+                               method=opts.method, guided=self.guided, precision=opts.precision)
         probs = torch.softmax(result.logits.float(), dim=1)
         finite_logits = torch.isfinite(result.logits).all(dim=1).tolist()
         crop_hw = tuple(inputs.shape[-2:])
