@@ -50,8 +50,8 @@ def main() -> int:
     args = ap.parse_args()
 
     start = time.perf_counter()
-    # The model as timm builds it (contiguous layout): what a pytorch-grad-cam user has.
-    loaded = load_model(args.model, pretrained=args.model == DEFAULT_MODEL, memory_format="contiguous")
+    # The model as timm builds it (contiguous, BatchNorm separate): what a pytorch-grad-cam user has.
+    loaded = load_model(args.model, pretrained=args.model == DEFAULT_MODEL, memory_format="contiguous", fold_bn=False)
     model = loaded.model.eval()
     layer_path = args.layer or default_layer(model, trace_layers(model, loaded.preprocess.input_size))
     target_layer = dict(model.named_modules())[layer_path]

@@ -65,6 +65,8 @@ def explain(
         "--precision", help="fp32, or fp16/bf16 autocast for the forward pass (for GPUs; maps stay float32).")] = "fp32",
     memory_format: Annotated[str, typer.Option(
         "--memory-format", help="auto, channels_last or contiguous layout for the model's weights.")] = "auto",
+    fold_bn: Annotated[bool, typer.Option(
+        "--fold-bn/--no-fold-bn", help="Fold BatchNorm into the convolution before it (faster; same maps to float rounding).")] = True,
     pretrained: PretrainedOpt = True,
     weights: WeightsOpt = None,
     num_classes: NumClassesOpt = None,
@@ -103,7 +105,8 @@ def explain(
             raise UsageError("no input images found")
         if shard_spec:
             items = [it for it in items if in_shard(it, *shard_spec)]
-        explainer = _build_explainer(model, pretrained, weights, num_classes, labels, device, memory_format, options)
+        explainer = _build_explainer(model, pretrained, weights, num_classes, labels, device, memory_format, fold_bn,
+                                     options)
         _create_output_dir(output_dir)
     except UsageError as err:
         raise _fail(str(err)) from None
@@ -117,7 +120,7 @@ def explain(
     raise typer.Exit(code)
 
 
-def _build_explainer(model, pretrained, weights, num_classes, labels, device, memory_format, options):
+def _build_explainer(model, pretrained, weights, num_classes, labels, device, memory_format, fold_bn, options):
     from .device import resolve_device
     from .labels import read_labels
     from .models import load_model
@@ -125,7 +128,7 @@ def _build_explainer(model, pretrained, weights, num_classes, labels, device, me
 
     dev = resolve_device(device)
     loaded = load_model(model, pretrained=pretrained, weights=weights, num_classes=num_classes, device=dev,
-                        memory_format=memory_format)
+                        memory_format=memory_format, fold_bn=fold_bn)
     if labels is not None:
         loaded.labels = read_labels(labels, loaded.num_classes)
     return Explainer(loaded, options)
@@ -163,36 +166,56 @@ def layers(
     num_classes: NumClassesOpt = None,
     show_all: Annotated[bool, typer.Option("--all", help="Every module with a spatial output, not only blocks.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="A JSON list instead of a table.")] = False,
+    cache: Annotated[bool, typer.Option(
+        "--cache/--no-cache", help="Reuse the table from the last listing of this model (same library versions).")] = True,
 ) -> None:
     """List the layers Grad-CAM can hook (spatial outputs), their shapes, and the default. No download."""
     from .errors import UsageError
-    from .layers import default_layer, trace_layers
-    from .models import load_architecture
+    from .layer_cache import read_table, table_key, write_table
 
-    try:
-        loaded = load_architecture(model, num_classes=num_classes)
-        infos = trace_layers(loaded.model, loaded.preprocess.input_size)
-        default = default_layer(loaded.model, infos)
-    except UsageError as err:
-        raise _fail(str(err)) from None
+    key = table_key(model, num_classes)
+    table = read_table(key) if cache else None
+    if table is None:
+        try:
+            table = _layer_table(model, num_classes)
+        except UsageError as err:
+            raise _fail(str(err)) from None
+        if cache:
+            write_table(key, table)
+    default = table["default"]
     default_depth = default.count(".") + 1
-    rows = [l for l in infos if l.spatial and l.type != "Identity"
-            and (show_all or l.depth <= max(2, default_depth) or l.path == default)]
-    rows.sort(key=lambda l: l.finish_order)
+    rows = [r for r in table["layers"] if r["type"] != "Identity"
+            and (show_all or r["path"].count(".") + 1 <= max(2, default_depth) or r["path"] == default)]
     if as_json:
-        print(json.dumps([{"path": l.path, "type": l.type, "shape": list(l.shape), "default": l.path == default}
-                          for l in rows]))
+        print(json.dumps([{"path": r["path"], "type": r["type"], "shape": r["shape"], "default": r["path"] == default}
+                          for r in rows]))
         return
     from rich.console import Console
     from rich.table import Table
 
-    h, w = loaded.preprocess.input_size
-    table = Table(title=f"{loaded.name} at {h}x{w}: hookable layers", box=None, pad_edge=False)
+    h, w = table["input_size"]
+    out = Table(title=f"{table['name']} at {h}x{w}: hookable layers", box=None, pad_edge=False)
     for col in ("layer", "type", "output (C, H, W)", ""):
-        table.add_column(col)
-    for l in rows:
-        table.add_row(l.path, l.type, "x".join(map(str, l.shape)), "default" if l.path == default else "")
-    Console(soft_wrap=True).print(table)
+        out.add_column(col)
+    for r in rows:
+        out.add_row(r["path"], r["type"], "x".join(map(str, r["shape"])), "default" if r["path"] == default else "")
+    Console(soft_wrap=True).print(out)
+
+
+def _layer_table(model: str | None, num_classes: int | None) -> dict:
+    """The model's spatial layers in the order they finish, and its default layer (needs torch and timm)."""
+    from .layers import default_layer, trace_layers
+    from .models import load_architecture
+
+    loaded = load_architecture(model, num_classes=num_classes)
+    infos = trace_layers(loaded.model, loaded.preprocess.input_size)
+    rows = sorted((l for l in infos if l.spatial), key=lambda l: l.finish_order)
+    return {
+        "name": loaded.name,
+        "input_size": list(loaded.preprocess.input_size),
+        "default": default_layer(loaded.model, infos),
+        "layers": [{"path": l.path, "type": l.type, "shape": list(l.shape)} for l in rows],
+    }
 
 
 def main() -> None:

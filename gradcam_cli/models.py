@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .errors import UsageError
+from .fusion import FoldedPair, fold_batchnorm
 from .preprocess import PreprocessConfig
 from .weights import apply_state_dict, efficientnet_lite0_package_state, read_state_dict
 
@@ -37,6 +38,7 @@ class LoadedModel:
     weights: str  # where the weights came from, for records and logs
     extra: dict = field(default_factory=dict)
     memory_format: str = "contiguous"  # "channels_last" or "contiguous": how its 4-D weights are laid out
+    folded: list[FoldedPair] = field(default_factory=list)  # BatchNorms folded into their convolutions
 
 
 def split_model_name(name: str) -> tuple[str, str]:
@@ -193,12 +195,14 @@ def load_model(
     labels: list[str] | None = None,
     device: str | torch.device = "cpu",
     memory_format: str = "auto",
+    fold_bn: bool = True,
 ) -> LoadedModel:
     """Build ``name`` (default: the bundled EfficientNet-Lite0) in eval mode on ``device``.
 
     ``weights`` (a local checkpoint) wins over ``pretrained``; ``labels`` overrides the
     built-in ImageNet names; ``memory_format`` is ``auto``, ``channels_last`` or
-    ``contiguous`` (see :func:`choose_memory_format`).
+    ``contiguous`` (see :func:`choose_memory_format`); ``fold_bn`` folds eval-mode
+    BatchNorms into the convolutions before them (see :mod:`gradcam_cli.fusion`).
     """
     if memory_format not in MEMORY_FORMATS:
         raise UsageError(f"--memory-format {memory_format}: unknown; choose from {', '.join(MEMORY_FORMATS)}")
@@ -213,6 +217,7 @@ def load_model(
         apply_state_dict(model, read_state_dict(weights), f"--weights {weights}")
         origin = f"file {weights}"
     model.eval()
+    folded = fold_batchnorm(model, config.input_size) if fold_bn else []
     layout = choose_memory_format(model, memory_format)
     model.to(device, memory_format=torch.channels_last if layout == "channels_last" else torch.contiguous_format)
     classes = infer_num_classes(model)
@@ -220,4 +225,5 @@ def load_model(
         from .labels import imagenet_labels
 
         labels = imagenet_labels()
-    return LoadedModel(model, f"{source}/{arch}", source, config, classes, labels, origin, memory_format=layout)
+    return LoadedModel(model, f"{source}/{arch}", source, config, classes, labels, origin, memory_format=layout,
+                       folded=folded)

@@ -20,6 +20,7 @@ import torch
 from . import cam_math, outputs, render
 from .device import host_to_device
 from .engine import METHODS, PRECISIONS, check_cam_applies, explain_batch
+from .fusion import unfold_conv
 from .errors import UsageError
 from .labels import resolve_class
 from .layers import LayerInfo, default_layer, resolve_layer, trace_layers
@@ -94,6 +95,8 @@ class Explainer:
         self.layer_infos: list[LayerInfo] = trace_layers(model, loaded.preprocess.input_size)
         self.default_layer = default_layer(model, self.layer_infos)
         paths = list(dict.fromkeys(opts.layers)) or [self.default_layer]
+        if self._unfold_hooked_convs(paths):
+            self.layer_infos = trace_layers(model, loaded.preprocess.input_size)
         self.layers = {p: resolve_layer(model, p, self.layer_infos) for p in paths}
         self.classes = [resolve_class(c, loaded.labels, loaded.num_classes) for c in dict.fromkeys(opts.classes)]
         self.guided = "guided" in opts.outputs
@@ -101,6 +104,14 @@ class Explainer:
             raise UsageError(f"--precision {opts.precision}: mixed precision is not available on {self.device.type}")
         if opts.method == "cam":
             check_cam_applies(model, self.layers, loaded.preprocess.input_size)
+
+    def _unfold_hooked_convs(self, paths: Sequence[str]) -> bool:
+        """A hooked convolution must output its own result, not the BatchNorm folded into it."""
+        hooked = [pair for pair in self.loaded.folded if pair.conv_path in paths]
+        for pair in hooked:
+            unfold_conv(self.loaded.model, pair)
+            self.loaded.folded.remove(pair)
+        return bool(hooked)
 
     @property
     def device(self) -> torch.device:
@@ -192,12 +203,12 @@ class Explainer:
             if kind == "heatmap":
                 return encode_png(render.colorize(e.map))
             if kind == "overlay":
-                return encode_png(render.overlay(photo, e.map, self.options.alpha))
+                return encode_png(render.overlay(photo, e.map, self.options.alpha), photographic=True)
             if kind == "guided":
                 return encode_png(e.guided)
             if kind == "bbox":
                 label = f"{e.class_name or e.class_index} {e.probability:.2f}"
-                return encode_png(render.draw_bbox(photo, e.bbox, label))
+                return encode_png(render.draw_bbox(photo, e.bbox, label), photographic=True)
             if kind == "raw":
                 return encode_npy(e.map)
             raise ValueError(kind)

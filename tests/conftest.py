@@ -1,4 +1,5 @@
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,8 @@ SAMPLES = ROOT / "sample_images"
 
 # Offline machines: make any accidental hub access fail fast instead of retrying for a minute.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Layer tables are cached on disk: keep the tests' cache away from the user's.
+os.environ.setdefault("GRADCAM_CACHE_DIR", tempfile.mkdtemp(prefix="gradcam-test-cache-"))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,64 @@
+"""Start-up: heavy libraries are imported only where needed, and layer tables are cached."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+HEAVY = ("torch", "timm", "torchvision", "cv2", "numpy")
+
+# Runs the CLI in-process, then reports which heavy modules it imported.
+PROBE = """
+import json, sys
+from gradcam_cli.cli import main
+sys.argv = ["gradcam"] + json.loads(sys.argv[1])
+try:
+    main()
+except SystemExit as exit:
+    code = exit.code
+print("IMPORTED=" + json.dumps(sorted(m for m in %r if m in sys.modules)))
+""" % (HEAVY,)
+
+
+def run_cli(args: list[str], cache_dir) -> tuple[str, list[str]]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADCAM_CACHE_DIR=str(cache_dir))
+    out = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    body, _, imported = out.stdout.rpartition("IMPORTED=")
+    return body, json.loads(imported)
+
+
+def test_help_imports_no_heavy_library(tmp_path) -> None:
+    body, imported = run_cli(["--help"], tmp_path)
+    assert "explain" in body and "layers" in body
+    assert imported == []
+
+
+def test_layers_table_is_cached_and_the_cached_listing_needs_no_torch(tmp_path) -> None:
+    cache = tmp_path / "cache"
+    first, imported_first = run_cli(["layers", "--model", "resnet18", "--json"], cache)
+    assert "torch" in imported_first and "timm" in imported_first
+    assert len(list(cache.glob("layers-*.json"))) == 1
+    second, imported_second = run_cli(["layers", "--model", "resnet18", "--json"], cache)
+    assert second == first
+    assert imported_second == []
+    rows = json.loads(first)
+    assert [r["path"] for r in rows if r["default"]] == ["layer4"]
+    assert {"path": "layer4", "type": "Sequential", "shape": [512, 7, 7], "default": True} in rows
+
+
+def test_layers_cache_is_keyed_and_can_be_bypassed(tmp_path) -> None:
+    cache = tmp_path / "cache"
+    resnet, _ = run_cli(["layers", "--model", "resnet18", "--json"], cache)
+    other, _ = run_cli(["layers", "--model", "resnet18", "--num-classes", "10", "--json"], cache)
+    assert len(list(cache.glob("layers-*.json"))) == 2  # one entry per (model, classes)
+    assert json.loads(other) == json.loads(resnet)  # a different head leaves the spatial layers alone
+    for f in cache.glob("layers-*.json"):
+        f.write_text("{ not json")  # a damaged entry is rebuilt, not trusted
+    again, imported = run_cli(["layers", "--model", "resnet18", "--json"], cache)
+    assert again == resnet and "torch" in imported
+    fresh, imported = run_cli(["layers", "--model", "resnet18", "--json", "--no-cache"], tmp_path / "unused")
+    assert fresh == resnet and "torch" in imported
+    assert not (tmp_path / "unused").exists()
