@@ -392,6 +392,29 @@ def print_table(title: str, stats: dict[str, dict], note: str = "") -> None:
           + ("; x(h) = median / median of (h), the plain forward of our model)" if has_h else ")"))
 
 
+def markdown_summary(data: dict) -> str:
+    """One Markdown row per configuration from a ``--json`` dump (what README.md shows)."""
+    m = data["machine"]
+    lines = [f"{m['cpu']}, {m['usable_cores']} cores, torch {m['versions']['torch']}, "
+             f"{m['torch_threads']} threads; medians over {data['results'][0]['rounds']} interleaved rounds",
+             "",
+             "| model | batch | layer | (a) forward ms/img | (h) our model | (b) map | (c) full output | (d) pgc | "
+             "(e) pgc full | (f) torchcam | (g) captum | (e)/(c) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in data["results"]:
+        st = r["stats"]
+
+        def ratio(k):
+            return f"{st[k]['ratio_to_a']:.2f}" if k in st else "-"
+        ec = f"{st['e']['median_ms_per_image'] / st['c']['median_ms_per_image']:.2f}" if "e" in st and "c" in st else "-"
+        lines.append(f"| {r['model']} | {r['batch']} | {r['layer']} ({r['layer_kind']}) | "
+                     f"{st['a']['median_ms_per_image']:.1f} | {ratio('h')} | {ratio('b')} | {ratio('c')} | {ratio('d')} | "
+                     f"{ratio('e')} | {ratio('f')} | {ratio('g')} | {ec} |")
+    lines.append("")
+    lines.append("Ratios are to (a), the plain forward of the model as timm builds it.")
+    return "\n".join(lines)
+
+
 def parse_list(text: str, cast=str) -> list:
     return [cast(t.strip()) for t in text.split(",") if t.strip()]
 
@@ -420,7 +443,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-fold-bn", action="store_true", help="ours: keep BatchNorm separate")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="also dump results (with raw times) here")
+    ap.add_argument("--summarize", type=Path, default=None, metavar="JSON",
+                    help="print the Markdown summary of an earlier --json dump and exit")
     args = ap.parse_args(argv)
+    if args.summarize:
+        print(markdown_summary(json.loads(args.summarize.read_text())))
+        return 0
 
     t_start = time.perf_counter()
     import cv2

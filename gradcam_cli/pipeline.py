@@ -179,9 +179,8 @@ class Explainer:
         """Guided Grad-CAM: guided gradients times the map upsampled to the crop, placed on the photo."""
         cam_on_crop = cam_math.upsample_to(scaled, crop_hw)  # (K, hc, wc)
         product = guided.float() * cam_on_crop[:, None]  # (K, 3, hc, wc)
-        placed = place_on_original(product, geometry).cpu().numpy()
-        reference = product.cpu().numpy()
-        return [render.guided_image(placed[k], reference[k]) for k in range(placed.shape[0])]
+        images = render.guided_image(place_on_original(product, geometry), product).cpu().numpy()
+        return list(images)
 
     # --- files -----------------------------------------------------------------------------
 

@@ -1,9 +1,14 @@
-"""Turning maps into pictures: colour maps, overlays, guided images, boxes. Pure numpy/OpenCV."""
+"""Turning maps into pictures: colour maps, overlays, guided images, boxes.
+
+numpy and OpenCV on the CPU; the guided image's standardisation is torch, so that it
+runs on the model's device before anything is copied back.
+"""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
+import torch
 
 BBox = tuple[int, int, int, int]  # (x0, y0, x1, y1), original pixels, x1/y1 exclusive
 
@@ -20,20 +25,24 @@ def overlay(photo: np.ndarray, map01: np.ndarray, alpha: float = 0.5) -> np.ndar
     return cv2.addWeighted(heat, float(alpha), photo, 1.0 - float(alpha), 0.0)
 
 
-def guided_image(guided: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
-    """``(3, H, W)`` guided gradients -> uint8 RGB, standardised for display (mean 0.5, 0.1 per std).
+def guided_image(guided: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+    """``(K, 3, H, W)`` guided gradients -> ``(K, H, W, 3)`` uint8 RGB, standardised for display
+    (mean 0.5, 0.1 per standard deviation), computed in torch on the tensors' device.
 
-    ``reference`` (default: ``guided``) supplies the mean and spread, so pixels outside
-    the model's crop can be rendered with the statistics of the part it saw.
+    ``reference`` (default: ``guided``) supplies each image's mean and spread, so pixels
+    outside the model's crop can be rendered with the statistics of the part it saw.
     """
-    guided = np.nan_to_num(guided, nan=0.0, posinf=0.0, neginf=0.0)
-    ref = guided if reference is None else np.nan_to_num(reference, nan=0.0, posinf=0.0, neginf=0.0)
-    mean = float(ref.mean()) if ref.size else 0.0
-    std = float(ref.std()) if ref.size else 0.0
-    if not (np.isfinite(mean) and np.isfinite(std)):  # overflow in float32 statistics
-        mean, std = 0.0, 0.0
-    img = (guided - mean) / (std + 1e-5) * 0.1 + 0.5
-    return (np.clip(img, 0, 1).transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8)
+    guided = torch.nan_to_num(guided.float(), nan=0.0, posinf=0.0, neginf=0.0)
+    ref = guided if reference is None else torch.nan_to_num(reference.float(), nan=0.0, posinf=0.0, neginf=0.0)
+    flat = ref.flatten(1)
+    if flat.shape[1]:
+        std, mean = torch.std_mean(flat, dim=1, correction=0)
+    else:
+        std = mean = torch.zeros(flat.shape[0], device=flat.device)
+    bad = ~(torch.isfinite(mean) & torch.isfinite(std))  # overflow in float32 statistics
+    mean, std = mean.masked_fill(bad, 0.0), std.masked_fill(bad, 0.0)
+    img = (guided - mean[:, None, None, None]) / (std[:, None, None, None] + 1e-5) * 0.1 + 0.5
+    return (img.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
 def bbox_from_map(map01: np.ndarray, threshold: float) -> BBox | None:
