@@ -58,8 +58,13 @@ def _foldable_bn(module: nn.Module) -> bool:
             and module.running_mean is not None and module.running_var is not None)
 
 
+# Convolutions whose weight is used as stored. Weight-standardised ones (timm's StdConv2d)
+# renormalise it in their forward pass, which would undo a fold: they are left alone.
+_PLAIN_CONVS = ("Conv2d", "Conv2dSame")
+
+
 def _foldable_conv(module: nn.Module) -> bool:
-    return isinstance(module, nn.Conv2d) and not module.training
+    return isinstance(module, nn.Conv2d) and type(module).__name__ in _PLAIN_CONVS and not module.training
 
 
 def _graph_references(root: torch.Tensor) -> dict[object, int]:
@@ -150,12 +155,42 @@ def _scale(bn: nn.BatchNorm2d) -> torch.Tensor:
     return gamma / torch.sqrt(bn.running_var + bn.eps)
 
 
-@torch.no_grad()
+def _probe_logits(model: nn.Module, input_size: tuple[int, int]) -> torch.Tensor | None:
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    probe = torch.randn(2, 3, *input_size, generator=torch.Generator().manual_seed(1)).to(device)
+    with torch.no_grad():
+        out = model(probe)
+    return out.float() if isinstance(out, torch.Tensor) else None
+
+
 def fold_batchnorm(model: nn.Module, input_size: tuple[int, int]) -> list[FoldedPair]:
-    """Fold every safely foldable eval-mode BatchNorm into its convolution, in place."""
+    """Fold every safely foldable eval-mode BatchNorm into its convolution, in place.
+
+    A safety net checks the result: if the folded model's outputs on a probe batch
+    differ from the original's by more than float rounding, every fold is undone.
+    """
+    try:
+        pairs = find_conv_bn_pairs(model, input_size)
+        before = _probe_logits(model, input_size) if pairs else None
+    except Exception:  # a model the probe cannot run is simply not folded; the caller's trace reports it
+        return []
+    if before is None:
+        return []
+    folded = _fold_pairs(model, pairs)
+    after = _probe_logits(model, input_size)
+    scale = before.abs().max().item()
+    if after is None or not (after - before).abs().max().item() <= 1e-4 * scale + 1e-5:
+        for pair in reversed(folded):
+            unfold_conv(model, pair)
+        return []
+    return folded
+
+
+@torch.no_grad()
+def _fold_pairs(model: nn.Module, pairs: list[tuple[str, str]]) -> list[FoldedPair]:
     modules = dict(model.named_modules())
     folded = []
-    for conv_path, bn_path in find_conv_bn_pairs(model, input_size):
+    for conv_path, bn_path in pairs:
         conv, bn = modules[conv_path], modules[bn_path]
         invertible = bool((_scale(bn).abs() > 1e-12).all())
         had_bias = conv.bias is not None

@@ -209,3 +209,34 @@ def test_unfold_restores_the_convolution(dead_channel: bool) -> None:
     assert isinstance(model.bn, nn.BatchNorm2d)
     assert torch.allclose(model.conv.weight, weight, rtol=1e-5, atol=1e-7)
     assert torch.allclose(model.conv.bias, bias, rtol=1e-5, atol=1e-6)
+
+
+class Conv2d(nn.Conv2d):
+    """Named like a plain convolution, but standardises its weight in forward (as StdConv2d does)."""
+
+    def forward(self, x):
+        w = self.weight
+        w = (w - w.mean(dim=(1, 2, 3), keepdim=True)) / (w.std(dim=(1, 2, 3), keepdim=True) + 1e-5)
+        return self._conv_forward(x, w, self.bias)
+
+
+def test_a_fold_that_changes_the_outputs_is_undone() -> None:
+    torch.manual_seed(0)
+    model = ConvBN("none").eval()
+    model.conv = Conv2d(3, 4, 3, padding=1).eval()
+    assert find_conv_bn_pairs(model, (8, 8)) == [("conv", "bn")]  # the name fools the structural check
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        before = model(x)
+    assert fold_batchnorm(model, (8, 8)) == []  # ... but not the numerical one
+    assert isinstance(model.bn, nn.BatchNorm2d)
+    with torch.no_grad():
+        assert torch.allclose(model(x), before, atol=1e-6, rtol=1e-5)
+
+
+def test_weight_standardised_convolutions_are_not_folded() -> None:
+    from timm.layers import StdConv2d
+
+    model = ConvBN("none").eval()
+    model.conv = StdConv2d(3, 4, 3, padding=1).eval()
+    assert find_conv_bn_pairs(model, (8, 8)) == []
