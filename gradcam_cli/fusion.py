@@ -157,7 +157,7 @@ def _scale(bn: nn.BatchNorm2d) -> torch.Tensor:
 
 def _probe_logits(model: nn.Module, input_size: tuple[int, int]) -> torch.Tensor | None:
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    probe = torch.randn(2, 3, *input_size, generator=torch.Generator().manual_seed(1)).to(device)
+    probe = torch.randn(1, 3, *input_size, generator=torch.Generator().manual_seed(1)).to(device)
     with torch.no_grad():
         out = model(probe)
     return out.float() if isinstance(out, torch.Tensor) else None
