@@ -84,10 +84,19 @@ def _graph_references(root: torch.Tensor) -> dict[object, int]:
     return counts
 
 
-def find_conv_bn_pairs(model: nn.Module, input_size: tuple[int, int]) -> list[tuple[str, str]]:
-    """``(conv path, bn path)`` pairs that can be folded, from one probe forward on the CPU or the model's device."""
-    modules = dict(model.named_modules())
+def _probe_input(model: nn.Module, input_size: tuple[int, int]) -> torch.Tensor:
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    return torch.randn(1, 3, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
+
+
+def find_conv_bn_pairs(model: nn.Module, input_size: tuple[int, int]) -> list[tuple[str, str]]:
+    """``(conv path, bn path)`` pairs that can be folded, from one probe forward on the model's device."""
+    return _probe_pairs(model, _probe_input(model, input_size))[0]
+
+
+def _probe_pairs(model: nn.Module, probe: torch.Tensor) -> tuple[list[tuple[str, str]], torch.Tensor | None]:
+    """The foldable pairs and the model's output for ``probe`` (None if it is not a tensor)."""
+    modules = dict(model.named_modules())
     conv_out: dict[int, tuple[str, torch.Tensor, object]] = {}
     bn_in: list[tuple[str, torch.Tensor, object]] = []
     calls: dict[str, int] = {}
@@ -112,23 +121,16 @@ def find_conv_bn_pairs(model: nn.Module, input_size: tuple[int, int]) -> list[tu
             handles.append(module.register_forward_hook(on_conv(path)))
         elif _foldable_bn(module):
             handles.append(module.register_forward_pre_hook(on_bn(path)))
-    params = list(model.parameters())
-    flags = [p.requires_grad for p in params]
     try:
-        for p in params:
-            p.requires_grad_(False)
-        probe = torch.randn(1, 3, *input_size, generator=torch.Generator().manual_seed(0))
-        probe = probe.to(device).requires_grad_(True)
+        # A graph is recorded (no backward runs) so that readers of each output can be counted.
         with torch.enable_grad():
-            out = model(probe)
-        if not isinstance(out, torch.Tensor):
-            return []
-        refs = _graph_references(out)
+            out = model(probe.detach().requires_grad_(True))
     finally:
         for h in handles:
             h.remove()
-        for p, flag in zip(params, flags):
-            p.requires_grad_(flag)
+    if not isinstance(out, torch.Tensor):
+        return [], None
+    refs = _graph_references(out)
     pairs = []
     for bn_path, x, node in bn_in:
         hit = conv_out.get(id(x))
@@ -142,7 +144,7 @@ def find_conv_bn_pairs(model: nn.Module, input_size: tuple[int, int]) -> list[tu
         if refs.get(conv_node, 0) != 1:
             continue  # someone besides the BatchNorm reads the convolution's output
         pairs.append((conv_path, bn_path))
-    return pairs
+    return pairs, out.detach().float()
 
 
 def _set_module(model: nn.Module, path: str, module: nn.Module) -> None:
@@ -155,31 +157,24 @@ def _scale(bn: nn.BatchNorm2d) -> torch.Tensor:
     return gamma / torch.sqrt(bn.running_var + bn.eps)
 
 
-def _probe_logits(model: nn.Module, input_size: tuple[int, int]) -> torch.Tensor | None:
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    probe = torch.randn(1, 3, *input_size, generator=torch.Generator().manual_seed(1)).to(device)
-    with torch.no_grad():
-        out = model(probe)
-    return out.float() if isinstance(out, torch.Tensor) else None
-
-
 def fold_batchnorm(model: nn.Module, input_size: tuple[int, int]) -> list[FoldedPair]:
     """Fold every safely foldable eval-mode BatchNorm into its convolution, in place.
 
     A safety net checks the result: if the folded model's outputs on a probe batch
     differ from the original's by more than float rounding, every fold is undone.
     """
+    probe = _probe_input(model, input_size)
     try:
-        pairs = find_conv_bn_pairs(model, input_size)
-        before = _probe_logits(model, input_size) if pairs else None
+        pairs, before = _probe_pairs(model, probe)
     except Exception:  # a model the probe cannot run is simply not folded; the caller's trace reports it
         return []
-    if before is None:
+    if not pairs or before is None:
         return []
     folded = _fold_pairs(model, pairs)
-    after = _probe_logits(model, input_size)
+    with torch.no_grad():
+        after = model(probe).float()
     scale = before.abs().max().item()
-    if after is None or not (after - before).abs().max().item() <= 1e-4 * scale + 1e-5:
+    if not (after - before).abs().max().item() <= 1e-4 * scale + 1e-5:
         for pair in reversed(folded):
             unfold_conv(model, pair)
         return []
@@ -212,8 +207,7 @@ def unfold_conv(model: nn.Module, pair: FoldedPair) -> None:
     """Undo one fold, so that the convolution's output is its own again (for hooking it)."""
     conv = model.get_submodule(pair.conv_path)
     bn = pair.bn
-    device, fmt = conv.weight.device, (torch.channels_last if conv.weight.is_contiguous(memory_format=torch.channels_last)
-                                        and not conv.weight.is_contiguous() else torch.contiguous_format)
+    device = conv.weight.device
     if pair.conv_weight is not None:
         weight = pair.conv_weight
         bias = pair.conv_bias
@@ -225,6 +219,7 @@ def unfold_conv(model: nn.Module, pair: FoldedPair) -> None:
         bias = (conv.bias - beta) / scale + bn.running_mean.to(device)
         bias = bias if pair.conv_had_bias else None
     requires_grad = conv.weight.requires_grad
-    conv.weight = nn.Parameter(weight.to(device).contiguous(memory_format=fmt), requires_grad=requires_grad)
+    # empty_like keeps the current weight's device and memory layout (channels_last or not).
+    conv.weight = nn.Parameter(torch.empty_like(conv.weight).copy_(weight), requires_grad=requires_grad)
     conv.bias = None if bias is None else nn.Parameter(bias.to(device), requires_grad=requires_grad)
     _set_module(model, pair.bn_path, bn.to(device))

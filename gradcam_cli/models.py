@@ -168,6 +168,11 @@ MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 _LAYER_NORMS = ("LayerNorm", "LayerNorm2d", "LayerNormAct2d", "GroupNorm", "RMSNorm", "RmsNorm2d")
 
 
+def _check_memory_format(spec: str) -> None:
+    if spec not in MEMORY_FORMATS:
+        raise UsageError(f"--memory-format {spec}: unknown; choose from {', '.join(MEMORY_FORMATS)}")
+
+
 def choose_memory_format(model: nn.Module, spec: str = "auto") -> str:
     """``channels_last`` or ``contiguous`` for ``model``; ``auto`` picks what runs faster.
 
@@ -177,8 +182,7 @@ def choose_memory_format(model: nn.Module, spec: str = "auto") -> str:
     EfficientNet-Lite0's 0.83x. ``auto`` chooses it for every model with 4-D weights
     and no LayerNorm/GroupNorm.
     """
-    if spec not in MEMORY_FORMATS:
-        raise UsageError(f"--memory-format {spec}: unknown; choose from {', '.join(MEMORY_FORMATS)}")
+    _check_memory_format(spec)
     if spec != "auto":
         return spec
     has_conv = any(p.dim() == 4 for p in model.parameters())
@@ -204,8 +208,7 @@ def load_model(
     ``contiguous`` (see :func:`choose_memory_format`); ``fold_bn`` folds eval-mode
     BatchNorms into the convolutions before them (see :mod:`gradcam_cli.fusion`).
     """
-    if memory_format not in MEMORY_FORMATS:
-        raise UsageError(f"--memory-format {memory_format}: unknown; choose from {', '.join(MEMORY_FORMATS)}")
+    _check_memory_format(memory_format)  # before the (slow) build
     name = name or DEFAULT_MODEL
     source, arch = split_model_name(name)
     use_hub = pretrained and weights is None

@@ -19,9 +19,9 @@ import torch
 
 from . import cam_math, outputs, render
 from .device import host_to_device
-from .engine import METHODS, PRECISIONS, check_cam_applies, explain_batch
-from .fusion import unfold_conv
+from .engine import METHODS, autocast_for, check_cam_applies, explain_batch
 from .errors import UsageError
+from .fusion import unfold_conv
 from .labels import resolve_class
 from .layers import LayerInfo, default_layer, resolve_layer, trace_layers
 from .models import LoadedModel
@@ -89,8 +89,6 @@ class Explainer:
             raise UsageError(f"--bbox-threshold {opts.bbox_threshold}: must be in (0, 1]")
         if opts.batch_size < 1:
             raise UsageError(f"--batch-size {opts.batch_size}: must be at least 1")
-        if opts.precision not in PRECISIONS:
-            raise UsageError(f"--precision {opts.precision}: unknown; choose from {', '.join(PRECISIONS)}")
         model = loaded.model
         self.layer_infos: list[LayerInfo] = trace_layers(model, loaded.preprocess.input_size)
         self.default_layer = default_layer(model, self.layer_infos)
@@ -100,8 +98,7 @@ class Explainer:
         self.layers = {p: resolve_layer(model, p, self.layer_infos) for p in paths}
         self.classes = [resolve_class(c, loaded.labels, loaded.num_classes) for c in dict.fromkeys(opts.classes)]
         self.guided = "guided" in opts.outputs
-        if opts.precision != "fp32" and not torch.amp.is_autocast_available(self.device.type):
-            raise UsageError(f"--precision {opts.precision}: mixed precision is not available on {self.device.type}")
+        autocast_for(self.device, opts.precision)  # refuses an unknown or unsupported precision up front
         if opts.method == "cam":
             check_cam_applies(model, self.layers, loaded.preprocess.input_size)
 
