@@ -441,6 +441,10 @@ def main(argv: list[str] | None = None) -> int:
                          "(process_time), steadier on a busy machine, best with --threads 1")
     ap.add_argument("--memory-format", default="auto", help="ours: auto (default), channels_last or contiguous")
     ap.add_argument("--no-fold-bn", action="store_true", help="ours: keep BatchNorm separate")
+    ap.add_argument("--malloc", choices=("kept", "default"), default="kept",
+                    help="kept (default, as the gradcam command runs): glibc keeps freed blocks for reuse "
+                         "(gradcam_cli.allocator), for every contender alike, since the setting is process-wide; "
+                         "default: the C library's own settings")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="also dump results (with raw times) here")
     ap.add_argument("--summarize", type=Path, default=None, metavar="JSON",
@@ -451,6 +455,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     t_start = time.perf_counter()
+    from gradcam_cli.allocator import keep_freed_memory
+
+    malloc_kept = keep_freed_memory() if args.malloc == "kept" else False
     import cv2
     import torch
 
@@ -475,12 +482,14 @@ def main(argv: list[str] | None = None) -> int:
     from gradcam_cli import default_layer, load_model, load_rgb, trace_layers
 
     info = machine_info(args.threads)
+    info["malloc_kept"] = malloc_kept
     print(f"machine: {info['cpu']} | cores: {info['logical_cores']} logical, {info['usable_cores']} usable | "
           f"load avg {info['loadavg_start'][0]:.2f} {info['loadavg_start'][1]:.2f} {info['loadavg_start'][2]:.2f}")
     print(f"python {info['python']} | " + " ".join(f"{k} {v}" for k, v in info["versions"].items()))
     print(f"threads: torch {info['torch_threads']} (interop {info['torch_interop_threads']}), "
           f"opencv {info['opencv_threads']}")
     print(f"clock: {'wall (perf_counter)' if args.clock == 'wall' else 'CPU time of this process (process_time)'}")
+    print(f"malloc: {'freed blocks kept for reuse (all contenders)' if malloc_kept else 'C library defaults'}")
     busy = info["loadavg_start"][0]
     if busy > 0.5:
         print(f"!! machine not idle: load average {busy:.2f} on {info['usable_cores']} cores before start; "

@@ -220,6 +220,9 @@ def _layer_table(model: str | None, num_classes: int | None) -> dict:
 
 def main() -> None:
     """Console entry point."""
+    from .allocator import keep_freed_memory
+
+    keep_freed_memory()  # process-wide, so only here, before any tensor exists (see allocator.py)
     app()
 
 
