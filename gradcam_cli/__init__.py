@@ -33,6 +33,7 @@ _EXPORTS = {
     "default_layer": "layers",
     "resolve_layer": "layers",
     "resolve_device": "device",
+    "keep_freed_memory": "allocator",
     "GradcamError": "errors",
     "UsageError": "errors",
     "ImageError": "errors",
@@ -42,6 +43,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .allocator import keep_freed_memory
     from .device import resolve_device
     from .engine import BatchExplanation, explain_batch
     from .errors import GradcamError, ImageError, MethodError, UsageError
