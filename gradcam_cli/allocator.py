@@ -3,12 +3,11 @@
 PyTorch's CPU tensors come straight from ``malloc``. glibc serves every block above a
 threshold (at most 32 MiB) with its own ``mmap`` and gives it back on ``free``, and it
 trims the heap's free top; so each forward and backward pass faults its activations
-in again, page by page, and the kernel zeroes every page. On a batch of 8 at 224 px that
-made the guided pass of EfficientNet-Lite0 half as slow again as it needs to be
-(39.7 against 26.6 ms per image, measured in one process). Serving all blocks from the heap, and
-keeping what is freed there, turns the second and later passes into plain reuse.
-This is what PyTorch's CPU tuning guide gets by preloading jemalloc or tcmalloc; here it
-takes two ``mallopt`` calls.
+in again, page by page, and the kernel zeroes every page. Serving all blocks from the
+heap, and keeping what is freed there, turns the second and later passes into plain
+reuse: the guided pass of EfficientNet-Lite0 at batch 8 takes 0.66x the time
+(``benchmarks/allocator.py``). PyTorch's CPU tuning guide gets the same by preloading
+jemalloc or tcmalloc; here it takes two ``mallopt`` calls.
 """
 
 from __future__ import annotations
