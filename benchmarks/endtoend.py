@@ -13,8 +13,10 @@ with wall and CPU time (user + system of the child, all threads: steadier when t
 machine is busy), and the median of ``--runs`` launches of ``gradcam --help`` and
 ``gradcam layers --model resnet50``, the latter without its layer-table cache (cold:
 imports and a trace) and with it (filled by one launch first). Each side also runs once
-on a one-photo folder, which separates start-up from the per-photo cost. Neither side sets torch threads (both get torch's
-default, or ``--omp-threads``). Wall times include interpreter start-up, imports and model loading.
+on a one-photo folder, which separates start-up from the per-photo cost. Neither side
+sets torch threads (both get torch's default, or ``--omp-threads``). Wall times include
+interpreter start-up, imports and model loading; ``gradcam`` applies its malloc setting
+(``gradcam_cli.allocator``) as it always does, the script runs with the C library's.
 """
 
 from __future__ import annotations
@@ -151,7 +153,7 @@ def main() -> int:
         first = {side: timed(cmd)[0] for side, cmd in one_cmds.items()}
         net_ours, net_pgc = t_ours - first["ours"], t_pgc - first["pgc"]
         print(f"   one photo (start-up + 1 image): gradcam {first['ours']:.1f} s, pgc_script {first['pgc']:.1f} s")
-        print(f"   the other {n - 1} photos (64-photo run minus one-photo run): gradcam {net_ours:.1f} s "
+        print(f"   the other {n - 1} photos ({n}-photo run minus one-photo run): gradcam {net_ours:.1f} s "
               f"({net_ours / (n - 1) * 1e3:.0f} ms/photo), pgc_script {net_pgc:.1f} s "
               f"({net_pgc / (n - 1) * 1e3:.0f} ms/photo): {net_pgc / net_ours:.2f}x")
         if n_ours != 4 * n or n_pgc != 4 * n:

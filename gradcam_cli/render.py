@@ -19,9 +19,8 @@ def colorize(map01: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
 
 
-def overlay(photo: np.ndarray, map01: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """The colour-mapped map blended over the photo: ``alpha * heat + (1 - alpha) * photo``."""
-    heat = colorize(map01)
+def overlay(photo: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """The colour-mapped map (:func:`colorize`) blended over the photo: ``alpha * heat + (1 - alpha) * photo``."""
     return cv2.addWeighted(heat, float(alpha), photo, 1.0 - float(alpha), 0.0)
 
 

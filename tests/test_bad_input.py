@@ -350,8 +350,6 @@ def test_leading_dash_name_after_double_dash(tmp_path, monkeypatch):
 
 # --- EXIF: the heatmap lines up with the rotated photo --------------------------------------------------
 
-
-
 def _brightness_explainer(outputs):
     from gradcam_cli import Explainer, ExplainOptions
     from gradcam_cli.models import LoadedModel

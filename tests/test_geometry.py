@@ -67,8 +67,6 @@ def test_placed_map_follows_crop_and_zeroes_the_cut_away_border():
     assert placed[int(240 * 480 / 256) + 1:].max() == 0
 
 
-
-
 def test_end_to_end_map_lines_up_with_the_photo():
     model = BrightnessNet().eval()
     loaded = LoadedModel(model, "timm/brightness", "timm", PreprocessConfig((224, 224), 256, "bilinear",
