@@ -1,15 +1,17 @@
-"""gradcam-cli: Grad-CAM explanations for timm and torchvision classifiers.
+"""gradcam-cli: explanations for timm and torchvision classifiers (the CAM family, occlusion, guided images).
 
 Python API (the CLI is a thin layer over it)::
+
+    from gradcam_cli import explain
+    [result] = explain("resnet50", "dog.jpg", methods=["gradcam", "scorecam"], pretrained=False)
+    result.maps["gradcam", "layer4"]   # (H, W) float32 in [0, 1], aligned with the photo
 
     from gradcam_cli import load_model, Explainer, ExplainOptions, load_rgb
     explainer = Explainer(load_model("resnet50", pretrained=False), ExplainOptions(top_k=2))
     [explanations] = explainer.explain_arrays([load_rgb("dog.jpg")])
-    explanations[0].map        # (H, W) float32 in [0, 1], aligned with the photo
-    explanations[0].bbox       # (x0, y0, x1, y1) in photo pixels
 
-Lower level: ``explain_batch`` (engine) on a preprocessed tensor and the pure
-functions in ``gradcam_cli.cam_math``.
+Lower level: ``explain_batch`` (engine) on a preprocessed tensor, and the methods'
+pure functions on tensors in ``gradcam_cli.methods.<name>``.
 """
 
 from __future__ import annotations
@@ -20,19 +22,24 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "load_model": "models",
-    "LoadedModel": "models",
-    "DEFAULT_MODEL": "models",
-    "Explainer": "pipeline",
-    "ExplainOptions": "pipeline",
-    "Explanation": "pipeline",
+    "explain": "api",
+    "ImageResult": "api",
+    "load_model": "model.loading",
+    "LoadedModel": "model.loading",
+    "DEFAULT_MODEL": "model.loading",
+    "Explainer": "explainer",
+    "Explanation": "explainer",
+    "ExplainOptions": "options",
+    "ModelOptions": "options",
+    "JobOptions": "options",
+    "METHODS": "methods",
     "explain_batch": "engine",
     "BatchExplanation": "engine",
-    "load_rgb": "images",
-    "trace_layers": "layers",
-    "default_layer": "layers",
-    "resolve_layer": "layers",
-    "resolve_device": "device",
+    "load_rgb": "job.images",
+    "trace_layers": "model.layers",
+    "default_layer": "model.layers",
+    "resolve_layer": "model.layers",
+    "resolve_device": "model.device",
     "keep_freed_memory": "allocator",
     "GradcamError": "errors",
     "UsageError": "errors",
@@ -44,13 +51,16 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .allocator import keep_freed_memory
-    from .device import resolve_device
+    from .api import ImageResult, explain
     from .engine import BatchExplanation, explain_batch
     from .errors import GradcamError, ImageError, MethodError, UsageError
-    from .images import load_rgb
-    from .layers import default_layer, resolve_layer, trace_layers
-    from .models import DEFAULT_MODEL, LoadedModel, load_model
-    from .pipeline import Explainer, ExplainOptions, Explanation
+    from .explainer import Explainer, Explanation
+    from .job.images import load_rgb
+    from .methods import METHODS
+    from .model.device import resolve_device
+    from .model.layers import default_layer, resolve_layer, trace_layers
+    from .model.loading import DEFAULT_MODEL, LoadedModel, load_model
+    from .options import ExplainOptions, JobOptions, ModelOptions
 
 
 def __getattr__(name: str):

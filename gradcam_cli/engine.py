@@ -1,27 +1,35 @@
-"""One forward and the backward passes it needs: activations, gradients, class maps.
+"""One forward pass per batch, the backward passes it needs, then every requested method.
 
-The graph is recorded only from where gradients are needed: parameters are frozen
-for the call and the hooked layer's output becomes the leaf of the graph (or the
-input does, when a guided image is asked for). Hooks are removed and the graph is
-released before returning.
+The forward pass records a graph only from where gradients are needed: parameters are
+frozen for the call and the hooked layer's output becomes the leaf of the graph (or
+the input does, when a guided image is asked for); with no gradient method and no
+guided image it runs under ``torch.inference_mode``. One backward pass per class to
+the hooked layers serves every gradient method. The methods then run under inference
+mode on the recorded activations and gradients; those that need more forward passes
+(Score-CAM, Ablation-CAM, occlusion) get them from :class:`_Passes`, batched. Hooks are
+removed and the graph is released before returning.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager, nullcontext
-from dataclasses import dataclass
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from . import cam_math
+from .capture import ActivationCapture, frozen_parameters, gates_open, guided_gates
 from .errors import MethodError
-from .guided import gates_open, guided_gates
+from .maps.scale import normalize_minmax
+from .methods import GRADIENTS, INPUT_LAYER, get_method
+from .methods.base import Evidence, to_map
+from .model.device import autocast_for, input_memory_format, model_device
+from .model.layout import CONV
+from .model.tail import build_tail
 
-METHODS = ("gradcam", "cam")
-# Autocast dtypes for the forward pass; maps and gradients are reduced in float32 either way.
-PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+# pytorch-grad-cam's test-time augmentation: a horizontal flip times three input scalings.
+AUGMENTATIONS = tuple((flip, factor) for flip in (False, True) for factor in (0.9, 1.0, 1.1))
 
 
 @dataclass
@@ -30,56 +38,38 @@ class BatchExplanation:
 
     logits: torch.Tensor  # (B, N) pre-softmax scores
     classes: torch.Tensor  # (B, K) explained class indices
-    maps: dict[str, torch.Tensor]  # layer path -> (B, K, h, w) ReLU'd maps, not normalised
+    maps: dict[tuple[str, str], torch.Tensor]  # (method, layer) -> (B, K, h, w) ReLU'd maps, not normalised
     guided: torch.Tensor | None  # (B, K, 3, H, W) guided-backprop input gradients
 
 
-@contextmanager
-def frozen_parameters(model: nn.Module) -> Iterator[None]:
-    """No parameter records gradients inside the block; the caller's flags come back after."""
-    params = list(model.parameters())
-    flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(params, flags):
-            p.requires_grad_(flag)
+@dataclass
+class EngineState:
+    """What an explainer keeps between batches: the tails built for Ablation-CAM, per layer."""
+
+    tails: dict = field(default_factory=dict)
 
 
-class _ActivationCapture:
-    """Forward hooks that keep each hooked layer's output (and make it a graph leaf when needed)."""
+def logits_of(output: object) -> torch.Tensor:
+    """The ``(B, N)`` logits in a model's output: a tensor, ``.logits``, ``["logits"]`` or a first element."""
+    candidates = [output, getattr(output, "logits", None)]
+    if isinstance(output, dict):
+        candidates.append(output.get("logits"))
+    if isinstance(output, (tuple, list)) and output:
+        candidates.append(output[0])
+    for c in candidates:
+        if isinstance(c, torch.Tensor) and c.ndim == 2:
+            return c
+    raise MethodError(f"the model must return (batch, classes) logits; it returned {type(output).__name__}, "
+                      "with no 2-D tensor as itself, .logits, ['logits'] or its first element")
 
-    def __init__(self, layers: dict[str, nn.Module], make_leaf: bool) -> None:
-        self.layers = layers
-        self.make_leaf = make_leaf
-        self.outputs: dict[str, torch.Tensor] = {}
 
-    def _hook(self, path: str):
-        def hook(_module: nn.Module, _inputs: object, output: object) -> object:
-            if not isinstance(output, torch.Tensor):
-                raise MethodError(f"--layer {path!r}: returns {type(output).__name__}, not a tensor")
-            if path in self.outputs:
-                raise MethodError(f"--layer {path!r}: runs more than once per forward pass; pick a block that runs once")
-            if self.make_leaf and not output.requires_grad:
-                # Recording starts here: nothing before this layer enters the graph.
-                output = output.detach().requires_grad_(True)
-                self.outputs[path] = output
-                return output
-            self.outputs[path] = output
-            return None
-
-        return hook
-
-    @contextmanager
-    def installed(self) -> Iterator["_ActivationCapture"]:
-        handles = [m.register_forward_hook(self._hook(p)) for p, m in self.layers.items()]
-        try:
-            yield self
-        finally:
-            for h in handles:
-                h.remove()
+def choose_classes(logits: torch.Tensor, classes: Sequence[int] | torch.Tensor | None, top_k: int) -> torch.Tensor:
+    """``(B, K)`` class indices: a given ``(B, K)`` tensor, the given indices for every image, or the top-k."""
+    if isinstance(classes, torch.Tensor):
+        return classes
+    if classes:
+        return torch.tensor(list(classes), device=logits.device).expand(logits.shape[0], -1)
+    return logits.topk(min(top_k, logits.shape[1]), dim=1).indices
 
 
 def find_classifier(model: nn.Module, num_logits: int) -> nn.Linear:
@@ -96,10 +86,10 @@ def find_classifier(model: nn.Module, num_logits: int) -> nn.Linear:
 
 def cam_class_weights(model: nn.Module, path: str, activations: torch.Tensor, logits: torch.Tensor,
                       classes: torch.Tensor) -> torch.Tensor:
-    """Classifier rows for CAM, after checking that logits really are ``fc(mean(A))``.
+    """Classifier rows ``(B, K, C)`` for CAM, after checking that logits really are ``fc(mean(A))``.
 
     The check is numerical, so it holds for any architecture whose head is global
-    average pooling then one linear layer, and refuses every other head.
+    average pooling then one linear layer over this grid, and refuses every other head.
     """
     fc = find_classifier(model, logits.shape[1])
     if activations.shape[1] != fc.in_features:
@@ -119,48 +109,108 @@ def cam_class_weights(model: nn.Module, path: str, activations: torch.Tensor, lo
             f"--method cam: the head after layer {path!r} is not global-average-pooling -> linear "
             f"(logits differ from fc(mean(A)) by up to {gap:.3g}); use --method gradcam"
         )
-    return fc.weight[classes].to(activations.dtype)  # (B, C)
+    return fc.weight.detach().float()[classes]
 
 
-def check_cam_applies(model: nn.Module, layers: dict[str, nn.Module], input_size: tuple[int, int]) -> None:
-    """Refuse ``--method cam`` up front, from one probe forward pass on a random image."""
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+def check_cam_applies(model: nn.Module, layers: dict[str, nn.Module], input_size: tuple[int, int],
+                      layouts: dict | None = None) -> None:
+    """Refuse CAM up front, from one probe forward pass on a random image."""
+    device = model_device(model)
     probe = torch.randn(1, 3, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
-    capture = _ActivationCapture(layers, make_leaf=False)
-    with capture.installed(), torch.no_grad():
-        logits = model(probe)
-    zero = torch.zeros(1, dtype=torch.long, device=device)
-    for path in layers:
-        cam_class_weights(model, path, capture.outputs[path], logits, zero)
+    capture = ActivationCapture(layers, make_leaf=False)
+    with capture.installed(), torch.inference_mode():
+        logits = logits_of(model(probe))
+        zero = torch.zeros(1, 1, dtype=torch.long, device=device)
+        for path in layers:
+            grid = (layouts or {}).get(path, CONV).to_grid(capture.outputs[path])
+            cam_class_weights(model, path, grid, logits, zero)
 
 
-def input_memory_format(model: nn.Module) -> torch.memory_format:
-    """The layout the model's first convolution weight uses, so the input can match it."""
-    for p in model.parameters():
-        if p.dim() == 4:
-            if p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous():
-                return torch.channels_last
-            return torch.contiguous_format
-    return torch.contiguous_format
+class _Passes:
+    """The extra forward passes of Score-CAM, Ablation-CAM and occlusion, ``batch_size`` copies at a time."""
+
+    def __init__(self, model: nn.Module, inputs: torch.Tensor, raw: dict[str, torch.Tensor], logits: torch.Tensor,
+                 layouts: dict, state: EngineState, batch_size: int, precision: str) -> None:
+        self.model, self.inputs, self.raw, self.logits = model, inputs, raw, logits
+        self.layouts, self.state, self.batch_size, self.precision = layouts, state, batch_size, precision
+        self._frontiers: dict[str, tuple] = {}
+
+    def _forward(self, fn, *args) -> torch.Tensor:
+        with autocast_for(self.inputs.device, self.precision):
+            return logits_of(fn(*args)).float()
+
+    def logits_for_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        fmt = input_memory_format(self.model)
+        chunks = [self._forward(self.model, x[i:i + self.batch_size].contiguous(memory_format=fmt))
+                  for i in range(0, x.shape[0], self.batch_size)]
+        return torch.cat(chunks)
+
+    def logits_after_layer(self, layer: str, image: int, grids: torch.Tensor) -> torch.Tensor:
+        tail = self.state.tails.get(layer)
+        if tail is None:
+            tail = build_tail(self.model, layer, self.inputs, self.raw[layer], self.logits)
+            self.state.tails[layer] = tail
+        if layer not in self._frontiers:
+            self._frontiers[layer] = tail.frontier(self.inputs)
+        raw = self.layouts.get(layer, CONV).from_grid(grids).to(self.raw[layer].dtype)
+        return torch.cat([self._forward(tail, raw[i:i + self.batch_size], self._frontiers[layer], image)
+                          for i in range(0, raw.shape[0], self.batch_size)])
 
 
-def autocast_for(device: torch.device, precision: str):
-    """The autocast context for ``precision`` on ``device`` (a no-op for fp32)."""
-    if precision not in PRECISIONS:
-        raise MethodError(f"--precision {precision}: unknown; choose from {', '.join(PRECISIONS)}")
-    dtype = PRECISIONS[precision]
-    if dtype is None:
-        return nullcontext()
-    if not torch.amp.is_autocast_available(device.type):
-        raise MethodError(f"--precision {precision}: mixed precision is not available on {device.type}")
-    return torch.autocast(device_type=device.type, dtype=dtype)
+def _record_forward(model, inputs, layers, infos, guided, classes, top_k, precision):
+    """The one forward pass and its backward passes: logits, classes, raw activations and gradients."""
+    needs_grads = any(i.needs == GRADIENTS for i in infos)
+    capture = ActivationCapture(layers, make_leaf=needs_grads and not guided)
+    with ExitStack() as stack:
+        stack.enter_context(frozen_parameters(model))
+        stack.enter_context(capture.installed())
+        gates = stack.enter_context(guided_gates(model)) if guided else None
+        stack.enter_context(torch.enable_grad() if (needs_grads or guided) else torch.inference_mode())
+        x = inputs.detach().requires_grad_(True) if guided else inputs
+        with autocast_for(inputs.device, precision):
+            logits = logits_of(model(x))
+        chosen = choose_classes(logits.detach(), classes, top_k)
+        missing = [p for p in layers if p not in capture.outputs]
+        if missing:
+            raise MethodError(f"--layer {missing[0]!r}: did not run in the forward pass")
+        raw = {p: capture.outputs[p] for p in layers}  # in the caller's order, not the order they ran
+        grads: dict[str, list[torch.Tensor]] = {p: [] for p in layers}
+        guided_grads: list[torch.Tensor] = []
+        for k in range(chosen.shape[1]):
+            score = logits.gather(1, chosen[:, k:k + 1]).sum()  # images are independent in eval mode
+            last = k == chosen.shape[1] - 1
+            if needs_grads:
+                for path, g in zip(layers, torch.autograd.grad(score, list(raw.values()), retain_graph=guided or not last)):
+                    grads[path].append(g)
+            if gates is not None:
+                with gates_open(gates):
+                    (g_in,) = torch.autograd.grad(score, x, retain_graph=not last)
+                guided_grads.append(g_in.float())
+    raw = {p: a.detach() for p, a in raw.items()}
+    guided_out = torch.stack(guided_grads, dim=1) if guided else None
+    return logits.detach().float(), chosen, raw, (grads if needs_grads else {}), guided_out
 
 
-def choose_classes(logits: torch.Tensor, classes: Sequence[int] | None, top_k: int) -> torch.Tensor:
-    """``(B, K)`` class indices: the given ones for every image, else each image's top-k."""
-    if classes:
-        return torch.tensor(list(classes), device=logits.device).expand(logits.shape[0], -1)
-    return logits.topk(min(top_k, logits.shape[1]), dim=1).indices
+def _run_methods(model, inputs, layers, infos, logits, chosen, raw, grads, layouts, state, settings, smooth,
+                 batch_size, precision) -> dict[tuple[str, str], torch.Tensor]:
+    """Every method on every layer (or on the input), under inference mode."""
+    maps = {}
+    with torch.inference_mode():
+        acts = {p: layouts.get(p, CONV).to_grid(a).float() for p, a in raw.items()}
+        grids = {p: torch.stack([layouts.get(p, CONV).to_grid(g).float() for g in gs], dim=1)
+                 for p, gs in grads.items()}
+        passes = _Passes(model, inputs, raw, logits, layouts, state, batch_size, precision)
+        for info in infos:
+            for path in (layers if info.uses_layer else [None]):
+                evidence = Evidence(
+                    classes=chosen, logits=logits, layer=path, activations=acts.get(path), gradients=grids.get(path),
+                    passes=passes, settings=settings,
+                    classifier_rows=(lambda p=path: cam_class_weights(model, p, acts[p], logits, chosen)),
+                )
+                result = info.implementation().compute(evidence)
+                smooth_eigen = smooth == "eigen" and info.channel_weighted
+                maps[info.name, path or INPUT_LAYER] = to_map(result, acts.get(path), smooth_eigen)
+    return maps
 
 
 def explain_batch(
@@ -170,58 +220,49 @@ def explain_batch(
     *,
     classes: Sequence[int] | None = None,
     top_k: int = 1,
-    method: str = "gradcam",
+    methods: Sequence[str] = ("gradcam",),
     guided: bool = False,
     precision: str = "fp32",
+    smooth: str | None = None,
+    settings: dict | None = None,
+    layouts: dict | None = None,
+    batch_size: int = 32,
+    state: EngineState | None = None,
 ) -> BatchExplanation:
-    """Class maps at ``layers`` for a ``(B, 3, H, W)`` batch from one forward pass.
+    """Class maps for a ``(B, 3, H, W)`` batch: every method at every layer, from one forward pass.
 
-    Backward passes: one per class to the hooked layers (Grad-CAM), plus one per class
-    to the input under the guided rule when ``guided`` is set. ``model`` must be in eval mode.
-    With ``precision`` ``fp16`` or ``bf16`` the forward pass runs under autocast; the
-    map is still computed in float32 from the (lower precision) activations and gradients.
+    ``model`` must be in eval mode. ``smooth="aug"`` averages the maps over six augmented
+    copies (flip x three input scalings), each brought back to the original geometry;
+    ``smooth="eigen"`` takes the first principal component of the weighted activations
+    instead of their sum. ``batch_size`` bounds the perturbed copies per extra forward pass.
     """
-    if method not in METHODS:
-        raise MethodError(f"--method {method}: unknown; choose from {', '.join(METHODS)}")
-    autocast = autocast_for(inputs.device, precision)
+    infos = [get_method(m) for m in dict.fromkeys(methods)]
+    autocast_for(inputs.device, precision)  # refuses an unknown or unsupported precision before any work
+    if any(i.uses_layer for i in infos) and not layers:
+        raise MethodError("no layer to hook: give at least one layer")
     inputs = inputs.contiguous(memory_format=input_memory_format(model))
-    needs_layer_grads = method == "gradcam"
-    capture = _ActivationCapture(layers, make_leaf=needs_layer_grads and not guided)
-    with ExitStack() as stack:
-        stack.enter_context(frozen_parameters(model))
-        stack.enter_context(capture.installed())
-        gates = stack.enter_context(guided_gates(model)) if guided else None
-        stack.enter_context(torch.enable_grad() if (needs_layer_grads or guided) else torch.no_grad())
-        x = inputs.detach().requires_grad_(True) if guided else inputs
-        with autocast:
-            logits = model(x)
-        if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
-            raise MethodError("the model must return a (batch, classes) tensor of logits")
-        chosen = choose_classes(logits.detach(), classes, top_k)
-        acts = [capture.outputs[p] for p in layers]
-        per_layer: dict[str, list[torch.Tensor]] = {p: [] for p in layers}
-        guided_grads: list[torch.Tensor] = []
-        k_count = chosen.shape[1]
-        for k in range(k_count):
-            score = logits.gather(1, chosen[:, k:k + 1]).sum()  # images are independent in eval mode
-            last = k == k_count - 1
-            if needs_layer_grads:
-                grads = torch.autograd.grad(score, acts, retain_graph=guided or not last)
-                for path, a, g in zip(layers, acts, grads):
-                    per_layer[path].append(cam_math.grad_cam(a.detach().float(), g.float()))
-            else:
-                for path, a in zip(layers, acts):
-                    weights = cam_class_weights(model, path, a.detach(), logits.detach(), chosen[:, k])
-                    per_layer[path].append(cam_math.cam(a.detach().float(), weights.float()))
-            if gates is not None:
-                with gates_open(gates):
-                    (g_in,) = torch.autograd.grad(score, x, retain_graph=not last)
-                guided_grads.append(g_in.float())
-        result = BatchExplanation(
-            logits=logits.detach().float(),
-            classes=chosen,
-            maps={p: torch.stack(v, dim=1) for p, v in per_layer.items()},
-            guided=torch.stack(guided_grads, dim=1) if guided else None,
-        )
-    capture.outputs.clear()
-    return result
+    common = dict(layers=layers, infos=infos, precision=precision)
+    run = dict(layouts=layouts or {}, state=state or EngineState(), settings=settings or {}, smooth=smooth,
+               batch_size=batch_size)
+    logits, chosen, raw, grads, guided_out = _record_forward(model, inputs, guided=guided, classes=classes,
+                                                             top_k=top_k, **common)
+    maps = _run_methods(model, inputs, logits=logits, chosen=chosen, raw=raw, grads=grads, **common, **run)
+    if smooth == "aug":
+        maps = _augmented_average(model, inputs, chosen, maps, common, run)
+    return BatchExplanation(logits=logits, classes=chosen, maps=maps, guided=guided_out)
+
+
+def _augmented_average(model, inputs, chosen, plain, common, run) -> dict[tuple[str, str], torch.Tensor]:
+    """Test-time augmentation: each augmented map min-max scaled, flipped back, averaged."""
+    total = {key: torch.zeros_like(m) for key, m in plain.items()}
+    for flip, factor in AUGMENTATIONS:
+        if flip or factor != 1.0:
+            x = inputs * factor
+            x = x.flip(-1) if flip else x
+            logits, _, raw, grads, _ = _record_forward(model, x, guided=False, classes=chosen, top_k=1, **common)
+            maps = _run_methods(model, x, logits=logits, chosen=chosen, raw=raw, grads=grads, **common, **run)
+        else:
+            maps = plain
+        for key, m in maps.items():
+            total[key] += normalize_minmax(m.flip(-1) if flip else m)[0]
+    return {key: t / len(AUGMENTATIONS) for key, t in total.items()}

@@ -16,4 +16,4 @@ class ImageError(GradcamError):
 
 
 class MethodError(UsageError):
-    """The requested method does not apply to this model or layer."""
+    """The requested computation (a method, a precision) does not apply to this model, layer or device."""

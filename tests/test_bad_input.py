@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from gradcam_cli.cli import app
 from gradcam_cli.errors import ImageError, UsageError
-from gradcam_cli.images import load_rgb
+from gradcam_cli.job.images import load_rgb
 from helpers import BrightnessNet
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
@@ -191,8 +191,8 @@ def test_loader_refuses_bad_image_with_one_line(bad_files, case):
 def test_truncated_images_are_never_allowed():
     from PIL import ImageFile
 
-    import gradcam_cli.batch  # noqa: F401  everything the CLI imports, timm and torchvision included
-    import gradcam_cli.pipeline  # noqa: F401
+    import gradcam_cli.job.runner  # noqa: F401  everything the CLI imports, timm and torchvision included
+    import gradcam_cli.explainer  # noqa: F401
     import timm  # noqa: F401
     import torchvision  # noqa: F401
 
@@ -352,10 +352,10 @@ def test_leading_dash_name_after_double_dash(tmp_path, monkeypatch):
 
 def _brightness_explainer(outputs):
     from gradcam_cli import Explainer, ExplainOptions
-    from gradcam_cli.models import LoadedModel
-    from gradcam_cli.preprocess import PreprocessConfig
+    from gradcam_cli.model.loading import LoadedModel
+    from gradcam_cli.maps.preprocess import PreprocessConfig
 
-    loaded = LoadedModel(BrightnessNet().eval(), "timm/brightness", "timm",
+    loaded = LoadedModel(BrightnessNet().eval(), "timm/brightness",
                          PreprocessConfig((224, 224), 256, "bilinear", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), 2, None,
                          "test")
     return Explainer(loaded, ExplainOptions(outputs=outputs, classes=["0"], bbox_threshold=0.5))
@@ -363,8 +363,9 @@ def _brightness_explainer(outputs):
 
 @pytest.mark.parametrize("orientation", [6, 8])
 def test_exif_rotated_photo_heatmap_and_box_line_up(tmp_path, orientation):
-    from gradcam_cli.batch import JobOptions, run_job
-    from gradcam_cli.inputs import collect_inputs
+    from gradcam_cli.job.runner import run_job
+    from gradcam_cli.options import JobOptions
+    from gradcam_cli.job.inputs import collect_inputs
 
     # Stored pixels: landscape 200x120, bright block at the top centre (x 80..120, y 10..40).
     stored = np.full((120, 200, 3), 20, dtype=np.uint8)
@@ -602,7 +603,7 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, resnet18_state, mo
 def test_whole_model_pickle_is_refused_with_the_fix(tmp_path):
     import timm
 
-    from gradcam_cli.weights import read_state_dict
+    from gradcam_cli.model.weights import read_state_dict
 
     path = tmp_path / "model.pt"
     torch.save(timm.create_model("resnet18", pretrained=False, num_classes=3), path)
@@ -614,7 +615,7 @@ def test_whole_model_pickle_is_refused_with_the_fix(tmp_path):
 
 
 def test_non_string_keys_are_not_a_state_dict(tmp_path):
-    from gradcam_cli.weights import read_state_dict
+    from gradcam_cli.model.weights import read_state_dict
 
     torch.save({0: torch.zeros(1), 1: torch.ones(1)}, tmp_path / "ints.pt")
     with pytest.raises(UsageError, match="no state_dict of tensors"):
@@ -657,7 +658,7 @@ SEGMENTS = st.sampled_from(["..", ".", "", "a", "b c", "ü", "-x", "C:", "\\", "
 @given(st.lists(st.lists(SEGMENTS, min_size=1, max_size=8).map(lambda s: "/".join(s) + "/img.jpg"),
                 min_size=1, max_size=4), st.booleans())
 def test_collected_output_locations_never_climb_out(paths, absolute):
-    from gradcam_cli.inputs import collect_inputs
+    from gradcam_cli.job.inputs import collect_inputs
 
     args = ["/" + p if absolute else p for p in paths]
     items = collect_inputs(["-"], stdin=io.BytesIO("\n".join(args).encode()))
@@ -685,7 +686,7 @@ def _leftovers(out: Path) -> list[str]:
 
 @pytest.mark.parametrize("fault", ["disk_full_on_rename", "permission_lost_on_write"])
 def test_write_fault_fails_one_image_and_leaves_no_partial_files(tmp_path, three_photos, monkeypatch, fault):
-    import gradcam_cli.outputs as outputs
+    import gradcam_cli.output.files as outputs
 
     if fault == "disk_full_on_rename":
         real_replace = os.replace

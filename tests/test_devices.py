@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from gradcam_cli import ExplainOptions, Explainer, load_model, load_rgb
-from gradcam_cli.cam_math import normalize_minmax
-from gradcam_cli.device import host_to_device, resolve_device
+from gradcam_cli.maps.scale import normalize_minmax
+from gradcam_cli.model.device import host_to_device, resolve_device
 from gradcam_cli.engine import explain_batch, input_memory_format
 from gradcam_cli.errors import MethodError, UsageError
-from gradcam_cli.models import choose_memory_format, load_architecture
-from gradcam_cli.preprocess import to_model_input
+from gradcam_cli.model.loading import choose_memory_format, load_architecture
+from gradcam_cli.maps.preprocess import to_model_input
 
 from typer.testing import CliRunner
 
@@ -91,7 +91,7 @@ def test_channels_last_gives_the_same_maps_and_guided_images(name, samples, defa
     x = photo_batch(samples)
     fast, plain = explain(model, x, path), explain(contiguous, x, path)
     assert torch.equal(fast.classes, plain.classes)
-    assert (normalised(fast.maps[path]) - normalised(plain.maps[path])).abs().max() < 1e-5
+    assert (normalised(fast.maps["gradcam", path]) - normalised(plain.maps["gradcam", path])).abs().max() < 1e-5
     scale = plain.guided.abs().max()
     assert scale > 0
     assert ((fast.guided - plain.guided).abs().max() / scale) < 1e-4
@@ -110,10 +110,10 @@ def test_autocast_on_cpu_stays_close_to_fp32(precision, samples, default_loaded)
     x = photo_batch(samples)
     ref = explain(model, x, path)
     low = explain(model, x, path, precision=precision)
-    assert low.logits.dtype == low.maps[path].dtype == low.guided.dtype == torch.float32
+    assert low.logits.dtype == low.maps["gradcam", path].dtype == low.guided.dtype == torch.float32
     assert torch.equal(low.classes, ref.classes)
     max_diff, min_corr, min_guided_corr = PRECISION_BOUNDS[precision]
-    a, b = normalised(ref.maps[path]), normalised(low.maps[path])
+    a, b = normalised(ref.maps["gradcam", path]), normalised(low.maps["gradcam", path])
     assert (a - b).abs().max() < max_diff
     assert correlation(a, b) > min_corr
     assert correlation(ref.guided, low.guided) > min_guided_corr
@@ -173,10 +173,10 @@ def _cuda_vs_cpu(samples, precision: str, bounds: tuple[float, float]) -> None:
     x = photo_batch(samples)
     ref = explain(cpu.model, x, "bn2")
     res = explain(gpu.model, host_to_device(x, torch.device("cuda")), "bn2", precision=precision)
-    assert res.maps["bn2"].device.type == "cuda"
+    assert res.maps["gradcam", "bn2"].device.type == "cuda"
     assert torch.equal(res.classes.cpu(), ref.classes)
     max_diff, min_corr = bounds
-    a, b = normalised(ref.maps["bn2"]), normalised(res.maps["bn2"].cpu())
+    a, b = normalised(ref.maps["gradcam", "bn2"]), normalised(res.maps["gradcam", "bn2"].cpu())
     assert (a - b).abs().max() < max_diff
     assert correlation(a, b) > min_corr
     assert correlation(ref.guided, res.guided.cpu()) > min_corr - 0.01
@@ -212,4 +212,4 @@ def test_mps_matches_cpu(samples) -> None:
     ref = explain(cpu.model, x, "bn2")
     res = explain(mps.model, x.to("mps"), "bn2")
     assert torch.equal(res.classes.cpu(), ref.classes)
-    assert (normalised(ref.maps["bn2"]) - normalised(res.maps["bn2"].cpu())).abs().max() < 1e-3
+    assert (normalised(ref.maps["gradcam", "bn2"]) - normalised(res.maps["gradcam", "bn2"].cpu())).abs().max() < 1e-3

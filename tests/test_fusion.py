@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from gradcam_cli import ExplainOptions, Explainer, load_model
-from gradcam_cli.cam_math import normalize_minmax
+from gradcam_cli.maps.scale import normalize_minmax
 from gradcam_cli.engine import explain_batch
-from gradcam_cli.fusion import FoldedNormAct, find_conv_bn_pairs, fold_batchnorm, unfold_conv
-from gradcam_cli.layers import default_layer, trace_layers
+from gradcam_cli.model.fusion import FoldedNormAct, find_conv_bn_pairs, fold_batchnorm, unfold_conv
+from gradcam_cli.model.layers import default_layer, trace_layers
 
 CAM_TOL = 1e-5  # the oracle tests' tolerance on min-max scaled maps
 
@@ -80,7 +80,7 @@ def test_folded_model_gives_the_same_maps_and_guided_images(name: str) -> None:
     assert torch.equal(fast.classes, ref.classes)
     map_bounds, guided_bound = BOUNDS[name][:2], BOUNDS[name][2]
     for p, bound in zip(paths, map_bounds):
-        assert (scaled(fast.maps[p]) - scaled(ref.maps[p])).abs().max() < bound, p
+        assert (scaled(fast.maps["gradcam", p]) - scaled(ref.maps["gradcam", p])).abs().max() < bound, p
     rel = (fast.guided - ref.guided).abs().max() / ref.guided.abs().max()
     assert rel < guided_bound
 
@@ -91,7 +91,7 @@ def test_cli_model_matches_pytorch_grad_cam_on_real_photos(samples, default_load
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     from gradcam_cli import load_rgb
-    from gradcam_cli.preprocess import to_model_input
+    from gradcam_cli.maps.preprocess import to_model_input
 
     assert default_loaded.folded and default_loaded.memory_format == "channels_last"
     torch.manual_seed(0)
@@ -99,12 +99,12 @@ def test_cli_model_matches_pytorch_grad_cam_on_real_photos(samples, default_load
     x = torch.stack([to_model_input(load_rgb(samples / n), plain.preprocess)[0]
                      for n in ("cat.png", "dogs.png", "cat_and_dog.png")])
     ours = explain_batch(default_loaded.model, x, {"bn2": default_loaded.model.bn2})
-    h, w = ours.maps["bn2"].shape[-2:]
+    h, w = ours.maps["gradcam", "bn2"].shape[-2:]
     with GradCAM(plain.model, [plain.model.bn2]) as cam:
         cam.get_target_width_height = lambda _t: (w, h)  # compare at the layer's own resolution
         oracle = cam(x, targets=[ClassifierOutputTarget(int(c)) for c in ours.classes[:, 0]])
     theirs = normalize_minmax(torch.from_numpy(np.asarray(oracle, dtype=np.float32)))[0]
-    assert (scaled(ours.maps["bn2"][:, 0]) - theirs).abs().max() < CAM_TOL
+    assert (scaled(ours.maps["gradcam", "bn2"][:, 0]) - theirs).abs().max() < CAM_TOL
 
 
 def test_folding_replaces_batchnorms_but_keeps_paths_and_activations() -> None:
@@ -191,7 +191,7 @@ def test_hooking_a_folded_convolution_unfolds_it() -> None:
     ours = explain_batch(folded.model, x, explainer.layers)
     ref = explain_batch(plain.model, x, {conv: dict(plain.model.named_modules())[conv]})
     assert torch.equal(ours.classes, ref.classes)
-    assert (scaled(ours.maps[conv]) - scaled(ref.maps[conv])).abs().max() < CAM_TOL
+    assert (scaled(ours.maps["gradcam", conv]) - scaled(ref.maps["gradcam", conv])).abs().max() < CAM_TOL
 
 
 @pytest.mark.parametrize("dead_channel", [False, True])

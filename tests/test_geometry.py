@@ -6,9 +6,9 @@ import torch
 from PIL import Image
 
 from gradcam_cli import Explainer, ExplainOptions
-from gradcam_cli.models import LoadedModel
-from gradcam_cli.placement import place_on_original
-from gradcam_cli.preprocess import PreprocessConfig, geometry_for, to_model_input
+from gradcam_cli.model.loading import LoadedModel
+from gradcam_cli.maps.placement import place_on_original
+from gradcam_cli.maps.preprocess import PreprocessConfig, geometry_for, to_model_input
 from helpers import BrightnessNet
 
 
@@ -30,7 +30,7 @@ def test_preprocessing_matches_timm_transform(size):
 def test_preprocessing_matches_torchvision_transform():
     from torchvision.models import ResNet50_Weights
 
-    from gradcam_cli.models import _build_torchvision
+    from gradcam_cli.model.loading import _build_torchvision
 
     _, config, _ = _build_torchvision("resnet50", False, None)
     photo = np.random.default_rng(1).integers(0, 256, size=(300, 451, 3), dtype=np.uint8)
@@ -69,7 +69,7 @@ def test_placed_map_follows_crop_and_zeroes_the_cut_away_border():
 
 def test_end_to_end_map_lines_up_with_the_photo():
     model = BrightnessNet().eval()
-    loaded = LoadedModel(model, "timm/brightness", "timm", PreprocessConfig((224, 224), 256, "bilinear",
+    loaded = LoadedModel(model, "timm/brightness", PreprocessConfig((224, 224), 256, "bilinear",
                          (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), 2, None, "test")
     photo = np.zeros((480, 640, 3), dtype=np.uint8)
     photo[200:300, 250:420] = 255  # a bright rectangle inside the crop

@@ -11,10 +11,11 @@ from PIL import Image
 from torch import nn
 
 from gradcam_cli import Explainer, ExplainOptions
-from gradcam_cli.batch import JobOptions, run_job
-from gradcam_cli.inputs import collect_inputs
-from gradcam_cli.models import LoadedModel
-from gradcam_cli.preprocess import PreprocessConfig
+from gradcam_cli.job.runner import run_job
+from gradcam_cli.options import JobOptions
+from gradcam_cli.job.inputs import collect_inputs
+from gradcam_cli.model.loading import LoadedModel
+from gradcam_cli.maps.preprocess import PreprocessConfig
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "gradcam_cli" / "record.schema.json").read_text())
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
@@ -44,7 +45,7 @@ class TinyNet(nn.Module):
 
 def loaded(fault: str) -> LoadedModel:
     torch.manual_seed(0)
-    return LoadedModel(TinyNet(fault).eval(), f"timm/tiny-{fault}", "timm", PreprocessConfig((64, 64), 72), 5,
+    return LoadedModel(TinyNet(fault).eval(), f"timm/tiny-{fault}", PreprocessConfig((64, 64), 72), 5,
                        None, "test")
 
 

@@ -29,10 +29,10 @@ from pytorch_grad_cam import GradCAM  # noqa: E402
 from pytorch_grad_cam.guided_backprop import GuidedBackpropReLUModel  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
-from gradcam_cli.cam_math import normalize_minmax  # noqa: E402
+from gradcam_cli.maps.scale import normalize_minmax  # noqa: E402
 from gradcam_cli.engine import explain_batch  # noqa: E402
 from gradcam_cli.errors import MethodError  # noqa: E402
-from gradcam_cli.layers import default_layer, trace_layers  # noqa: E402
+from gradcam_cli.model.layers import default_layer, trace_layers  # noqa: E402
 
 SIZE = (224, 224)
 CAM_TOL = 1e-5  # max abs difference between min-max normalised maps
@@ -117,7 +117,7 @@ def module_at(model: nn.Module, path: str) -> nn.Module:
 def _ours_normalised(name: str, which: str) -> tuple[torch.Tensor, torch.Tensor]:
     res = our_gradcam(name)
     path = layer_path(name, which)
-    raw = res.maps[path][:, 0]  # (B, h, w)
+    raw = res.maps["gradcam", path][:, 0]  # (B, h, w)
     scaled, empty = normalize_minmax(raw)
     # A degenerate (all-zero) map would make the comparison vacuous.
     assert not empty.any(), f"{name}:{path} produced an empty map; the oracle check would be vacuous"
@@ -161,7 +161,7 @@ def test_gradcam_layers_are_independent() -> None:
     for path in (get_default_path(name), INTERMEDIATE[name]):
         alone = explain_batch(model, get_inputs(), {path: module_at(model, path)})
         assert torch.equal(alone.classes, both.classes)
-        assert max_diff(alone.maps[path], both.maps[path]) <= 1e-6 * both.maps[path].abs().max().item()
+        assert max_diff(alone.maps["gradcam", path], both.maps["gradcam", path]) <= 1e-6 * both.maps["gradcam", path].abs().max().item()
 
 
 # --------------------------------------------------------------------------- 2. Guided backprop oracles
@@ -208,8 +208,8 @@ def test_guided_does_not_change_gradcam_maps() -> None:
     name = "resnet50"
     path = get_default_path(name)
     assert torch.equal(our_guided(name).classes, our_gradcam(name).classes)
-    ref = our_gradcam(name).maps[path]
-    assert max_diff(our_guided(name).maps[path], ref) <= 1e-6 * ref.abs().max().item()
+    ref = our_gradcam(name).maps["gradcam", path]
+    assert max_diff(our_guided(name).maps["gradcam", path], ref) <= 1e-6 * ref.abs().max().item()
 
 
 # --------------------------------------------------------------------------- 3. guided leaves the model untouched
@@ -333,11 +333,11 @@ def test_cam_equals_gradcam(name: str) -> None:
     path = get_default_path(name)
     layers = {path: module_at(model, path)}
     grad = our_gradcam(name)
-    cam = explain_batch(model, get_inputs(), layers, method="cam")
+    cam = explain_batch(model, get_inputs(), layers, methods=["cam"])
     assert torch.equal(cam.classes, grad.classes)
-    a, empty = normalize_minmax(cam.maps[path])
+    a, empty = normalize_minmax(cam.maps["cam", path])
     assert not empty.any()
-    assert max_diff(a, norm(grad.maps[path])) <= CAM_TOL
+    assert max_diff(a, norm(grad.maps["gradcam", path])) <= CAM_TOL
 
 
 @pytest.mark.parametrize("name", ["convnext_tiny", "vgg16"])
@@ -345,7 +345,7 @@ def test_cam_refused_without_gap_fc_head(name: str) -> None:
     model = get_model(name)
     path = get_default_path(name)
     with pytest.raises(MethodError):
-        explain_batch(model, get_inputs(), {path: module_at(model, path)}, method="cam")
+        explain_batch(model, get_inputs(), {path: module_at(model, path)}, methods=["cam"])
 
 
 # --------------------------------------------------------------------------- 6. one forward pass per call
@@ -363,7 +363,7 @@ def test_single_forward_pass(top_k: int, guided: bool) -> None:
     assert len(calls) == 1
     assert res.classes.shape == (2, top_k)
     assert torch.equal(res.classes, res.logits.topk(top_k, dim=1).indices)
-    maps = res.maps["layer4"]
+    maps = res.maps["gradcam", "layer4"]
     assert maps.shape == (2, top_k, 7, 7)
     if guided:
         assert res.guided.shape == (2, top_k, 3, *SIZE)
@@ -382,7 +382,7 @@ def test_single_forward_pass(top_k: int, guided: bool) -> None:
             for b in range(2):
                 single = explain_batch(model, get_inputs()[b:b + 1], {"layer4": model.layer4},
                                        classes=[int(res.classes[b, k])])
-                ref = single.maps["layer4"][0, 0]
+                ref = single.maps["gradcam", "layer4"][0, 0]
                 assert max_diff(maps[b, k], ref) <= 1e-5 * ref.abs().max().item() + 1e-12
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gradcam_cli import outputs
+from gradcam_cli.output import encode as outputs
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
 

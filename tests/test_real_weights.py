@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from gradcam_cli import Explainer, ExplainOptions, load_rgb
-from gradcam_cli.models import DEFAULT_MODEL
+from gradcam_cli.model.loading import DEFAULT_MODEL
 
 
 def test_default_model_is_bundled_efficientnet_lite0(default_loaded):

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from gradcam_cli.errors import ImageError
-from gradcam_cli.images import load_rgb
+from gradcam_cli.job.images import load_rgb
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
 
@@ -115,8 +115,9 @@ def _rss_bytes() -> int:
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc to read the resident set size")
 def test_soak_300_images_flat_memory_and_no_hooks_left(tmp_path, default_loaded):
     from gradcam_cli import Explainer, ExplainOptions
-    from gradcam_cli.batch import JobOptions, run_job
-    from gradcam_cli.inputs import collect_inputs
+    from gradcam_cli.job.runner import run_job
+    from gradcam_cli.options import JobOptions
+    from gradcam_cli.job.inputs import collect_inputs
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -153,7 +154,7 @@ def test_soak_300_images_flat_memory_and_no_hooks_left(tmp_path, default_loaded)
 
 
 def test_extreme_aspect_ratio_does_not_materialise_a_huge_resize(monkeypatch):
-    from gradcam_cli.preprocess import PreprocessConfig, to_model_input
+    from gradcam_cli.maps.preprocess import PreprocessConfig, to_model_input
 
     real_resize = Image.Image.resize
 

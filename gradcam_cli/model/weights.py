@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import UsageError
+from ..errors import UsageError
 
 _NESTED_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema", "model_ema")
 

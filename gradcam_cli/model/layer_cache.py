@@ -36,8 +36,8 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             found[name] = "none"
     # An editable install keeps its version while its code changes: the sources count too.
-    here = Path(__file__).parent
-    found["sources"] = str(max((p.stat().st_mtime_ns for p in here.glob("*.py")), default=0))
+    package = Path(__file__).parents[1]
+    found["sources"] = str(max((p.stat().st_mtime_ns for p in package.rglob("*.py")), default=0))
     return found
 
 

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-BBox = tuple[int, int, int, int]  # (x0, y0, x1, y1), original pixels, x1/y1 exclusive
+from ..maps.boxes import BBox
 
 
 def colorize(map01: np.ndarray) -> np.ndarray:
@@ -42,17 +42,6 @@ def guided_image(guided: torch.Tensor, reference: torch.Tensor | None = None) ->
     mean, std = mean.masked_fill(bad, 0.0), std.masked_fill(bad, 0.0)
     img = (guided - mean[:, None, None, None]) / (std[:, None, None, None] + 1e-5) * 0.1 + 0.5
     return (img.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
-
-
-def bbox_from_map(map01: np.ndarray, threshold: float) -> BBox | None:
-    """Box around the largest connected region where the map is >= ``threshold`` (of its max, 1)."""
-    mask = (np.nan_to_num(map01) >= threshold) & (map01 > 0)
-    if not mask.any():
-        return None
-    count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    best = 1 + int(np.argmax(stats[1:count, cv2.CC_STAT_AREA]))
-    x, y, w, h = (int(v) for v in stats[best, :4])
-    return x, y, x + w, y + h
 
 
 def draw_bbox(photo: np.ndarray, box: BBox | None, label: str) -> np.ndarray:

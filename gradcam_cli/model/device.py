@@ -1,10 +1,16 @@
-"""Choosing the torch device: the best available one by default."""
+"""Devices and precision: the best available device by default, pinned copies, autocast."""
 
 from __future__ import annotations
 
-import torch
+from contextlib import AbstractContextManager, nullcontext
 
-from .errors import UsageError
+import torch
+from torch import nn
+
+from ..errors import MethodError, UsageError
+
+# Autocast dtypes for forward passes; maps and gradients are reduced in float32 either way.
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -32,6 +38,11 @@ def resolve_device(spec: str = "auto") -> torch.device:
     return device
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's parameters live (the CPU for a model without any)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 def host_to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Move a CPU batch to ``device``; to a CUDA GPU through pinned memory, without blocking.
 
@@ -43,3 +54,25 @@ def host_to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cuda" and batch.device.type == "cpu" and not batch.is_pinned():
         batch = batch.pin_memory()
     return batch.to(device, non_blocking=True)
+
+
+def autocast_for(device: torch.device, precision: str) -> AbstractContextManager:
+    """The autocast context for ``precision`` on ``device`` (a no-op for fp32)."""
+    if precision not in PRECISIONS:
+        raise MethodError(f"--precision {precision}: unknown; choose from {', '.join(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return nullcontext()
+    if not torch.amp.is_autocast_available(device.type):
+        raise MethodError(f"--precision {precision}: mixed precision is not available on {device.type}")
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def input_memory_format(model: nn.Module) -> torch.memory_format:
+    """The layout the model's first convolution weight uses, so the input can match it."""
+    for p in model.parameters():
+        if p.dim() == 4:
+            if p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous():
+                return torch.channels_last
+            return torch.contiguous_format
+    return torch.contiguous_format

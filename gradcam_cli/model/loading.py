@@ -7,7 +7,6 @@ This module knows nothing of rendering.
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +14,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import UsageError
+from ..errors import UsageError
+from ..maps.preprocess import PreprocessConfig
+from ..suggest import close_names, did_you_mean
 from .fusion import FoldedPair, fold_batchnorm
-from .preprocess import PreprocessConfig
 from .weights import apply_state_dict, efficientnet_lite0_package_state, read_state_dict
 
 DEFAULT_MODEL = "tf_efficientnet_lite0"
@@ -31,12 +31,10 @@ class LoadedModel:
 
     model: nn.Module
     name: str  # canonical: "timm/resnet50" or "torchvision/resnet50"
-    source: str  # "timm" | "torchvision"
     preprocess: PreprocessConfig
     num_classes: int
     labels: list[str] | None
     weights: str  # where the weights came from, for records and logs
-    extra: dict = field(default_factory=dict)
     memory_format: str = "contiguous"  # "channels_last" or "contiguous": how its 4-D weights are laid out
     folded: list[FoldedPair] = field(default_factory=list)  # BatchNorms folded into their convolutions
 
@@ -58,8 +56,7 @@ def split_model_name(name: str) -> tuple[str, str]:
     if name in tvm.list_models(module=tvm):
         return "torchvision", name
     candidates = timm.list_models() + [f"torchvision/{n}" for n in tvm.list_models(module=tvm)]
-    close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
-    hint = f"; did you mean: {', '.join(close)}?" if close else ""
+    hint = did_you_mean(close_names(name, candidates))
     raise UsageError(f"--model {name}: unknown model (neither timm nor torchvision has it){hint}")
 
 
@@ -104,8 +101,7 @@ def _build_torchvision(arch: str, pretrained: bool, num_classes: int | None) -> 
     from torchvision import models as tvm
 
     if arch not in tvm.list_models(module=tvm):
-        close = difflib.get_close_matches(arch, tvm.list_models(module=tvm), n=5, cutoff=0.6)
-        hint = f"; did you mean: {', '.join('torchvision/' + c for c in close)}?" if close else ""
+        hint = did_you_mean("torchvision/" + c for c in close_names(arch, tvm.list_models(module=tvm)))
         raise UsageError(f"--model torchvision/{arch}: not a torchvision classification model{hint}")
     default_weights = tvm.get_model_weights(arch).DEFAULT
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
@@ -148,7 +144,7 @@ def load_architecture(name: str | None = None, *, num_classes: int | None = None
         else:
             model, config, _ = _build_torchvision(arch, False, num_classes)
     model.eval()
-    return LoadedModel(model, f"{source}/{arch}", source, config, infer_num_classes(model), None, "none (structure only)")
+    return LoadedModel(model, f"{source}/{arch}", config, infer_num_classes(model), None, "none (structure only)")
 
 
 def infer_num_classes(model: nn.Module) -> int:
@@ -228,5 +224,5 @@ def load_model(
         from .labels import imagenet_labels
 
         labels = imagenet_labels()
-    return LoadedModel(model, f"{source}/{arch}", source, config, classes, labels, origin, memory_format=layout,
+    return LoadedModel(model, f"{source}/{arch}", config, classes, labels, origin, memory_format=layout,
                        folded=folded)

@@ -8,7 +8,6 @@ written and the job ends.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import deque
@@ -17,26 +16,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import GradcamError, ImageError
+from ..errors import GradcamError, ImageError
+from ..explainer import Explainer
+from ..options import JobOptions
+from ..output.files import output_path, output_stem, write_all_atomic
+from ..output.write import encode_outputs, planned_files
 from .images import load_rgb
 from .inputs import InputImage
-from . import outputs
-from .outputs import output_path, output_stem, write_bytes_atomic
-from .pipeline import Explainer
-
-Record = dict
-MANIFEST = "results.jsonl"
-
-
-@dataclass
-class JobOptions:
-    """How a job runs, as opposed to what each explanation is."""
-
-    workers: int = 2  # threads for decoding and for encoding; 0 = all inline
-    skip_existing: bool = False
-    fail_fast: bool = False
-    manifest_name: str = MANIFEST
-    checkpoint_s: float = 10.0  # how often the manifest is rewritten during a long job
+from .manifest import Manifest, Record
+from .records import error_record, explanation_record
 
 
 @dataclass
@@ -70,20 +58,20 @@ def outputs_complete(explainer: Explainer, item: InputImage, output_dir: Path) -
     """Whether every requested output of ``item`` already exists (for ``--skip-existing``).
 
     With explicit classes the exact files are known; with top-k, at least k files of
-    each requested kind and layer must exist.
+    each requested kind, method and layer must exist.
     """
     opts = explainer.options
     directory = output_dir / item.out_subdir
     kinds = list(opts.outputs) + (["map"] if opts.save_raw else [])
-    for layer in explainer.layers:
+    for method, layer in explainer.map_keys():
         for kind in kinds:
             suffix = ".npy" if kind == "map" else ".png"
             if explainer.classes:
-                if not all(output_path(directory, item.stem, opts.method, layer, c, kind, suffix).exists()
+                if not all(output_path(directory, item.stem, method, layer, c, kind, suffix).exists()
                            for c in explainer.classes):
                     return False
             else:
-                prefix = output_stem(item.stem, opts.method, layer, 0)[: -len("c0")]
+                prefix = output_stem(item.stem, method, layer, 0)[: -len("c0")]
                 matches = [p for p in directory.glob(f"{glob_escape(prefix)}c*_{kind}{suffix}")
                            if p.name[len(prefix) + 1:].split("_")[0].isdigit()]
                 if len(matches) < opts.top_k:
@@ -93,31 +81,6 @@ def outputs_complete(explainer: Explainer, item: InputImage, output_dir: Path) -
 
 def glob_escape(text: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in text)
-
-
-class Manifest:
-    """``results.jsonl``: one record per line, rewritten atomically, merged with an earlier run's."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.previous: dict[str, list[Record]] = {}
-        self.current: dict[str, list[Record]] = {}
-        if path.exists():
-            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(rec, dict) and "input" in rec:
-                    self.previous.setdefault(rec["input"], []).append(rec)
-
-    def add(self, record: Record) -> None:
-        self.current.setdefault(record["input"], []).append(record)
-
-    def write(self) -> None:
-        merged = {**self.previous, **self.current}  # this run's records replace the earlier run's
-        lines = [json.dumps(r, ensure_ascii=False, allow_nan=False) for recs in merged.values() for r in recs]
-        write_bytes_atomic(self.path, ("\n".join(lines) + "\n" if lines else "").encode("utf-8"))
 
 
 def _load(explainer: Explainer, item: InputImage) -> _Loaded:
@@ -135,8 +98,9 @@ def _write_image(explainer: Explainer, loaded: _Loaded, exps, output_dir: Path, 
                  compute_s: float) -> list[Record]:
     """Render and write one image's outputs; a failure leaves none of them and becomes an error record."""
     start = time.perf_counter()
+    opts = explainer.options
     directory = output_dir / loaded.item.out_subdir
-    planned = [(e, explainer.planned_files(loaded.item.stem, directory, e)) for e in exps]
+    planned = [(e, planned_files(directory, loaded.item.stem, e, opts.outputs, opts.save_raw)) for e in exps]
     try:
         if not overwrite:
             clash = next((p for _, f in planned for p in f.values() if p.exists()), None)
@@ -144,14 +108,15 @@ def _write_image(explainer: Explainer, loaded: _Loaded, exps, output_dir: Path, 
                 raise ImageError(f"{loaded.item.path}: output exists ({clash}); pass --overwrite or --skip-existing")
         encoded: dict[Path, bytes] = {}
         for e, files in planned:
-            encoded.update(explainer.encode_outputs(loaded.photo, e, files))
-        outputs.write_all_atomic(encoded)  # all of this image's files, or none of them
+            encoded.update(encode_outputs(loaded.photo, e, files, opts.alpha))
+        write_all_atomic(encoded)  # all of this image's files, or none of them
     except (GradcamError, OSError) as err:
         cause = str(err) if isinstance(err, GradcamError) else \
             f"{loaded.item.path}: cannot write output ({err.strerror or err})"
-        return [{"input": loaded.item.path, "error": cause}]
+        return [error_record(loaded.item.path, cause)]
     seconds = compute_s + time.perf_counter() - start
-    return [explainer.record(loaded.item.path, loaded.photo, e, files, seconds) for e, files in planned]
+    name, weights = explainer.loaded.name, explainer.loaded.weights
+    return [explanation_record(name, weights, loaded.item.path, loaded.photo, e, files, seconds) for e, files in planned]
 
 
 def run_job(
@@ -224,8 +189,8 @@ def run_job(
                 except Exception as err:  # e.g. out of memory: this batch fails, the job goes on
                     first = str(err).strip().splitlines()[0] if str(err).strip() else ""
                     for b in good:
-                        results[id(b)] = [{"input": b.item.path,
-                                           "error": f"{b.item.path}: model failed ({type(err).__name__}: {first})"}]
+                        results[id(b)] = [error_record(b.item.path, f"{b.item.path}: model failed "
+                                                                    f"({type(err).__name__}: {first})")]
                 else:
                     per_image = (time.perf_counter() - t0) / len(good)
                     for b, exps in zip(good, explanations):
@@ -233,7 +198,7 @@ def run_job(
                         args = (explainer, b, exps, output_dir, opts.overwrite, per_image)
                         results[id(b)] = writers.submit(_write_image, *args) if writers else _write_image(*args)
             for b in batch:  # input order
-                pending_writes.append((b, results.get(id(b)) or [{"input": b.item.path, "error": b.error}]))
+                pending_writes.append((b, results.get(id(b)) or [error_record(b.item.path, b.error)]))
             drain(keep=2 * opts.batch_size)  # bounded: memory stays flat however many images
             if stop.is_set():
                 break

@@ -57,7 +57,7 @@ def _install_stop_handlers(stop: threading.Event) -> dict:
 
 def run_with_console(explainer, items, output_dir: Path, job, *, as_json: bool, quiet: bool, table: bool) -> int:
     """Run the job with terminal reporting; returns the exit code."""
-    from .batch import run_job
+    from ..job.runner import run_job
 
     stop = threading.Event()
     out = _Stdout(stop)
@@ -102,7 +102,7 @@ def run_with_console(explainer, items, output_dir: Path, job, *, as_json: bool, 
             print("gradcam: aborted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as err:  # usage errors found mid-run
-        from .errors import UsageError
+        from ..errors import UsageError
 
         if progress:
             progress.stop()

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
+from ..errors import ImageError
+from .formats import claimed_format
 
 # The most pixels a photo may declare. Decoding one costs ~3 bytes per pixel several
 # times over (decode, mode conversion, the array), so this bounds one image's memory.
@@ -54,22 +55,6 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return img.convert("RGB")
-
-
-_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"),
-               (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"BM", "BMP"))
-
-
-def _claimed_format(path: Path) -> str | None:
-    """The format a file's first bytes claim to be, to word the error for a corrupt header."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(12)
-    except OSError:
-        return None
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WebP"
-    return next((name for sig, name in _SIGNATURES if head.startswith(sig)), None)
 
 
 def _first_line(err: BaseException) -> str:
@@ -130,7 +115,7 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageError(f"{p}: image too large to decode safely ({_first_line(err)})") from None
     except UnidentifiedImageError:
-        kind = _claimed_format(p)
+        kind = claimed_format(p)
         cause = f"corrupt {kind} file (its header cannot be read)" if kind else "not an image file Pillow can read"
         raise ImageError(f"{p}: {cause}") from None
     except IsADirectoryError:

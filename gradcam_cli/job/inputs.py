@@ -15,8 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".gif"})
-_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+from .formats import IMAGE_SUFFIXES, claimed_format
 
 
 @dataclass(frozen=True)
@@ -43,14 +42,7 @@ def looks_like_image(path: Path) -> bool:
     A file with an image extension is taken even when its bytes are not an image, so
     that a corrupt or mislabelled photo is reported instead of silently ignored.
     """
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        return True
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(12)
-    except OSError:
-        return False
-    return head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+    return path.suffix.lower() in IMAGE_SUFFIXES or claimed_format(path) is not None
 
 
 def _hidden(rel_parts: Iterable[str]) -> bool:
@@ -144,17 +136,3 @@ def in_shard(item: InputImage, index: int, count: int) -> bool:
     """Deterministic membership of shard ``index`` of ``count``, by the item's output location."""
     digest = hashlib.sha1(str(item.rel).encode("utf-8", "surrogateescape")).digest()
     return int.from_bytes(digest[:8], "big") % count == index
-
-
-def parse_shard(spec: str) -> tuple[int, int]:
-    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``."""
-    from .errors import UsageError
-
-    try:
-        left, right = spec.split("/")
-        index, count = int(left), int(right)
-    except ValueError:
-        raise UsageError(f"--shard {spec}: expected I/N, e.g. 0/4") from None
-    if count < 1 or not 0 <= index < count:
-        raise UsageError(f"--shard {spec}: need 0 <= I < N")
-    return index, count

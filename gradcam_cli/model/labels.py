@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import UsageError
+from ..errors import UsageError
+from ..suggest import close_names, did_you_mean
 
 
 @lru_cache(maxsize=1)
@@ -77,6 +77,5 @@ def resolve_class(spec: str | int, labels: list[str] | None, num_classes: int) -
                 aliases.setdefault(alias.strip().lower(), index)
     if wanted in aliases:
         return aliases[wanted]
-    close = difflib.get_close_matches(wanted, list(aliases), n=4, cutoff=0.6)
-    hint = f"; did you mean: {', '.join(repr(c) for c in close)}?" if close else ""
+    hint = did_you_mean(close_names(wanted, aliases, n=4), quote=True)
     raise UsageError(f"--class {text!r}: no class of that name{hint}")

@@ -6,13 +6,16 @@ shape in the order the modules finish.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .errors import UsageError
+from ..errors import UsageError
+from ..suggest import close_names, did_you_mean
+from .device import model_device
+from .hooks import installed
+from .listing import listed_paths
 
 _SEQUENCES = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
@@ -39,9 +42,7 @@ class LayerInfo:
 
 def trace_layers(model: nn.Module, input_size: tuple[int, int]) -> list[LayerInfo]:
     """Every named module with its output shape, from one no-grad forward on a blank image."""
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     records: dict[str, tuple[tuple[int, ...] | None, int, torch.Tensor | None]] = {}
-    handles = []
 
     def recorder(path: str):
         def hook(_module: nn.Module, _inputs: object, output: object) -> None:
@@ -52,14 +53,8 @@ def trace_layers(model: nn.Module, input_size: tuple[int, int]) -> list[LayerInf
         return hook
 
     modules = [(p, m) for p, m in model.named_modules() if p]
-    for path, module in modules:
-        handles.append(module.register_forward_hook(recorder(path)))
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, 3, *input_size, device=device))
-    finally:
-        for h in handles:
-            h.remove()
+    with installed(forward=[(m, recorder(p)) for p, m in modules]), torch.no_grad():
+        model(torch.zeros(1, 3, *input_size, device=model_device(model)))
     layers = []
     for path, module in modules:
         # `records` keeps every output alive, so id() is unique among them.
@@ -98,21 +93,21 @@ def _holds_sequence(module: nn.Module) -> bool:
     return isinstance(module, _SEQUENCES) or any(isinstance(m, _SEQUENCES) for m in module.children())
 
 
-def resolve_layer(model: nn.Module, path: str, layers: list[LayerInfo]) -> nn.Module:
-    """The module at ``path``, after checking that Grad-CAM can use its output."""
+def resolve_layer(model: nn.Module, path: str, layers: list[LayerInfo], default: str) -> nn.Module:
+    """The module at ``path``, after checking that the methods can use its output."""
     modules = dict(model.named_modules())
     info = {l.path: l for l in layers}
     if path not in modules or not path:
-        names = [l.path for l in layers if l.spatial]
-        close = difflib.get_close_matches(path, names, n=5, cutoff=0.5)
-        hint = f"; closest: {', '.join(close)}" if close else "; see `gradcam layers`"
+        listed = listed_paths([(l.path, l.type) for l in layers if l.spatial], default)
+        close = close_names(path, listed, n=5, cutoff=0.5)
+        hint = did_you_mean(close) if close else "; see `gradcam layers`"
         raise UsageError(f"--layer {path!r}: no such module{hint}")
     layer = info.get(path)
     if layer is None or layer.shape is None:
         raise UsageError(f"--layer {path!r}: does not run or does not return a tensor in a forward pass")
     if not layer.spatial:
         near = [l.path for l in layers if l.spatial and l.finish_order < layer.finish_order]
-        hint = f"; the last spatial layer before it is {near[-1] if near else 'none'}" if near else ""
+        hint = f"; the last spatial layer before it is {near[-1]}" if near else ""
         raise UsageError(
             f"--layer {path!r}: its output has shape {layer.shape}, not (C, H, W) with H*W > 1, "
             f"so there is no spatial map to weigh{hint}"

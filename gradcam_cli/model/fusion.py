@@ -12,7 +12,7 @@ autograd graph), and both modules run once. Module paths stay: a plain BatchNorm
 becomes ``nn.Identity``, timm's ``BatchNormAct2d`` a :class:`FoldedNormAct` that keeps
 its ``drop`` and ``act`` children. A folded convolution's own output now includes the
 BatchNorm, so hooking that convolution needs :func:`unfold_conv` first (the
-pipeline does it).
+explainer does it).
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+from .device import model_device
+from .hooks import installed
 
 
 class FoldedNormAct(nn.Module):
@@ -85,8 +88,7 @@ def _graph_references(root: torch.Tensor) -> dict[object, int]:
 
 
 def _probe_input(model: nn.Module, input_size: tuple[int, int]) -> torch.Tensor:
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    return torch.randn(1, 3, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
+    return torch.randn(1, 3, *input_size, generator=torch.Generator().manual_seed(0)).to(model_device(model))
 
 
 def find_conv_bn_pairs(model: nn.Module, input_size: tuple[int, int]) -> list[tuple[str, str]]:
@@ -100,7 +102,6 @@ def _probe_pairs(model: nn.Module, probe: torch.Tensor) -> tuple[list[tuple[str,
     conv_out: dict[int, tuple[str, torch.Tensor, object]] = {}
     bn_in: list[tuple[str, torch.Tensor, object]] = []
     calls: dict[str, int] = {}
-    handles = []
 
     def on_conv(path: str):
         def hook(_m: nn.Module, _i: object, out: object) -> None:
@@ -116,18 +117,11 @@ def _probe_pairs(model: nn.Module, probe: torch.Tensor) -> tuple[list[tuple[str,
                 bn_in.append((path, inputs[0], inputs[0].grad_fn))
         return hook
 
-    for path, module in modules.items():
-        if _foldable_conv(module):
-            handles.append(module.register_forward_hook(on_conv(path)))
-        elif _foldable_bn(module):
-            handles.append(module.register_forward_pre_hook(on_bn(path)))
-    try:
-        # A graph is recorded (no backward runs) so that readers of each output can be counted.
-        with torch.enable_grad():
-            out = model(probe.detach().requires_grad_(True))
-    finally:
-        for h in handles:
-            h.remove()
+    convs = [(module, on_conv(path)) for path, module in modules.items() if _foldable_conv(module)]
+    bns = [(module, on_bn(path)) for path, module in modules.items() if _foldable_bn(module)]
+    # A graph is recorded (no backward runs) so that readers of each output can be counted.
+    with installed(forward=convs, pre=bns), torch.enable_grad():
+        out = model(probe.detach().requires_grad_(True))
     if not isinstance(out, torch.Tensor):
         return [], None
     refs = _graph_references(out)

@@ -1,0 +1,75 @@
+"""``gradcam layers``: the hookable blocks of a model, their output shapes, and the default."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from .app import ModelOpt, NumClassesOpt, app, fail
+
+
+@app.command()
+def layers(
+    model: ModelOpt = None,
+    num_classes: NumClassesOpt = None,
+    show_all: Annotated[bool, typer.Option("--all", help="Every module with a spatial output, not only blocks.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON list instead of a table.")] = False,
+    cache: Annotated[bool, typer.Option(
+        "--cache/--no-cache", help="Reuse the table from the last listing of this model (same library versions).")] = True,
+) -> None:
+    """List the layers the methods can hook (spatial outputs), their shapes, and the default. No download."""
+    from ..model.listing import listed_paths
+
+    table = layer_table(model, num_classes, cache)
+    default = table["default"]
+    shown = set(listed_paths([(r["path"], r["type"]) for r in table["layers"]], default, show_all))
+    rows = [r for r in table["layers"] if r["path"] in shown]
+    if as_json:
+        print(json.dumps([{"path": r["path"], "type": r["type"], "shape": r["shape"], "default": r["path"] == default}
+                          for r in rows]))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    h, w = table["input_size"]
+    out = Table(title=f"{table['name']} at {h}x{w}: hookable layers", box=None, pad_edge=False)
+    for col in ("layer", "type", "output (C, H, W)", ""):
+        out.add_column(col)
+    for r in rows:
+        out.add_row(r["path"], r["type"], "x".join(map(str, r["shape"])), "default" if r["path"] == default else "")
+    Console(soft_wrap=True).print(out)
+
+
+def layer_table(model: str | None, num_classes: int | None, cache: bool = True) -> dict:
+    """The model's layer table, from the on-disk cache when it is there (no torch needed then)."""
+    from ..errors import UsageError
+    from ..model.layer_cache import read_table, table_key, write_table
+
+    key = table_key(model, num_classes)
+    table = read_table(key) if cache else None
+    if table is None:
+        try:
+            table = _trace_table(model, num_classes)
+        except UsageError as err:
+            raise fail(str(err)) from None
+        if cache:
+            write_table(key, table)
+    return table
+
+
+def _trace_table(model: str | None, num_classes: int | None) -> dict:
+    """The model's spatial layers in the order they finish, and its default layer (needs torch and timm)."""
+    from ..model.layers import default_layer, trace_layers
+    from ..model.loading import load_architecture
+
+    loaded = load_architecture(model, num_classes=num_classes)
+    infos = trace_layers(loaded.model, loaded.preprocess.input_size)
+    rows = sorted((l for l in infos if l.spatial), key=lambda l: l.finish_order)
+    return {
+        "name": loaded.name,
+        "input_size": list(loaded.preprocess.input_size),
+        "default": default_layer(loaded.model, infos),
+        "layers": [{"path": l.path, "type": l.type, "shape": list(l.shape)} for l in rows],
+    }

@@ -1,0 +1,169 @@
+"""A loaded model made ready to explain photos: layers, classes and methods resolved once, then
+photos in, :class:`Explanation` objects out (maps at the photo's resolution, boxes, guided images).
+
+It knows the engine and the model on one side and the maps' geometry on the other; it
+writes no file and prints nothing (``job/`` and ``output/`` do).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .engine import EngineState, check_cam_applies, explain_batch
+from .maps.boxes import BBox, bbox_from_map
+from .maps.placement import place_on_original
+from .maps.preprocess import CropGeometry, to_model_input
+from .maps.scale import normalize_minmax, upsample_to
+from .methods import INPUT_LAYER, METHODS
+from .model.device import autocast_for, host_to_device, model_device
+from .model.fusion import unfold_conv
+from .model.labels import resolve_class
+from .model.layers import LayerInfo, default_layer, resolve_layer, trace_layers
+from .model.loading import LoadedModel
+from .options import ExplainOptions, ModelOptions
+from .output.render import guided_image
+
+
+@dataclass
+class Explanation:
+    """One (image, method, layer, class) result; ``map`` is at the photo's resolution, in [0, 1]."""
+
+    class_index: int
+    class_name: str | None
+    probability: float
+    score: float
+    layer: str
+    method: str
+    map: np.ndarray  # (H, W) float32
+    empty: bool  # the map had no positive evidence (all zero) or was not finite
+    bbox: BBox | None
+    guided: np.ndarray | None = None  # (H, W, 3) uint8 guided image (guided backprop x this map)
+    rank: int = 1
+    warnings: tuple[str, ...] = ()
+    grid: tuple[int, int] = (0, 0)  # (h, w) of the map before it was placed on the photo
+    class_specific: bool = True
+
+
+class Explainer:
+    """A loaded model with resolved layers, classes and methods, ready to explain photos."""
+
+    def __init__(self, loaded: LoadedModel, options: ExplainOptions | None = None) -> None:
+        self.loaded = loaded
+        self.options = options or ExplainOptions()
+        opts = self.options
+        opts.validate()
+        self.methods = [METHODS[m] for m in dict.fromkeys(opts.methods)]
+        self.layers = self._resolve_layers() if any(m.uses_layer for m in self.methods) else {}
+        self.classes = [resolve_class(c, loaded.labels, loaded.num_classes) for c in dict.fromkeys(opts.classes)]
+        self.guided = "guided" in opts.outputs
+        self.state = EngineState()
+        autocast_for(self.device, opts.precision)  # refuses a precision the device cannot run
+        if any(m.name == "cam" for m in self.methods):
+            check_cam_applies(loaded.model, self.layers, loaded.preprocess.input_size)
+
+    @classmethod
+    def from_options(cls, model: ModelOptions, options: ExplainOptions) -> "Explainer":
+        """Load the model that ``model`` names and resolve ``options`` on it (both validated first)."""
+        from .model.device import resolve_device
+        from .model.labels import read_labels
+        from .model.loading import load_model
+
+        model.validate()
+        options.validate()
+        loaded = load_model(model.name, pretrained=model.pretrained, weights=model.weights,
+                            num_classes=model.num_classes, device=resolve_device(model.device),
+                            memory_format=model.memory_format, fold_bn=model.fold_bn)
+        if model.labels is not None:
+            loaded.labels = read_labels(model.labels, loaded.num_classes)
+        return cls(loaded, options)
+
+    def _resolve_layers(self) -> dict[str, torch.nn.Module]:
+        """The hooked modules by path (the model's default layer when none is asked for)."""
+        model = self.loaded.model
+        self.layer_infos: list[LayerInfo] = trace_layers(model, self.loaded.preprocess.input_size)
+        self.default_layer = default_layer(model, self.layer_infos)
+        paths = list(dict.fromkeys(self.options.layers)) or [self.default_layer]
+        self._unfold_hooked_convs(paths)  # a conv's output shape is the same folded or not: no re-trace
+        return {p: resolve_layer(model, p, self.layer_infos, self.default_layer) for p in paths}
+
+    def _unfold_hooked_convs(self, paths: Sequence[str]) -> None:
+        """A hooked convolution must output its own result, not the BatchNorm folded into it."""
+        for pair in [p for p in self.loaded.folded if p.conv_path in paths]:
+            unfold_conv(self.loaded.model, pair)
+            self.loaded.folded.remove(pair)
+
+    @property
+    def device(self) -> torch.device:
+        return model_device(self.loaded.model)
+
+    def class_name(self, index: int) -> str | None:
+        labels = self.loaded.labels
+        return labels[index] if labels and 0 <= index < len(labels) else None
+
+    def map_keys(self) -> list[tuple[str, str]]:
+        """Every (method, layer) this explainer produces, in output order."""
+        return [(m.name, path) for m in self.methods for path in (self.layers if m.uses_layer else [INPUT_LAYER])]
+
+    def prepare(self, photo: np.ndarray) -> tuple[torch.Tensor, CropGeometry]:
+        """The model's input for one photo (CPU tensor) and where it came from; safe to run in a worker."""
+        return to_model_input(photo, self.loaded.preprocess)
+
+    def explain_arrays(self, photos: Sequence[np.ndarray]) -> list[list[Explanation]]:
+        """Explain RGB uint8 photos in one batch; one list of explanations per photo."""
+        prepared = [self.prepare(p) for p in photos]
+        return self.explain_prepared([t for t, _ in prepared], [g for _, g in prepared])
+
+    def explain_prepared(self, tensors: Sequence[torch.Tensor],
+                         geometries: Sequence[CropGeometry]) -> list[list[Explanation]]:
+        """Explain already preprocessed photos in one forward pass."""
+        inputs = host_to_device(torch.stack(list(tensors)), self.device)
+        opts = self.options
+        result = explain_batch(
+            self.loaded.model, inputs, self.layers, classes=self.classes, top_k=opts.top_k,
+            methods=[m.name for m in self.methods], guided=self.guided, precision=opts.precision,
+            smooth=opts.smooth, settings=opts.method_settings, batch_size=opts.perturbation_batch_size,
+            state=self.state,
+        )
+        probs = torch.softmax(result.logits, dim=1)
+        out: list[list[Explanation]] = [[] for _ in geometries]
+        for (method, layer), raw in result.maps.items():
+            scaled, empty = normalize_minmax(raw.float())  # (B, K, h, w)
+            for b, geometry in enumerate(geometries):
+                placed = place_on_original(scaled[b][:, None], geometry)[:, 0].cpu().numpy()
+                guided = self._guided_images(result.guided[b], scaled[b], tuple(inputs.shape[-2:]), geometry) \
+                    if result.guided is not None else [None] * placed.shape[0]
+                for k in range(placed.shape[0]):
+                    c = int(result.classes[b, k])
+                    out[b].append(Explanation(
+                        class_index=c, class_name=self.class_name(c), probability=float(probs[b, c]),
+                        score=float(result.logits[b, c]), layer=layer, method=method, map=placed[k],
+                        empty=bool(empty[b, k]), bbox=bbox_from_map(placed[k], opts.bbox_threshold),
+                        guided=guided[k], rank=k + 1, grid=tuple(raw.shape[-2:]),
+                        warnings=_warnings(result.logits[b], raw[b, k], bool(empty[b, k])),
+                        class_specific=METHODS[method].class_specific,
+                    ))
+        return out
+
+    @staticmethod
+    def _guided_images(guided: torch.Tensor, scaled: torch.Tensor, crop_hw: tuple[int, int],
+                       geometry: CropGeometry) -> list[np.ndarray]:
+        """Guided backprop times the map upsampled to the crop, placed on the photo."""
+        cam_on_crop = upsample_to(scaled, crop_hw)  # (K, hc, wc)
+        product = guided.float() * cam_on_crop[:, None]  # (K, 3, hc, wc)
+        return list(guided_image(place_on_original(product, geometry), product).cpu().numpy())
+
+
+def _warnings(logits: torch.Tensor, raw: torch.Tensor, empty: bool) -> tuple[str, ...]:
+    """The numerical faults of one explanation, worded for the record."""
+    found = []
+    if not torch.isfinite(logits).all():
+        found.append("model output is not finite (NaN/Inf); scores are null")
+    if not torch.isfinite(raw).all():
+        found.append("map had non-finite values, treated as zero")
+    if empty:
+        found.append("map is empty: no positive evidence at this layer (zero gradient or constant activation)")
+    return tuple(found)

@@ -1,0 +1,1 @@
+"""Jobs: inputs and where their outputs go, decoding, batching, the manifest, records."""

@@ -1,0 +1,103 @@
+"""What a method receives and what it returns; the arithmetic every method shares.
+
+A method is a pure function from :class:`Evidence` to one of three results, as in
+the papers: channel weights ``w`` (the map is ``ReLU(sum_k w_k A_k)``), element-wise
+weighted activations (summed over channels), or a finished saliency map. The
+engine turns any of them into maps with :func:`to_map`, where ``--smooth eigen``
+replaces the channel sum by the first principal component.
+
+Shapes: ``B`` images, ``K`` explained classes per image, ``C`` channels, ``h x w``
+the layer's grid. Everything is float32 on the model's device, detached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+
+class ForwardPasses(Protocol):
+    """Extra forward passes for the methods that perturb the input or a layer (engine.py runs them)."""
+
+    inputs: torch.Tensor  # (B, 3, H, W) the model's input batch
+    batch_size: int  # how many perturbed copies go through the network at once
+
+    def logits_for_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """``(n, 3, H, W)`` inputs -> ``(n, N)`` logits of the whole network, in batches."""
+
+    def logits_after_layer(self, layer: str, image: int, grids: torch.Tensor) -> torch.Tensor:
+        """``(n, C, h, w)`` replacements for ``layer``'s output on image ``image`` -> ``(n, N)`` logits,
+        running only the part of the network after the layer."""
+
+
+@dataclass
+class Evidence:
+    """Everything one method may use for one layer (or the input) and a batch of images."""
+
+    classes: torch.Tensor  # (B, K) explained class indices
+    logits: torch.Tensor  # (B, N) pre-softmax scores of the unperturbed batch
+    layer: str | None = None  # hooked layer path; None for methods on the input
+    activations: torch.Tensor | None = None  # (B, C, h, w)
+    gradients: torch.Tensor | None = None  # (B, K, C, h, w): d score_k / d activations
+    passes: ForwardPasses | None = None
+    classifier_rows: Callable[[], torch.Tensor] | None = None  # -> (B, K, C) CAM weights, head checked
+    settings: dict = field(default_factory=dict)  # per-method options (occlusion window, ...)
+
+
+@dataclass
+class ChannelWeights:
+    """``(B, K, C)`` one weight per channel: the map is ``ReLU(sum_k w_k A_k)``."""
+
+    weights: torch.Tensor
+
+
+@dataclass
+class WeightedActivations:
+    """``(B, K, C, h, w)`` activations weighted per position: the map is ``ReLU(sum_k ...)``."""
+
+    values: torch.Tensor
+
+
+@dataclass
+class Saliency:
+    """``(B, K, h, w)`` a finished map (before the final ReLU), at any resolution."""
+
+    map: torch.Tensor
+
+
+MethodResult = ChannelWeights | WeightedActivations | Saliency
+
+
+def first_component(values: torch.Tensor) -> torch.Tensor:
+    """Projection of each ``(C, h, w)`` stack on its first principal component: ``(..., C, h, w) -> (..., h, w)``.
+
+    Positions are the samples and channels the features; features are centred over
+    positions, as in Eigen-CAM. An SVD fixes a component only up to its sign: the sign
+    is chosen so that the projection correlates positively with the channel sum (the
+    component points where the layer is active), which makes the map deterministic.
+    """
+    lead, (c, h, w) = values.shape[:-3], values.shape[-3:]
+    x = torch.nan_to_num(values.reshape(-1, c, h * w).transpose(1, 2).double())  # (n, hw, C)
+    x = x - x.mean(dim=1, keepdim=True)
+    _, _, vh = torch.linalg.svd(x, full_matrices=False)
+    projection = x @ vh[:, 0, :, None]  # (n, hw, 1)
+    total = x.sum(dim=2, keepdim=True)
+    agree = (projection * total).sum(dim=1, keepdim=True)
+    projection = torch.where(agree < 0, -projection, projection)
+    return projection.reshape(*lead, h, w).to(values.dtype)
+
+
+def to_map(result: MethodResult, activations: torch.Tensor | None, smooth_eigen: bool = False) -> torch.Tensor:
+    """The ``(B, K, h, w)`` map of a method's result: ReLU of the channel sum (or first component)."""
+    if isinstance(result, Saliency):
+        return torch.relu(result.map)
+    if isinstance(result, ChannelWeights):
+        if not smooth_eigen:
+            return torch.relu(torch.einsum("bkc,bchw->bkhw", result.weights, activations))
+        weighted = result.weights[..., None, None] * activations[:, None]
+    else:
+        weighted = result.values
+    return torch.relu(first_component(weighted) if smooth_eigen else weighted.sum(dim=2))

@@ -1,0 +1,144 @@
+"""Every option of a run, its default and its validation: one home, shared by the CLI and the Python API.
+
+Checks that need nothing but the values run in :meth:`validate` before any model is
+loaded (this module imports no heavy library); checks that need the model (layer
+names, class names, CAM's head) run right after it loads, before any image is read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+
+from .errors import UsageError
+from .methods import METHODS, SMOOTHING, get_method
+from .output.files import KINDS
+
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+PRECISIONS = ("fp32", "fp16", "bf16")
+MANIFEST = "results.jsonl"
+
+
+def default_of(cls: type, name: str) -> object:
+    """A dataclass field's default, so the CLI's ``--help`` shows the same value the API uses."""
+    f = next(f for f in fields(cls) if f.name == name)
+    return f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+
+
+@dataclass
+class ModelOptions:
+    """Which classifier, with which weights, on which device and in which layout."""
+
+    name: str | None = None  # None: the bundled EfficientNet-Lite0
+    pretrained: bool = True
+    weights: str | os.PathLike | None = None
+    num_classes: int | None = None
+    labels: str | os.PathLike | None = None
+    device: str = "auto"
+    memory_format: str = "auto"
+    fold_bn: bool = True
+
+    def validate(self) -> None:
+        if self.memory_format not in MEMORY_FORMATS:
+            raise UsageError(f"--memory-format {self.memory_format}: unknown; choose from {', '.join(MEMORY_FORMATS)}")
+        if self.num_classes is not None and self.num_classes < 1:
+            raise UsageError(f"--num-classes {self.num_classes}: must be at least 1")
+
+
+@dataclass
+class ExplainOptions:
+    """What each explanation is: methods, layers, classes, outputs."""
+
+    layers: Sequence[str] = ()  # empty: the model's default layer
+    classes: Sequence[str | int] = ()  # empty: the top-k predictions
+    top_k: int = 1
+    methods: Sequence[str] = ("gradcam",)
+    smooth: str | None = None  # "aug" or "eigen"
+    occlusion_window: int = 32  # pixels of the model's input
+    occlusion_stride: int = 16
+    outputs: Sequence[str] = KINDS
+    alpha: float = 0.5
+    bbox_threshold: float = 0.5
+    save_raw: bool = False
+    overwrite: bool = False
+    batch_size: int = 1  # images per forward pass
+    perturbation_batch_size: int = 32  # perturbed copies per extra forward pass (scorecam, ablationcam, occlusion)
+    precision: str = "fp32"
+
+    def validate(self) -> None:
+        """Every check that needs no model; raises :class:`UsageError` with a one-line message."""
+        for name in self.methods:
+            get_method(name)
+        self._check_method_combinations()
+        unknown = [k for k in self.outputs if k not in KINDS]
+        if unknown:
+            raise UsageError(f"--outputs {','.join(unknown)}: unknown; choose from {', '.join(KINDS)}")
+        if self.top_k < 1:
+            raise UsageError(f"--top-k {self.top_k}: must be at least 1")
+        if self.classes and self.top_k != 1:
+            raise UsageError("--class and --top-k conflict: give one or the other")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise UsageError(f"--alpha {self.alpha}: must be between 0 and 1")
+        if not 0.0 < self.bbox_threshold <= 1.0:
+            raise UsageError(f"--bbox-threshold {self.bbox_threshold}: must be in (0, 1]")
+        for flag, value in (("--batch-size", self.batch_size), ("--perturbation-batch-size", self.perturbation_batch_size),
+                            ("--occlusion-window", self.occlusion_window), ("--occlusion-stride", self.occlusion_stride)):
+            if value < 1:
+                raise UsageError(f"{flag} {value}: must be at least 1")
+        if self.occlusion_stride > self.occlusion_window:
+            raise UsageError(f"--occlusion-stride {self.occlusion_stride}: larger than the window "
+                             f"({self.occlusion_window}), so some pixels would never be occluded")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"--precision {self.precision}: unknown; choose from {', '.join(PRECISIONS)}")
+
+    def _check_method_combinations(self) -> None:
+        infos = [METHODS[m] for m in self.methods]
+        if not infos:
+            raise UsageError("--method: give at least one method")
+        if self.layers and not any(i.uses_layer for i in infos):
+            names = ", ".join(i.name for i in infos)
+            raise UsageError(f"--layer: {names} works on the model's input and takes no layer; drop --layer")
+        if self.smooth is not None and self.smooth not in SMOOTHING:
+            raise UsageError(f"--smooth {self.smooth}: unknown; choose from {', '.join(SMOOTHING)}")
+        if self.smooth == "eigen" and not any(i.channel_weighted for i in infos):
+            raise UsageError(f"--smooth eigen: applies to channel-weighted methods, not to {', '.join(self.methods)}")
+
+    @property
+    def method_settings(self) -> dict:
+        """The per-method parameters the engine hands to the methods."""
+        return {"occlusion_window": self.occlusion_window, "occlusion_stride": self.occlusion_stride}
+
+
+@dataclass
+class JobOptions:
+    """How a job over many images runs, as opposed to what each explanation is."""
+
+    workers: int = 2  # threads for decoding and for encoding; 0 = all inline
+    skip_existing: bool = False
+    fail_fast: bool = False
+    shard: tuple[int, int] | None = None  # (index, count)
+    checkpoint_s: float = 10.0  # how often the manifest is rewritten during a long job
+    manifest_name: str = field(default=MANIFEST)
+
+    def __post_init__(self) -> None:
+        if self.shard is not None and self.manifest_name == MANIFEST:
+            self.manifest_name = f"results.{self.shard[0]}-of-{self.shard[1]}.jsonl"
+
+    def validate(self, overwrite: bool = False) -> None:
+        if self.workers < 0:
+            raise UsageError(f"--workers {self.workers}: must be 0 or more")
+        if overwrite and self.skip_existing:
+            raise UsageError("--overwrite and --skip-existing conflict: give one or the other")
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``."""
+    try:
+        left, right = spec.split("/")
+        index, count = int(left), int(right)
+    except ValueError:
+        raise UsageError(f"--shard {spec}: expected I/N, e.g. 0/4") from None
+    if count < 1 or not 0 <= index < count:
+        raise UsageError(f"--shard {spec}: need 0 <= I < N")
+    return index, count

@@ -1,0 +1,1 @@
+"""Outputs: file names and atomic writes, pictures, encoding."""

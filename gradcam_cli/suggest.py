@@ -1,0 +1,22 @@
+"""The one "did you mean" helper: close names for a misspelt model, layer, method or class."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+def close_names(word: str, candidates: Iterable[str], n: int = 5, cutoff: float = 0.6) -> list[str]:
+    """Up to ``n`` candidates that look like ``word``, best first (case-insensitive)."""
+    pool = list(dict.fromkeys(candidates))
+    by_lower: dict[str, str] = {}
+    for name in pool:
+        by_lower.setdefault(name.lower(), name)
+    found = difflib.get_close_matches(word.lower(), list(by_lower), n=n, cutoff=cutoff)
+    return [by_lower[f] for f in found]
+
+
+def did_you_mean(names: Iterable[str], quote: bool = False) -> str:
+    """``"; did you mean: a, b?"`` for a non-empty list, else ``""``."""
+    names = [repr(n) if quote else n for n in names]
+    return f"; did you mean: {', '.join(names)}?" if names else ""
