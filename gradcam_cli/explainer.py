@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .engine import EngineState, check_cam_applies, explain_batch
-from .maps.boxes import BBox, bbox_from_map
+from .maps.boxes import BBox, Region, regions_from_map
 from .maps.placement import place_on_original
 from .maps.preprocess import CropGeometry, to_model_input
 from .maps.scale import normalize_minmax, upsample_to
@@ -40,12 +40,13 @@ class Explanation:
     method: str
     map: np.ndarray  # (H, W) float32
     empty: bool  # the map had no positive evidence (all zero) or was not finite
-    bbox: BBox | None
+    bbox: BBox | None  # the largest region's box
     guided: np.ndarray | None = None  # (H, W, 3) uint8 guided image (guided backprop x this map)
     rank: int = 1
     warnings: tuple[str, ...] = ()
     grid: tuple[int, int] = (0, 0)  # (h, w) of the map before it was placed on the photo
     class_specific: bool = True
+    regions: tuple[Region, ...] = ()  # the largest region, or every region with --bbox-mode all
 
 
 class Explainer:
@@ -138,10 +139,12 @@ class Explainer:
                     if result.guided is not None else [None] * placed.shape[0]
                 for k in range(placed.shape[0]):
                     c = int(result.classes[b, k])
+                    regions = regions_from_map(placed[k], opts.bbox_threshold)
                     out[b].append(Explanation(
                         class_index=c, class_name=self.class_name(c), probability=float(probs[b, c]),
                         score=float(result.logits[b, c]), layer=layer, method=method, map=placed[k],
-                        empty=bool(empty[b, k]), bbox=bbox_from_map(placed[k], opts.bbox_threshold),
+                        empty=bool(empty[b, k]), bbox=regions[0].box if regions else None,
+                        regions=tuple(regions if opts.bbox_mode == "all" else regions[:1]),
                         guided=guided[k], rank=k + 1, grid=tuple(raw.shape[-2:]),
                         warnings=_warnings(result.logits[b], raw[b, k], bool(empty[b, k])),
                         class_specific=METHODS[method].class_specific,

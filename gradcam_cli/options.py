@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 
 from .errors import UsageError
+from .maps.boxes import BBOX_MODES
 from .methods import METHODS, SMOOTHING, get_method
 from .output.files import KINDS
 
@@ -60,6 +61,7 @@ class ExplainOptions:
     outputs: Sequence[str] = KINDS
     alpha: float = 0.5
     bbox_threshold: float = 0.5
+    bbox_mode: str = "largest"  # or "all": every region above the threshold
     save_raw: bool = False
     overwrite: bool = False
     batch_size: int = 1  # images per forward pass
@@ -82,6 +84,8 @@ class ExplainOptions:
             raise UsageError(f"--alpha {self.alpha}: must be between 0 and 1")
         if not 0.0 < self.bbox_threshold <= 1.0:
             raise UsageError(f"--bbox-threshold {self.bbox_threshold}: must be in (0, 1]")
+        if self.bbox_mode not in BBOX_MODES:
+            raise UsageError(f"--bbox-mode {self.bbox_mode}: unknown; choose from {', '.join(BBOX_MODES)}")
         for flag, value in (("--batch-size", self.batch_size), ("--perturbation-batch-size", self.perturbation_batch_size),
                             ("--occlusion-window", self.occlusion_window), ("--occlusion-stride", self.occlusion_stride)):
             if value < 1:

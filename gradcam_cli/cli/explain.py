@@ -14,7 +14,7 @@ from .app import (DeviceOpt, FoldBnOpt, LabelsOpt, MemoryFormatOpt, ModelOpt, Nu
 
 E = {f: default_of(ExplainOptions, f) for f in ("top_k", "alpha", "bbox_threshold", "batch_size", "precision",
                                                   "occlusion_window", "occlusion_stride", "perturbation_batch_size",
-                                                  "outputs")}
+                                                  "outputs", "bbox_mode")}
 M = {f: default_of(ModelOptions, f) for f in ("pretrained", "device", "memory_format", "fold_bn")}
 J = {f: default_of(JobOptions, f) for f in ("workers",)}
 
@@ -43,6 +43,8 @@ def explain(
     alpha: Annotated[float, typer.Option("--alpha", help="Heatmap weight in the overlay (0..1).")] = E["alpha"],
     bbox_threshold: Annotated[float, typer.Option(
         "--bbox-threshold", help="Box = largest region where the normalised map >= this (0..1].")] = E["bbox_threshold"],
+    bbox_mode: Annotated[str, typer.Option(
+        "--bbox-mode", help="largest: one box; all: every region above the threshold, each with its share.")] = E["bbox_mode"],
     save_raw: Annotated[bool, typer.Option("--save-raw", help="Also write the float map as .npy.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
     skip_existing: Annotated[bool, typer.Option(
@@ -83,7 +85,7 @@ def explain(
             layers=tuple(layer or ()), classes=tuple(classes or ()), top_k=top_k, methods=tuple(method or ("gradcam",)),
             smooth=smooth, occlusion_window=occlusion_window, occlusion_stride=occlusion_stride,
             outputs=tuple(k.strip() for k in outputs.split(",") if k.strip()), alpha=alpha,
-            bbox_threshold=bbox_threshold, save_raw=save_raw, overwrite=overwrite, batch_size=batch_size,
+            bbox_threshold=bbox_threshold, bbox_mode=bbox_mode, save_raw=save_raw, overwrite=overwrite, batch_size=batch_size,
             perturbation_batch_size=perturbation_batch_size, precision=precision)
         job = JobOptions(workers=workers, skip_existing=skip_existing, fail_fast=fail_fast,
                          shard=parse_shard(shard) if shard else None)

@@ -23,6 +23,7 @@ def explanation_record(model_name: str, weights: str, source: str, photo: np.nda
         "probability": finite_or_none(e.probability),
         "score": finite_or_none(e.score),
         "bbox": list(e.bbox) if e.bbox else None,
+        "boxes": [{"box": list(r.box), "share": round(r.share, 6)} for r in e.regions],
         "image_size": [int(photo.shape[1]), int(photo.shape[0])],
         "grid": list(e.grid),
         "map_empty": e.empty,
