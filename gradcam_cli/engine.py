@@ -109,7 +109,7 @@ def cam_class_weights(model: nn.Module, path: str, activations: torch.Tensor, lo
             f"--method cam: the head after layer {path!r} is not global-average-pooling -> linear "
             f"(logits differ from fc(mean(A)) by up to {gap:.3g}); use --method gradcam"
         )
-    return fc.weight.detach().float()[classes]
+    return fc.weight.detach().to(activations.dtype)[classes]
 
 
 def check_cam_applies(model: nn.Module, layers: dict[str, nn.Module], input_size: tuple[int, int],
@@ -137,7 +137,7 @@ class _Passes:
 
     def _forward(self, fn, *args) -> torch.Tensor:
         with autocast_for(self.inputs.device, self.precision):
-            return logits_of(fn(*args)).float()
+            return _working(logits_of(fn(*args)))
 
     def logits_for_inputs(self, x: torch.Tensor) -> torch.Tensor:
         fmt = input_memory_format(self.model)
@@ -180,7 +180,8 @@ def _record_forward(model, inputs, layers, infos, guided, classes, top_k, precis
             score = logits.gather(1, chosen[:, k:k + 1]).sum()  # images are independent in eval mode
             last = k == chosen.shape[1] - 1
             if needs_grads:
-                for path, g in zip(layers, torch.autograd.grad(score, list(raw.values()), retain_graph=guided or not last)):
+                layer_grads = torch.autograd.grad(score, list(raw.values()), retain_graph=guided or not last)
+                for path, g in zip(layers, layer_grads):
                     grads[path].append(g)
             if gates is not None:
                 with gates_open(gates):
@@ -188,7 +189,12 @@ def _record_forward(model, inputs, layers, infos, guided, classes, top_k, precis
                 guided_grads.append(g_in.float())
     raw = {p: a.detach() for p, a in raw.items()}
     guided_out = torch.stack(guided_grads, dim=1) if guided else None
-    return logits.detach().float(), chosen, raw, (grads if needs_grads else {}), guided_out
+    return _working(logits.detach()), chosen, raw, (grads if needs_grads else {}), guided_out
+
+
+def _working(t: torch.Tensor) -> torch.Tensor:
+    """Float32 for the methods' arithmetic (float16/bfloat16 activations too); a float64 model stays float64."""
+    return t if t.dtype == torch.float64 else t.float()
 
 
 def _run_methods(model, inputs, layers, infos, logits, chosen, raw, grads, layouts, state, settings, smooth,
@@ -196,8 +202,8 @@ def _run_methods(model, inputs, layers, infos, logits, chosen, raw, grads, layou
     """Every method on every layer (or on the input), under inference mode."""
     maps = {}
     with torch.inference_mode():
-        acts = {p: layouts.get(p, CONV).to_grid(a).float() for p, a in raw.items()}
-        grids = {p: torch.stack([layouts.get(p, CONV).to_grid(g).float() for g in gs], dim=1)
+        acts = {p: _working(layouts.get(p, CONV).to_grid(a)) for p, a in raw.items()}
+        grids = {p: torch.stack([_working(layouts.get(p, CONV).to_grid(g)) for g in gs], dim=1)
                  for p, gs in grads.items()}
         passes = _Passes(model, inputs, raw, logits, layouts, state, batch_size, precision)
         for info in infos:
@@ -241,6 +247,7 @@ def explain_batch(
     if any(i.uses_layer for i in infos) and not layers:
         raise MethodError("no layer to hook: give at least one layer")
     inputs = inputs.contiguous(memory_format=input_memory_format(model))
+    layers = layers if any(i.uses_layer for i in infos) else {}
     common = dict(layers=layers, infos=infos, precision=precision)
     run = dict(layouts=layouts or {}, state=state or EngineState(), settings=settings or {}, smooth=smooth,
                batch_size=batch_size)

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 
 from .errors import UsageError
-from .maps.boxes import BBOX_MODES
 from .methods import METHODS, SMOOTHING, get_method
 from .output.files import KINDS
 
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+BBOX_MODES = ("largest", "all")
 PRECISIONS = ("fp32", "fp16", "bf16")
 MANIFEST = "results.jsonl"
 

@@ -8,7 +8,6 @@ import cv2
 import numpy as np
 
 BBox = tuple[int, int, int, int]  # (x0, y0, x1, y1), original pixels, x1/y1 exclusive
-BBOX_MODES = ("largest", "all")
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,6 @@ def get_method(name: str) -> MethodInfo:
     """The method called ``name``; an unknown name is a usage error with the closest names."""
     info = METHODS.get(name)
     if info is None:
-        hint = did_you_mean(close_names(name, METHODS, n=3, cutoff=0.5))
-        raise UsageError(f"--method {name}: unknown{hint or ''}; choose from {', '.join(METHODS)}")
+        hint = did_you_mean(close_names(name, METHODS, n=3, cutoff=0.5)) or f"; choose from {', '.join(METHODS)}"
+        raise UsageError(f"--method {name}: unknown{hint}")
     return info

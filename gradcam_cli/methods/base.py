@@ -91,13 +91,20 @@ def first_component(values: torch.Tensor) -> torch.Tensor:
 
 
 def to_map(result: MethodResult, activations: torch.Tensor | None, smooth_eigen: bool = False) -> torch.Tensor:
-    """The ``(B, K, h, w)`` map of a method's result: ReLU of the channel sum (or first component)."""
+    """The ``(B, K, h, w)`` map of a method's result: ReLU of the channel sum (or first component).
+
+    The channel sum is accumulated in float64: on layers with signed activations its
+    terms nearly cancel, and a float32 sum then drifts by several percent of the map.
+    """
     if isinstance(result, Saliency):
         return torch.relu(result.map)
     if isinstance(result, ChannelWeights):
         if not smooth_eigen:
-            return torch.relu(torch.einsum("bkc,bchw->bkhw", result.weights, activations))
+            summed = torch.einsum("bkc,bchw->bkhw", result.weights.double(), activations.double())
+            return torch.relu(summed).to(activations.dtype)
         weighted = result.weights[..., None, None] * activations[:, None]
     else:
         weighted = result.values
-    return torch.relu(first_component(weighted) if smooth_eigen else weighted.sum(dim=2))
+    if smooth_eigen:
+        return torch.relu(first_component(weighted))
+    return torch.relu(weighted.double().sum(dim=2)).to(weighted.dtype)

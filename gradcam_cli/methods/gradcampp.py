@@ -6,6 +6,8 @@ gradient's square and cube, so (eq. 19)
 the factor ``exp(S)`` scales the whole map and cancels in the normalisation.
 Where the gradient is zero, alpha is zero. pytorch-grad-cam adds ``eps = 1e-6`` to the
 denominator, which shifts the weights when gradients are small; ``eps`` reproduces it.
+torchcam 0.5 weighs by ``g^2 ReLU(g)``: its division of alpha lands on a temporary copy;
+``alpha="torchcam"`` reproduces that, for comparison only.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ import torch
 from .base import ChannelWeights, Evidence
 
 
-def weights(activations: torch.Tensor, gradients: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+def weights(activations: torch.Tensor, gradients: torch.Tensor, eps: float = 0.0,
+            alpha: str = "paper") -> torch.Tensor:
     """``(B, C, h, w)`` activations, ``(B, K, C, h, w)`` gradients -> ``(B, K, C)`` weights."""
     g2 = gradients.square()
+    if alpha == "torchcam":
+        return (g2 * torch.relu(gradients)).sum(dim=(-2, -1))
     g3 = g2 * gradients
     sum_a = activations.sum(dim=(-2, -1), keepdim=True)[:, None]  # (B, 1, C, 1, 1)
     denominator = 2 * g2 + sum_a * g3 + eps
@@ -27,5 +32,6 @@ def weights(activations: torch.Tensor, gradients: torch.Tensor, eps: float = 0.0
 
 
 def compute(evidence: Evidence) -> ChannelWeights:
-    eps = evidence.settings.get("gradcampp_eps", 0.0)
-    return ChannelWeights(weights(evidence.activations, evidence.gradients, eps))
+    settings = evidence.settings
+    return ChannelWeights(weights(evidence.activations, evidence.gradients, settings.get("gradcampp_eps", 0.0),
+                                  settings.get("gradcampp_alpha", "paper")))

@@ -17,6 +17,8 @@ with the layer's output swapped in by a hook: slower, never wrong.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.fx as fx
 from torch import nn
@@ -44,21 +46,35 @@ class _LayerTracer(fx.Tracer):
         return super().is_leaf_module(m, qualname)
 
 
+def _reachable(starts: list[fx.Node]) -> set[fx.Node]:
+    """Every node that reads, directly or not, one of ``starts`` (``starts`` excluded)."""
+    found: set[fx.Node] = set()
+    stack = [u for n in starts for u in n.users]
+    while stack:
+        node = stack.pop()
+        if node not in found:
+            found.add(node)
+            stack.extend(node.users)
+    return found
+
+
 def _split(graph: fx.Graph, path: str) -> tuple[fx.Node, set[fx.Node], list[fx.Node]]:
-    """The layer's node, the nodes downstream of it, and the earlier values those nodes read."""
+    """The layer's node, the nodes the tail runs, and the earlier input-dependent values they read.
+
+    Nodes that do not depend on the input at all (a parameter reshaped, say) are
+    recomputed in the tail rather than handed in.
+    """
     layer = [n for n in graph.nodes if n.op == "call_module" and n.target == path]
     if len(layer) != 1:
         raise ValueError(f"{path} is called {len(layer)} times in the traced graph")
-    downstream: set[fx.Node] = set()
-    stack = list(layer[0].users)
-    while stack:
-        node = stack.pop()
-        if node not in downstream:
-            downstream.add(node)
-            stack.extend(node.users)
-    frontier = [n for n in graph.nodes if n not in downstream and n is not layer[0] and n.op != "get_attr"
+    downstream = _reachable(layer)
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    dependent = _reachable(placeholders) | set(placeholders)
+    constants = {n for n in _ancestors(list(downstream)) if n not in dependent and n.op != "get_attr"}
+    tail = downstream | constants
+    frontier = [n for n in graph.nodes if n not in tail and n is not layer[0] and n in dependent
                 and any(u in downstream for u in n.users)]
-    return layer[0], downstream, frontier
+    return layer[0], tail, frontier
 
 
 def _subgraph(graph: fx.Graph, inputs: list[fx.Node], keep: set[fx.Node], outputs: list[fx.Node] | None) -> fx.Graph:
@@ -72,8 +88,9 @@ def _subgraph(graph: fx.Graph, inputs: list[fx.Node], keep: set[fx.Node], output
         if node in env:
             continue
         if node.op == "placeholder":
-            if node in keep:
-                env[node] = sub.placeholder(node.name)
+            if node in keep:  # keeping the default of an optional argument (timm's attn_mask=None, ...)
+                default = node.args[0] if node.args else inspect.Signature.empty
+                env[node] = sub.placeholder(node.name, default_value=default)
         elif node.op == "output":
             if outputs is None:
                 sub.output(fx.map_arg(node.args[0], lambda a: env[a]))
@@ -100,11 +117,9 @@ class LayerTail:
 
     def __init__(self, model: nn.Module, path: str) -> None:
         graph = _LayerTracer(path).trace(model)
-        layer, downstream, frontier = _split(graph, path)
-        self.needs_head = bool(frontier)
-        self.tail = fx.GraphModule(model, _subgraph(graph, [layer, *frontier], downstream, None))
-        head_nodes = _ancestors(frontier)
-        self.head = fx.GraphModule(model, _subgraph(graph, [], head_nodes, frontier)) if frontier else None
+        layer, tail, frontier = _split(graph, path)
+        self.tail = fx.GraphModule(model, _subgraph(graph, [layer, *frontier], tail, None))
+        self.head = fx.GraphModule(model, _subgraph(graph, [], _ancestors(frontier), frontier)) if frontier else None
 
     def frontier(self, inputs: torch.Tensor) -> tuple:
         """The earlier values the tail reads, for a whole input batch (one partial forward)."""

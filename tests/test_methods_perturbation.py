@@ -1,0 +1,332 @@
+"""Score-CAM, Ablation-CAM and occlusion against independent implementations, and the passes they run.
+
+These methods run the network once per channel (or window), so the comparisons use small
+inputs (32-64 px): the definitions do not depend on the scale. pytorch-grad-cam's
+conventions differ from the papers (see the methods' docstrings); each comparison switches
+the same convention on.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+timm = pytest.importorskip("timm")
+pytest.importorskip("pytorch_grad_cam")
+pytest.importorskip("torchcam")
+pytest.importorskip("captum")
+
+from captum.attr import Occlusion  # noqa: E402
+from pytorch_grad_cam import AblationCAM, ScoreCAM  # noqa: E402
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
+
+from gradcam_cli.engine import EngineState, explain_batch  # noqa: E402
+from gradcam_cli.maps.scale import normalize_minmax  # noqa: E402
+from gradcam_cli.model.hooks import installed  # noqa: E402
+from gradcam_cli.model.tail import LayerTail, WholeNetworkTail  # noqa: E402
+
+TOL = 1e-5
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
+
+# (model, layer, input size): each model at a layer with few enough channels to run the network once
+# per channel in a test. The default layers of ResNet-50, VGG-16, ConvNeXt-T and Lite0 have 768-2048
+# channels; benchmarks/methods.py compares there (ResNet-18's default layer4 is a case here).
+SCORE_CASES = [
+    ("resnet18", "layer4", 64),
+    ("resnet50", "layer2", 32),
+    ("vgg16", "features.16", 32),  # MaxPool after conv3_3's ReLU, 256 channels
+    ("convnext_tiny", "stages.1", 64),  # 192 channels
+    ("lite0", "blocks.4", 64),  # 112 channels, a linear bottleneck: signed values
+]
+# Ablation-CAM: pytorch-grad-cam zeroes a channel only where the layer's minimum is 0 (after a ReLU).
+RELU_CASES = [("resnet18", "layer4", 64), ("resnet50", "layer2", 32), ("vgg16", "features.16", 32),
+              ("lite0", "bn1", 64)]
+SIGNED_CASES = [("convnext_tiny", "stages.1", 32), ("lite0", "blocks.4", 64)]
+
+
+@functools.lru_cache(maxsize=None)
+def model(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    if name == "lite0":
+        from gradcam_cli import load_model
+
+        return load_model(fold_bn=False, memory_format="contiguous").model
+    return timm.create_model(name, pretrained=False).eval()
+
+
+@functools.lru_cache(maxsize=None)
+def photo_batch(size: int, n: int = 1) -> torch.Tensor:
+    """Real photos (the Lite0 here has real weights), squashed to ``size`` and scaled as Lite0 expects."""
+    from PIL import Image
+
+    names = ["cat.png", "dogs.png", "samoyed.png"][:n]
+    photos = [np.asarray(Image.open(SAMPLES / p).convert("RGB").resize((size, size)), dtype=np.float32) for p in names]
+    return (torch.from_numpy(np.stack(photos)).permute(0, 3, 1, 2) / 255.0 - 0.5) / 0.5
+
+
+def scaled(maps: torch.Tensor) -> torch.Tensor:
+    out, empty = normalize_minmax(maps.float())
+    assert not empty.any(), "an empty map would make the comparison vacuous"
+    return out
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return (a.double() - b.double()).abs().max().item()
+
+
+def ours(name, path, size, method, settings=None, batch_size=64, n=1):
+    m = model(name)
+    return explain_batch(m, photo_batch(size, n), {path: m.get_submodule(path)}, methods=[method],
+                         settings=settings or {}, batch_size=batch_size)
+
+
+def pgc(cam_class, name, path, x, classes, hw, **kw) -> torch.Tensor:
+    m = copy.deepcopy(model(name))
+    with cam_class(model=m, target_layers=[m.get_submodule(path)], **kw) as cam:
+        cam.get_target_width_height = lambda _t: (hw[1], hw[0])
+        theirs = cam(input_tensor=x.clone(), targets=[ClassifierOutputTarget(int(c)) for c in classes])
+    return scaled(torch.from_numpy(np.asarray(theirs, dtype=np.float32)))
+
+
+# --------------------------------------------------------------------------- Score-CAM
+
+
+@pytest.mark.parametrize("name,path,size", SCORE_CASES)
+def test_scorecam_matches_pytorch_grad_cam_with_its_convention(name, path, size) -> None:
+    res = ours(name, path, size, "scorecam", {"scorecam_convention": "pytorch-grad-cam"})
+    mine = scaled(res.maps["scorecam", path][:, 0])
+    theirs = pgc(ScoreCAM, name, path, photo_batch(size), res.classes[:, 0], mine.shape[-2:])
+    assert max_diff(mine, theirs) <= TOL
+
+
+def test_scorecam_matches_torchcam_with_its_convention() -> None:
+    from torchcam.methods import ScoreCAM as TorchcamScoreCAM
+
+    name, path, size = "resnet18", "layer4", 64
+    res = ours(name, path, size, "scorecam", {"scorecam_convention": "torchcam"})
+    with TorchcamScoreCAM(copy.deepcopy(model(name)), target_layer=path, batch_size=64,
+                          input_shape=(3, size, size)) as cam:
+        scores = cam.model(photo_batch(size))
+        theirs = cam(class_idx=res.classes[:, 0].tolist(), scores=scores, normalized=False)[0].detach()
+    assert max_diff(scaled(res.maps["scorecam", path][:, 0]), scaled(theirs)) <= TOL
+
+
+def test_scorecam_paper_convention_by_a_reference_loop() -> None:
+    """The authors' loop, written out: skip constant channels, weight = softmax probability of the class."""
+    name, path, size = "lite0", "blocks.4", 64
+    m, x = model(name), photo_batch(size)
+    res = ours(name, path, size, "scorecam")
+    c = int(res.classes[0, 0])
+    captured = {}
+    with installed(forward=[(m.get_submodule(path), lambda _m, _i, o: captured.setdefault("a", o))]), torch.no_grad():
+        m(x)
+    acts = captured["a"][0]
+    total = torch.zeros(acts.shape[1:], dtype=torch.float64)
+    with torch.no_grad():
+        for k in range(acts.shape[0]):
+            up = torch.nn.functional.interpolate(acts[None, k:k + 1], size=(size, size), mode="bilinear",
+                                                 align_corners=False)[0, 0]
+            if up.max() == up.min():
+                continue
+            mask = (up - up.min()) / (up.max() - up.min())
+            weight = torch.softmax(m(x * mask), dim=1)[0, c]
+            total += weight.double() * acts[k].double()
+    assert max_diff(scaled(res.maps["scorecam", path][:, 0]), scaled(torch.relu(total)[None])) <= TOL
+
+
+def test_scorecam_skips_constant_channels_and_batches_its_passes() -> None:
+    name, path, size = "resnet18", "layer4", 64
+    m, x = model(name), photo_batch(size)
+    captured = {}
+    with installed(forward=[(m.layer4, lambda _m, _i, o: captured.setdefault("a", o))]), torch.no_grad():
+        m(x)
+    constant = int((captured["a"][0].flatten(1).amax(1) == captured["a"][0].flatten(1).amin(1)).sum())
+    assert constant > 0, "no constant channel: the check would be vacuous"
+    sizes = []
+    with installed(forward=[(m, lambda _m, inp, _o: sizes.append(inp[0].shape[0]))]):
+        explain_batch(m, x, {path: m.layer4}, methods=["scorecam"], batch_size=100)
+    assert sizes[0] == 1 and max(sizes[1:]) <= 100
+    assert sum(sizes[1:]) == 512 - constant  # one pass per channel that has a location, none for the rest
+
+
+# --------------------------------------------------------------------------- Ablation-CAM
+
+
+@pytest.mark.parametrize("name,path,size", RELU_CASES)
+def test_ablationcam_matches_pytorch_grad_cam(name, path, size) -> None:
+    res = ours(name, path, size, "ablationcam")
+    mine = scaled(res.maps["ablationcam", path][:, 0])
+    theirs = pgc(AblationCAM, name, path, photo_batch(size), res.classes[:, 0], mine.shape[-2:])
+    assert max_diff(mine, theirs) <= TOL
+
+
+@functools.lru_cache(maxsize=None)
+def model_float64(name: str) -> nn.Module:
+    return copy.deepcopy(model(name)).double()
+
+
+def _reference_ablation(m: nn.Module, path: str, x: torch.Tensor, c: int) -> torch.Tensor:
+    """The paper by brute force: zero channel k of the layer in a whole forward pass, for every k."""
+    layer = m.get_submodule(path)
+    captured = {}
+    with installed(forward=[(layer, lambda _m, _i, o: captured.setdefault("a", o))]), torch.no_grad():
+        y = m(x)[0, c]
+    acts = captured["a"]
+    channels = acts.shape[1]
+    ablated = acts.repeat(channels, 1, 1, 1)
+    ablated[torch.arange(channels), torch.arange(channels)] = 0
+    with installed(forward=[(layer, lambda _m, _i, _o: ablated)]), torch.no_grad():
+        scores = m(x.expand(channels, -1, -1, -1))[:, c]
+    weights = (y - scores) / y
+    return torch.relu((weights[:, None, None] * acts[0]).sum(0))[None]
+
+
+@pytest.mark.parametrize("name,path,size", SIGNED_CASES)
+def test_ablationcam_on_signed_layers_matches_a_reference_loop(name, path, size) -> None:
+    """In float64: a one-channel ablation moves the score a little, so the relative drops are small
+    differences of logits, and float32 rounding alone moves the map by ~3e-5."""
+    m, x = model_float64(name), photo_batch(size).double()
+    res = explain_batch(m, x, {path: m.get_submodule(path)}, methods=["ablationcam"], batch_size=64)
+    reference = _reference_ablation(m, path, x, int(res.classes[0, 0]))
+    assert max_diff(scaled(res.maps["ablationcam", path][:, 0]), scaled(reference)) <= TOL
+
+
+def test_ablationcam_with_pytorch_grad_cams_ablation_value() -> None:
+    """On a signed layer pytorch-grad-cam writes min - 1e7, not zero (one copy per pass, so no cascade)."""
+    name, path, size = "lite0", "blocks.4", 64
+    res = ours(name, path, size, "ablationcam", {"ablation_value": "min-1e7"}, batch_size=1)
+    mine = scaled(res.maps["ablationcam", path][:, 0])
+    theirs = pgc(AblationCAM, name, path, photo_batch(size), res.classes[:, 0], mine.shape[-2:], batch_size=1)
+    assert max_diff(mine, theirs) <= TOL
+
+
+@pytest.mark.parametrize("name,path", [("resnet18", "layer4"), ("convnext_tiny", "stages.2"), ("lite0", "blocks.4")])
+def test_ablationcam_runs_only_the_network_after_the_layer(name, path) -> None:
+    m = model(name)
+    state = EngineState()
+    calls = []
+    batch = 16
+    with installed(forward=[(m, lambda *_: calls.append(1))]):
+        explain_batch(m, photo_batch(64, n=2), {path: m.get_submodule(path)}, methods=["ablationcam"],
+                      batch_size=batch, state=state)
+    assert isinstance(state.tails[path], LayerTail)
+    assert len(calls) == 1  # the one forward pass of the whole model; the copies ran through the tail alone
+
+
+def test_a_tail_that_cannot_be_traced_falls_back_to_whole_forward_passes() -> None:
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Conv2d(3, 4, 3, padding=1)
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            a = torch.relu(self.features(x))
+            if a.sum() > 0:  # data-dependent control flow: torch.fx cannot trace it
+                a = a * 2
+            return self.fc(a.mean(dim=(2, 3)))
+
+    torch.manual_seed(0)
+    m = Branchy().eval()
+    state = EngineState()
+    x = photo_batch(16, n=2)
+    res = explain_batch(m, x, {"features": m.features}, methods=["ablationcam"], state=state)
+    assert isinstance(state.tails["features"], WholeNetworkTail)
+    captured = {}
+    with installed(forward=[(m.features, lambda _m, _i, o: captured.setdefault("a", o))]), torch.no_grad():
+        y = m(x)
+    for b in range(2):
+        c = int(res.classes[b, 0])
+        acts = captured["a"][b:b + 1]
+        weights = []
+        for k in range(4):
+            ablated = acts.clone()
+            ablated[:, k] = 0
+            with installed(forward=[(m.features, lambda _m, _i, _o: ablated)]), torch.no_grad():
+                weights.append((y[b, c] - m(x[b:b + 1])[0, c]) / y[b, c])
+        ref = torch.relu((torch.stack(weights)[:, None, None] * acts[0]).sum(0))
+        assert max_diff(scaled(res.maps["ablationcam", "features"][b, :1]), scaled(ref[None])) <= TOL
+
+
+def test_ablation_memory_is_bounded_by_the_batch() -> None:
+    m = model("resnet18")
+    sizes = []
+    with installed(forward=[(m.global_pool, lambda _m, inp, _o: sizes.append(inp[0].shape[0]))]):
+        explain_batch(m, photo_batch(64), {"layer4": m.layer4}, methods=["ablationcam"], batch_size=50)
+    assert sizes[0] == 1 and max(sizes) == 50 and sum(sizes[1:]) >= 512
+
+
+# --------------------------------------------------------------------------- occlusion
+
+
+@pytest.mark.parametrize("name,size,window,stride", [("resnet18", 96, 32, 16), ("lite0", 100, 32, 16),
+                                                      ("lite0", 64, 20, 7)])
+def test_occlusion_matches_captum(name, size, window, stride) -> None:
+    m, x = model(name), photo_batch(size, n=2)
+    res = explain_batch(m, x, {}, methods=["occlusion"],
+                        settings={"occlusion_window": window, "occlusion_stride": stride})
+    mine = res.maps["occlusion", "input"][:, 0]
+    assert mine.shape[-2:] == (size, size)
+    baselines = x.mean(dim=(2, 3), keepdim=True).expand_as(x).contiguous()
+    theirs = Occlusion(copy.deepcopy(m)).attribute(x, sliding_window_shapes=(3, window, window),
+                                                  strides=(3, stride, stride), baselines=baselines,
+                                                  target=res.classes[:, 0])
+    assert max_diff(scaled(mine), scaled(torch.relu(theirs[:, 0]).detach())) <= TOL
+
+
+# --------------------------------------------------------------------------- what runs, and how
+
+
+def _no_gradients(monkeypatch):
+    def refuse(*_a, **_k):
+        raise AssertionError("a gradient-free method computed a gradient")
+
+    monkeypatch.setattr(torch.autograd, "grad", refuse)
+    monkeypatch.setattr(torch.Tensor, "backward", refuse)
+
+
+@pytest.mark.parametrize("method", ["eigencam", "scorecam", "ablationcam", "occlusion", "cam"])
+def test_gradient_free_methods_run_in_inference_mode_and_never_backward(method, monkeypatch) -> None:
+    m = model("resnet18")
+    modes = []
+    _no_gradients(monkeypatch)
+    with installed(forward=[(m.layer1, lambda *_: modes.append(torch.is_inference_mode_enabled()))]):
+        res = explain_batch(m, photo_batch(64), {"layer4": m.layer4}, methods=[method], batch_size=128,
+                            settings={"occlusion_window": 32, "occlusion_stride": 16})
+    assert modes and all(modes), "a forward pass ran outside inference mode"
+    assert not normalize_minmax(next(iter(res.maps.values())))[1].any()
+
+
+def test_gradient_methods_share_one_forward_and_one_backward_per_class(monkeypatch) -> None:
+    m = model("resnet18")
+    forwards, grads = [], []
+    real_grad = torch.autograd.grad
+
+    def counting_grad(*a, **k):
+        grads.append(1)
+        return real_grad(*a, **k)
+
+    monkeypatch.setattr(torch.autograd, "grad", counting_grad)
+    methods = ["gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "eigengradcam", "eigencam", "cam"]
+    with installed(forward=[(m, lambda *_: forwards.append(1))]):
+        res = explain_batch(m, photo_batch(64, n=2), {"layer4": m.layer4, "layer3": m.layer3}, methods=methods,
+                            top_k=3)
+    assert len(forwards) == 1 and len(grads) == 3  # one forward; one backward per class, for every method
+    assert len(res.maps) == len(methods) * 2
+
+
+def test_gradcam_and_scorecam_in_one_call_share_the_forward_pass() -> None:
+    m = model("resnet18")
+    sizes = []
+    with installed(forward=[(m, lambda _m, inp, _o: sizes.append(inp[0].shape[0]))]):
+        both = explain_batch(m, photo_batch(64), {"layer3": m.layer3}, methods=["gradcam", "scorecam"], batch_size=256)
+    assert sizes[0] == 1 and len(sizes) == 2  # the shared forward, then one batch of masked copies
+    alone = explain_batch(m, photo_batch(64), {"layer3": m.layer3}, methods=["scorecam"], batch_size=256)
+    assert torch.equal(both.maps["scorecam", "layer3"], alone.maps["scorecam", "layer3"])
