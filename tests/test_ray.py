@@ -162,6 +162,14 @@ def _first_record(proc: subprocess.Popen) -> str:
     return line
 
 
+def _rest(proc: subprocess.Popen) -> tuple[str, str]:
+    """The rest of stdout (read through the same buffer as the first line), and stderr, once it exits."""
+    rest = proc.stdout.read()
+    stderr = proc.stderr.read()  # a few lines: it cannot fill the pipe while stdout is read
+    proc.wait(timeout=60)
+    return rest, stderr
+
+
 @needs_ray
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the actor processes through /proc")
 def test_a_killed_actor_is_replaced_and_no_image_is_lost_or_duplicated(tmp_path, ray_address):
@@ -173,7 +181,7 @@ def test_a_killed_actor_is_replaced_and_no_image_is_lost_or_duplicated(tmp_path,
     victims = _actor_pids_of_this_ray()
     assert victims, "no actor process found"
     os.kill(victims[0], signal.SIGKILL)
-    rest, stderr = proc.communicate(timeout=600)
+    rest, stderr = _rest(proc)
     assert proc.returncode == 0, stderr
     records = jsonl(first + rest)
     inputs = [r["input"] for r in records]
@@ -194,7 +202,7 @@ def test_interrupt_leaves_complete_files_and_skip_existing_resumes(tmp_path, ray
     proc = _start(args)
     first = _first_record(proc)
     proc.send_signal(signal.SIGINT)
-    rest, stderr = proc.communicate(timeout=300)
+    rest, stderr = _rest(proc)
     assert proc.returncode == 130 and "(interrupted)" in stderr, stderr
     done = jsonl(first + rest)
     assert 1 <= len(done) < 40

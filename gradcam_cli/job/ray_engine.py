@@ -38,6 +38,7 @@ from .runner import JobSummary
 # Left free for Ray Data's own tasks (reading a user's dataset, splitting blocks): a pool of
 # actors that takes every CPU starves them and the job hangs.
 RESERVED_CPUS = 0.5
+_log = logging.getLogger(__name__)
 _POLL_S = 0.2
 
 
@@ -92,6 +93,7 @@ def ray_session(engine: EngineOptions) -> Iterator[None]:
         yield
         return
     _quiet_ray_logs()
+    _cluster_messages_to_log()
     try:
         with _stderr_without("Set ray log level from environment variable"):
             if engine.ray_address:
@@ -121,6 +123,22 @@ def _quiet_ray_logs() -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _cluster_messages_to_log() -> None:
+    """Ray prints the cluster's notes (e.g. "a worker died") on the driver's stdout, where the
+    JSON records go: send them to the log instead (the summary counts the retries).
+
+    Ray offers no switch for this: its module-level printer is replaced, in this
+    process only (the CLI's), never for a caller of the Python API.
+    """
+    import ray._private.worker as ray_worker
+
+    def to_log(data, ignore_prefix: bool = False) -> None:
+        for line in data.get("lines", []):
+            _log.info("(%s) %s", data.get("pid"), line)
+
+    ray_worker.print_to_stdstream = to_log
 
 
 @contextmanager
