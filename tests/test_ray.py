@@ -264,7 +264,8 @@ def test_gpus_per_actor_places_each_actor_on_its_own_gpu(tmp_path, ray_address):
     assert plan.actors == gpus and plan.gpus == 1
     src = photo_folder(tmp_path / "photos", 4 * gpus)
     items = collect_inputs([str(src)], recursive=True)
-    task = ExplainTask(ModelOptions(), ExplainOptions(outputs=("heatmap",)), str(tmp_path / "out"))
+    task = ExplainTask(ModelOptions("resnet18", pretrained=False), ExplainOptions(outputs=("heatmap",)),
+                       str(tmp_path / "out"))
     summary = run_on_ray(task, items, open_folder(tmp_path / "out"), JobOptions(), plan, batch_size=2)
     assert summary.done == len(items) and summary.failed == 0
     placed = [a["gpus"] for a in summary.actors]

@@ -58,6 +58,7 @@ class RaySummary(JobSummary):
     """The local engine's counts, plus where the actors ran."""
 
     actors: list[dict] = field(default_factory=list)  # one per actor start: node, pid, GPU ids, device
+    startup_s: float = 0.0  # from the job's start to the first batch an actor began (actors starting, models loading)
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,7 @@ class Ledger:
         self.finished = 0
         self.stopping = False
         self.actors: list[dict] = []
+        self.first_begin: float | None = None  # wall clock (time.time) of the first batch begun
 
     def hello(self, placement: dict) -> None:
         self.actors.append(placement)
@@ -208,6 +210,7 @@ class Ledger:
         if self.stopping:
             self.running.difference_update(indices)  # a retry that will not run
             return False
+        self.first_begin = self.first_begin or time.time()
         for i in indices:
             self.starts[i] = self.starts.get(i, 0) + 1
         self.running.update(indices)
@@ -222,7 +225,8 @@ class Ledger:
 
     def state(self) -> dict:
         return {"running": len(self.running), "finished": self.finished,
-                "retried": sum(1 for n in self.starts.values() if n > 1), "actors": self.actors}
+                "retried": sum(1 for n in self.starts.values() if n > 1), "actors": self.actors,
+                "first_begin": self.first_begin}
 
 
 def placement(device: str) -> dict:
@@ -332,7 +336,7 @@ def run_on_ray(make_task: Callable, items: Sequence[InputImage], output: tuple, 
     stop = stop or threading.Event()
     files, root = output
     summary = RaySummary(total=len(items))
-    started = time.perf_counter()
+    started, started_wall = time.perf_counter(), time.time()
     manifest = Manifest(root / job.manifest_name, files)
     report = _Reporter(summary, manifest, job, on_record, on_progress, stop)
     report.progress(summary)
@@ -356,6 +360,7 @@ def run_on_ray(make_task: Callable, items: Sequence[InputImage], output: tuple, 
     finally:
         state = ray.get(ledger.state.remote())
         summary.retried, summary.actors = state["retried"], state["actors"]
+        summary.startup_s = (state["first_begin"] or started_wall) - started_wall
         summary.interrupted = stop.is_set() and not summary.stopped_on_failure
         summary.seconds = time.perf_counter() - started
         report.write_manifest()
