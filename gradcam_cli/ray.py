@@ -56,7 +56,7 @@ def explain_dataset(
     import ray
 
     from .job.ray_engine import map_with_actors, plan_pool
-    from .job.ray_explain import ExplainTask
+    from .job.ray_explain import ExplainTask, check_device
 
     opts = options or ExplainOptions(methods=tuple(methods), layers=tuple(layers), classes=tuple(classes), top_k=top_k,
                                      outputs=tuple(outputs))
@@ -64,6 +64,7 @@ def explain_dataset(
     engine = EngineOptions(engine="ray", actors=actors, gpus_per_actor=gpus_per_actor)
     for checked in (opts, model_opts, engine):
         checked.validate()
+    check_device(model_opts.device, gpus_per_actor)
     if not ray.is_initialized():
         ray.init()
     task = ExplainTask(model_opts, opts, None if output_dir is None else str(output_dir), filesystem, workers,

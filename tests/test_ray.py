@@ -94,6 +94,9 @@ def test_engine_flags_are_checked_without_ray(tmp_path):
             bad.validate()
     out = gradcam("explain", SAMPLES / "cat.png", "-o", tmp_path, "--actors", "2")
     assert out.returncode == 2 and "--actors: applies to --engine ray only" in out.stderr
+    if _has_ray():
+        out = gradcam("explain", SAMPLES / "cat.png", "-o", tmp_path, "--engine", "ray", "--device", "cuda")
+        assert out.returncode == 2 and "needs --gpus-per-actor" in out.stderr
 
 
 def test_engine_ray_without_ray_installed_is_a_usage_error(tmp_path):
@@ -272,3 +275,8 @@ def test_gpus_per_actor_places_each_actor_on_its_own_gpu(tmp_path, ray_address):
     assert len(placed) == gpus and all(len(g) == 1 for g in placed)
     assert len({g[0] for g in placed}) == gpus  # a GPU each, none shared
     assert all(a["device"].startswith("cuda") for a in summary.actors)
+    # Without a GPU share an actor stays off the GPUs (Ray would not stop it using one).
+    cpu_plan = plan_pool(EngineOptions(engine="ray", actors=1))
+    task = ExplainTask(task.model, task.options, str(tmp_path / "cpu"))
+    summary = run_on_ray(task, items, open_folder(tmp_path / "cpu"), JobOptions(), cpu_plan, batch_size=2)
+    assert summary.failed == 0 and [a["device"] for a in summary.actors] == ["cpu"] and summary.actors[0]["gpus"] == []

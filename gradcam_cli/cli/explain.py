@@ -120,11 +120,12 @@ def _explain_on_ray(inputs, recursive, nul, output_dir: str, model_opts, options
 
     from ..explainer import Explainer
     from ..job.ray_engine import plan_pool, ray_session, require_ray, run_on_ray
-    from ..job.ray_explain import ExplainTask
+    from ..job.ray_explain import ExplainTask, check_device
     from ..output.store import open_folder
     from .console import run_with_console
 
     require_ray()
+    check_device(model_opts.device, engine_opts.gpus_per_actor)
     is_uri = "://" in output_dir
     items = _collect(inputs, recursive, nul, None if is_uri else Path(output_dir), job.shard)
     Explainer.from_options(replace(model_opts, device="cpu"), options)  # bad layers, classes: exit 2 before Ray starts

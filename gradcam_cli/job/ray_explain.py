@@ -45,7 +45,7 @@ class ExplainBatches:
         from ..explainer import Explainer
 
         options = task.options if task.destination is not None else replace(task.options, outputs=(), save_raw=False)
-        self.explainer = Explainer.from_options(task.model, options)
+        self.explainer = Explainer.from_options(actor_model_options(task.model), options)
         self.device = self.explainer.device
         if task.destination is None:
             self.files, self.root = LOCAL, PurePosixPath(".")  # nothing to write: no files planned
@@ -79,6 +79,24 @@ class ExplainBatches:
             except (OSError, ValueError) as err:  # missing, unreachable, or not a URI pyarrow knows
                 return _Loaded(item, error=f"{item.path}: cannot read ({' '.join(str(err).split())[:200]})")
         return _load(self.explainer, item, data)
+
+
+def actor_model_options(model: ModelOptions) -> ModelOptions:
+    """``--device auto`` in an actor means the GPU Ray gave it, if any: Ray does not hide the
+    node's GPUs from an actor without a GPU share, and several such actors would crowd onto one."""
+    import ray
+
+    if model.device == "auto" and not ray.get_gpu_ids():
+        return replace(model, device="cpu")
+    return model
+
+
+def check_device(device: str, gpus_per_actor: float) -> None:
+    """A CUDA device asked for with no GPU share: Ray would give the actors none."""
+    from ..errors import UsageError
+
+    if device.startswith("cuda") and not gpus_per_actor:
+        raise UsageError(f"--device {device} with --engine ray needs --gpus-per-actor (Ray gives actors their GPUs)")
 
 
 def item_of(row: dict) -> InputImage:
