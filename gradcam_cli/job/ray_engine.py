@@ -348,11 +348,14 @@ def run_on_ray(make_task: Callable, items: Sequence[InputImage], output: tuple, 
     ds.context.max_errored_blocks = -1  # a batch lost twice becomes error records, not a failed job
     received: set[int] = set()
     try:
-        for batch in _drained(ds, ledger, stop):
-            for row in _rows(batch):
-                if row["started"]:
-                    received.add(row["index"])
-                    report.outcome(row["skipped"], json.loads(row["records"]))
+        try:
+            for batch in _drained(ds, ledger, stop):
+                for row in _rows(batch):
+                    if row["started"]:
+                        received.add(row["index"])
+                        report.outcome(row["skipped"], json.loads(row["records"]))
+        except _ray_failures() as err:  # e.g. every actor died loading the model: a setting the workers cannot use
+            raise UsageError(f"the Ray workers failed: {_one_line(err)}") from None
         if not stop.is_set():
             for i in sorted(set(range(len(items))) - received):  # lost: the retry died too
                 path = items[i].path
@@ -366,6 +369,13 @@ def run_on_ray(make_task: Callable, items: Sequence[InputImage], output: tuple, 
         report.write_manifest()
         ray.kill(ledger)
     return summary
+
+
+def _ray_failures() -> tuple[type, ...]:
+    from ray.data.exceptions import UserCodeException
+    from ray.exceptions import RayError
+
+    return RayError, UserCodeException
 
 
 def _drained(ds, ledger, stop: threading.Event) -> Iterator[dict]:
