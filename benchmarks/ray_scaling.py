@@ -25,6 +25,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -45,13 +46,15 @@ def local_run(items, out: Path, options, model_opts) -> dict:
     return {"seconds": seconds, "rate": len(items) / seconds}
 
 
-def ray_run(items, out: Path, options, model_opts, actors: int) -> dict:
+def ray_run(items, out: Path, options, model_opts, actors: int, threads: int | None) -> dict:
     from gradcam_cli.job.ray_engine import plan_pool, run_on_ray
     from gradcam_cli.job.ray_explain import ExplainTask
     from gradcam_cli.options import EngineOptions, JobOptions
     from gradcam_cli.output.store import open_folder
 
     plan = plan_pool(EngineOptions(engine="ray", actors=actors))
+    if threads:
+        plan = replace(plan, threads=threads)
     task = ExplainTask(model_opts, options, str(out))
     start = time.perf_counter()
     summary = run_on_ray(task, items, open_folder(out), JobOptions(), plan, options.batch_size)
@@ -68,7 +71,12 @@ def main() -> int:
     ap.add_argument("--actors", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads for the local engine and for every actor (default: all CPUs locally, "
+                         "each actor its share); 1 keeps a busy machine's timings steady")
     args = ap.parse_args()
+    if args.threads:  # before torch is imported: OpenMP and oneDNN size their pools at start
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
 
     import ray
 
@@ -84,7 +92,7 @@ def main() -> int:
         build_folder(photos, args.photos, args.seed)
         items = collect_inputs([str(photos)])
         print(f"{len(items)} photos, batch size {args.batch_size}, four PNGs each, {os.cpu_count()} CPUs, "
-              f"device {args.device}", flush=True)
+              f"device {args.device}, torch threads {args.threads or 'default'}", flush=True)
         local = local_run(items, Path(tmp) / "local", options, model_opts)
         print(f"local engine:   {local['rate']:6.2f} images/s ({local['seconds']:.1f} s)", flush=True)
         started = time.perf_counter()
@@ -92,7 +100,7 @@ def main() -> int:
             print(f"Ray instance started in {time.perf_counter() - started:.1f} s "
                   f"({ray.cluster_resources().get('CPU', 0):g} CPUs)", flush=True)
             for n in args.actors:
-                r = ray_run(items, Path(tmp) / f"ray{n}", options, model_opts, n)
+                r = ray_run(items, Path(tmp) / f"ray{n}", options, model_opts, n, args.threads)
                 p = r["plan"]
                 print(f"ray, {n} actor{'s' if n > 1 else ' '}: {r['rate']:6.2f} images/s ({r['seconds']:.1f} s; "
                       f"actors working after {r['startup']:.1f} s, then {r['steady_rate']:.2f} images/s; "

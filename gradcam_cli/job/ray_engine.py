@@ -311,7 +311,14 @@ def map_with_actors(ds, make_task: Callable, plan: PoolPlan, batch_size: int, le
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
         return ds.map_batches(TaskActor, fn_constructor_args=(make_task, ledger, plan.threads, output),
                               batch_size=batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=plan.actors),
-                              num_cpus=plan.cpus, num_gpus=plan.gpus or None, max_restarts=-1, max_task_retries=1)
+                              num_cpus=plan.cpus, num_gpus=plan.gpus or None, max_restarts=-1, max_task_retries=1,
+                              runtime_env=_threads_env(plan.threads))
+
+
+def _threads_env(threads: int) -> dict:
+    """The actor process starts with OpenMP sized as ``threads`` (Ray would set 1 for a fractional CPU
+    share, and libraries that size their pools at start, oneDNN's among them, would keep 1)."""
+    return {"env_vars": {"OMP_NUM_THREADS": str(threads)}}
 
 
 # --------------------------------------------------------------------------- the driver
