@@ -101,8 +101,8 @@ def test_engine_flags_are_checked_without_ray(tmp_path):
 
 
 def test_engine_ray_without_ray_installed_is_a_usage_error(tmp_path):
-    probe = ("import sys; sys.modules['ray'] = None; from gradcam_cli.cli import main; "
-             f"sys.argv = ['gradcam', 'explain', {str(SAMPLES / 'cat.png')!r}, '-o', {str(tmp_path)!r}, '--engine', 'ray']; main()")
+    argv = ["gradcam", "explain", str(SAMPLES / "cat.png"), "-o", str(tmp_path), "--engine", "ray"]
+    probe = f"import sys; sys.modules['ray'] = None; from gradcam_cli.cli import main; sys.argv = {argv!r}; main()"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env())
     assert out.returncode == 2, out.stderr
     assert 'pip install "gradcam-cli[ray]"' in out.stderr and "Traceback" not in out.stderr
@@ -226,12 +226,17 @@ def test_the_batch_of_a_dead_actor_is_retried_once_then_reported(tmp_path, ray_a
     from gradcam_cli.options import JobOptions
     from gradcam_cli.output.store import open_folder
 
+    from pyarrow.fs import LocalFileSystem, SubTreeFileSystem
+
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test file
     items = [InputImage(f"img{i}.png", PurePosixPath(f"img{i}.png")) for i in range(16)]
     plan = PoolPlan(actors=2, cpus=0.5, gpus=0, threads=1)
     records = []
-    summary = run_on_ray(DiesOnce(str(tmp_path / "died"), always), items, open_folder(tmp_path), JobOptions(), plan,
+    (tmp_path / "store").mkdir()
+    output = open_folder("out", SubTreeFileSystem(str(tmp_path / "store"), LocalFileSystem()))  # the manifest too
+    summary = run_on_ray(DiesOnce(str(tmp_path / "died"), always), items, output, JobOptions(), plan,
                          batch_size=4, on_record=records.append)
+    assert jsonl((tmp_path / "store" / "out" / "results.jsonl").read_text()) == records
     assert summary.retried == 4 and any(a["restarted"] for a in summary.actors)  # the batch of images 4-7, once
     if not always:
         assert [r["input"] for r in records] == [it.path for it in items]  # each once, in input order
@@ -288,6 +293,11 @@ def test_explain_dataset_on_paths_and_bytes_to_a_pyarrow_filesystem(tmp_path, ra
         assert r["error"] is None and r["class_index"] == expected[str(photo)]["class_index"]
         heatmap = tmp_path / "store" / r["files"]["heatmap"]
         assert heatmap.is_file() and r["files"]["heatmap"].startswith("cams/")
+    # Run again: every output is there (found through the pyarrow filesystem), so they are skipped.
+    again = explain_dataset(paths, output_dir="cams", filesystem=store, outputs=("heatmap",), actors=1,
+                            skip_existing=True).take_all()
+    assert sorted((Path(r["input"]).name, r["skipped"]) for r in again) == \
+        [("cat.png", True), ("hot_dog.jpg", True), ("nope.png", False)]
     # Bytes (e.g. read_binary_files from an object store), written through a file:// URI.
     blobs = ray.data.from_items([{"path": f"mem/{p.name}", "bytes": p.read_bytes()} for p in photos])
     uri = (tmp_path / "uri-out").as_uri()
@@ -295,7 +305,8 @@ def test_explain_dataset_on_paths_and_bytes_to_a_pyarrow_filesystem(tmp_path, ra
     for r in again:
         name = Path(r["input"]).name
         assert r["error"] is None and r["class_index"] == by_name[name]["class_index"]
-        assert Path(r["files"]["heatmap"]).read_bytes() == (tmp_path / "store" / by_name[name]["files"]["heatmap"]).read_bytes()
+        stored = tmp_path / "store" / by_name[name]["files"]["heatmap"]
+        assert Path(r["files"]["heatmap"]).read_bytes() == stored.read_bytes()
 
 
 @needs_ray

@@ -40,7 +40,8 @@ def explain(
     outputs: Annotated[str, typer.Option(
         "--outputs", help="Comma-separated subset of heatmap,overlay,guided,bbox.")] = ",".join(E["outputs"]),
     output_dir: Annotated[str, typer.Option(
-        "--output-dir", "-o", help="Where outputs and results.jsonl go (with --engine ray also a URI: s3://bucket/out).")] = "gradcam_out",
+        "--output-dir", "-o",
+        help="Where outputs and results.jsonl go (with --engine ray also a URI: s3://bucket/out).")] = "gradcam_out",
     alpha: Annotated[float, typer.Option("--alpha", help="Heatmap weight in the overlay (0..1).")] = E["alpha"],
     bbox_threshold: Annotated[float, typer.Option(
         "--bbox-threshold", help="Box = largest region where the normalised map >= this (0..1].")] = E["bbox_threshold"],
@@ -94,7 +95,8 @@ def explain(
             perturbation_batch_size=perturbation_batch_size, precision=precision)
         job = JobOptions(workers=workers, skip_existing=skip_existing, fail_fast=fail_fast,
                          shard=parse_shard(shard) if shard else None)
-        engine_opts = EngineOptions(engine=engine, ray_address=ray_address, actors=actors, gpus_per_actor=gpus_per_actor)
+        engine_opts = EngineOptions(engine=engine, ray_address=ray_address, actors=actors,
+                                    gpus_per_actor=gpus_per_actor)
         for checked in (model_opts, options, engine_opts):
             checked.validate()
         job.validate(overwrite=overwrite)
@@ -133,7 +135,7 @@ def _explain_on_ray(inputs, recursive, nul, output_dir: str, model_opts, options
         output = open_folder(output_dir)
         output[0].make_dir(output[1])
     except (OSError, ValueError) as err:  # unreachable, not writable, or a URI scheme pyarrow does not know
-        raise fail(f"--output-dir {output_dir}: cannot create ({err.strerror or err})") from None
+        raise fail(f"--output-dir {output_dir}: cannot create ({getattr(err, 'strerror', None) or err})") from None
     task = ExplainTask(model_opts, options, output_dir, workers=job.workers, skip_existing=job.skip_existing)
     with ray_session(engine_opts):
         plan = plan_pool(engine_opts)

@@ -100,7 +100,7 @@ def check_device(device: str, gpus_per_actor: float) -> None:
 
 
 def item_of(row: dict) -> InputImage:
-    """The input of one row: the driver's listing (``rel``, ``stem``), or a user's ``path`` mirrored below the output."""
+    """The input of one row: the driver's listing (``rel``, ``stem``), or a ``path`` mirrored below the output."""
     path = str(row["path"])
     rel = row.get("rel")
     if not rel:
