@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import queue
+import sys
 import threading
 import time
 import warnings
@@ -145,7 +146,6 @@ def _cluster_messages_to_log() -> None:
 @contextmanager
 def _stderr_without(noise: str) -> Iterator[None]:
     """Everything written to file descriptor 2 in the block (C++ included), less the lines naming ``noise``."""
-    import sys
     import tempfile
 
     sys.stderr.flush()
@@ -432,7 +432,8 @@ def _drained(ds, ledger, stop: threading.Event) -> Iterator[dict]:
                     return
     finally:
         done.set()
-        while thread.is_alive():  # unblock the consumer so it can close the dataset
+        aborted = sys.exc_info()[0] is not None  # a second Ctrl-C, or a failure: no waiting for Ray
+        while thread.is_alive() and not aborted:  # unblock the consumer so it can close the dataset
             try:
                 batches.get(timeout=_POLL_S)
             except queue.Empty:
