@@ -146,3 +146,29 @@ def parse_shard(spec: str) -> tuple[int, int]:
     if count < 1 or not 0 <= index < count:
         raise UsageError(f"--shard {spec}: need 0 <= I < N")
     return index, count
+
+
+ENGINES = ("local", "ray")
+
+
+@dataclass
+class EngineOptions:
+    """Where a job's batches run: in this process (``local``), or on a Ray cluster's actors (``ray``)."""
+
+    engine: str = "local"
+    ray_address: str | None = None  # None: start a Ray instance on this machine
+    actors: int | None = None  # None: one per GPU with --gpus-per-actor, else one
+    gpus_per_actor: float = 0.0
+
+    def validate(self) -> None:
+        if self.engine not in ENGINES:
+            raise UsageError(f"--engine {self.engine}: unknown; choose from {', '.join(ENGINES)}")
+        if self.engine != "ray":
+            given = [flag for flag, value in (("--ray-address", self.ray_address), ("--actors", self.actors),
+                                              ("--gpus-per-actor", self.gpus_per_actor or None)) if value is not None]
+            if given:
+                raise UsageError(f"{given[0]}: applies to --engine ray only")
+        if self.actors is not None and self.actors < 1:
+            raise UsageError(f"--actors {self.actors}: must be at least 1")
+        if self.gpus_per_actor < 0:
+            raise UsageError(f"--gpus-per-actor {self.gpus_per_actor}: must be 0 or more")

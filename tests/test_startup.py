@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-HEAVY = ("torch", "timm", "torchvision", "cv2", "numpy")
+HEAVY = ("torch", "timm", "torchvision", "cv2", "numpy", "ray", "pyarrow")
 
 # Runs the CLI in-process, then reports which heavy modules it imported.
 PROBE = """

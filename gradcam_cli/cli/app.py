@@ -34,3 +34,14 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     """Print ``gradcam: error: message`` on stderr; the caller raises the returned exit."""
     typer.echo(f"gradcam: error: {message}", err=True)
     return typer.Exit(code)
+
+
+# Where a job runs; shared by the commands that run jobs over many images.
+EngineOpt = Annotated[str, typer.Option(
+    "--engine", help="local: this process; ray: actors on a Ray cluster (pip install \"gradcam-cli[ray]\").")]
+RayAddressOpt = Annotated[Optional[str], typer.Option(
+    "--ray-address", help="With --engine ray: join this cluster (ray start --head prints it). Default: start Ray here.")]
+ActorsOpt = Annotated[Optional[int], typer.Option(
+    "--actors", help="With --engine ray: model copies working in parallel. Default: one per GPU share, else one.")]
+GpusPerActorOpt = Annotated[float, typer.Option(
+    "--gpus-per-actor", help="With --engine ray: GPUs each actor gets (1: one actor per GPU; 0.5: two share one).")]

@@ -55,10 +55,15 @@ def _install_stop_handlers(stop: threading.Event) -> dict:
     return previous
 
 
-def run_with_console(explainer, items, output_dir: Path, job, *, as_json: bool, quiet: bool, table: bool) -> int:
-    """Run the job with terminal reporting; returns the exit code."""
+def run_with_console(explainer, items, output_dir: Path, job, *, as_json: bool, quiet: bool, table: bool,
+                     run=None) -> int:
+    """Run the job with terminal reporting; returns the exit code.
+
+    ``run``: the engine, called as ``run_job`` is (default: ``run_job``, in this process).
+    """
     from ..job.runner import run_job
 
+    run = run or run_job
     stop = threading.Event()
     out = _Stdout(stop)
     err_is_tty = sys.stderr.isatty()
@@ -94,7 +99,7 @@ def run_with_console(explainer, items, output_dir: Path, job, *, as_json: bool, 
 
     previous = _install_stop_handlers(stop)
     try:
-        summary = run_job(explainer, items, output_dir, job, on_record, on_progress, stop)
+        summary = run(explainer, items, output_dir, job, on_record, on_progress, stop)
     except KeyboardInterrupt:
         if progress:
             progress.stop()
@@ -120,6 +125,8 @@ def run_with_console(explainer, items, output_dir: Path, job, *, as_json: bool, 
     if not quiet:
         state = " (interrupted)" if summary.interrupted and not out.closed else \
             " (stopped at first failure)" if summary.stopped_on_failure else ""
+        if summary.retried:
+            state += f" ({summary.retried} retried after a worker died)"
         print(f"gradcam: {summary.done} done, {summary.skipped} skipped, {summary.failed} failed "
               f"of {summary.total} in {summary.seconds:.1f}s ({summary.images_per_s:.2f} images/s){state}",
               file=sys.stderr, flush=True)

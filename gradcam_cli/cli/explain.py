@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..options import ExplainOptions, JobOptions, ModelOptions, default_of
-from .app import (DeviceOpt, FoldBnOpt, LabelsOpt, MemoryFormatOpt, ModelOpt, NumClassesOpt, PretrainedOpt,
-                  WeightsOpt, app, fail)
+from ..options import EngineOptions, ExplainOptions, JobOptions, ModelOptions, default_of
+from .app import (ActorsOpt, DeviceOpt, EngineOpt, FoldBnOpt, GpusPerActorOpt, LabelsOpt, MemoryFormatOpt, ModelOpt,
+                  NumClassesOpt, PretrainedOpt, RayAddressOpt, WeightsOpt, app, fail)
 
 E = {f: default_of(ExplainOptions, f) for f in ("top_k", "alpha", "bbox_threshold", "batch_size", "precision",
                                                   "occlusion_window", "occlusion_stride", "perturbation_batch_size",
@@ -39,7 +39,9 @@ def explain(
         "--occlusion-stride", help="Occlusion: step between patches.")] = E["occlusion_stride"],
     outputs: Annotated[str, typer.Option(
         "--outputs", help="Comma-separated subset of heatmap,overlay,guided,bbox.")] = ",".join(E["outputs"]),
-    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", readable=False, help="Where outputs and results.jsonl go.")] = Path("gradcam_out"),
+    output_dir: Annotated[str, typer.Option(
+        "--output-dir", "-o",
+        help="Where outputs and results.jsonl go (with --engine ray also a URI: s3://bucket/out).")] = "gradcam_out",
     alpha: Annotated[float, typer.Option("--alpha", help="Heatmap weight in the overlay (0..1).")] = E["alpha"],
     bbox_threshold: Annotated[float, typer.Option(
         "--bbox-threshold", help="Box = largest region where the normalised map >= this (0..1].")] = E["bbox_threshold"],
@@ -70,6 +72,10 @@ def explain(
         "--json", "--jsonl", help="Stream one JSON object per image, method, layer and class on stdout.")] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed image.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Nothing on stderr but usage errors.")] = False,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
+    actors: ActorsOpt = None,
+    gpus_per_actor: GpusPerActorOpt = 0.0,
 ) -> None:
     """Explain why the model classified each image as it did; writes PNGs and reports each result.
 
@@ -89,30 +95,66 @@ def explain(
             perturbation_batch_size=perturbation_batch_size, precision=precision)
         job = JobOptions(workers=workers, skip_existing=skip_existing, fail_fast=fail_fast,
                          shard=parse_shard(shard) if shard else None)
-        for checked in (model_opts, options):
+        engine_opts = EngineOptions(engine=engine, ray_address=ray_address, actors=actors,
+                                    gpus_per_actor=gpus_per_actor)
+        for checked in (model_opts, options, engine_opts):
             checked.validate()
         job.validate(overwrite=overwrite)
-        items = _collect(inputs, recursive, nul, output_dir, job.shard)
+        if engine_opts.engine == "ray":
+            raise typer.Exit(_explain_on_ray(inputs, recursive, nul, output_dir, model_opts, options, job, engine_opts,
+                                             as_json=as_json, quiet=quiet))
+        items = _collect(inputs, recursive, nul, Path(output_dir), job.shard)
         from ..explainer import Explainer
 
         explainer = Explainer.from_options(model_opts, options)
-        _create_output_dir(output_dir)
+        _create_output_dir(Path(output_dir))
     except UsageError as err:
         raise fail(str(err)) from None
     from .console import run_with_console
 
-    raise typer.Exit(run_with_console(explainer, items, output_dir, job, as_json=as_json, quiet=quiet,
+    raise typer.Exit(run_with_console(explainer, items, Path(output_dir), job, as_json=as_json, quiet=quiet,
                                       table=not as_json))
 
 
-def _collect(inputs: list[str], recursive: bool, nul: bool, output_dir: Path, shard: tuple[int, int] | None):
-    """The images to explain (this shard's), after checking the output dir can be made."""
+def _explain_on_ray(inputs, recursive, nul, output_dir: str, model_opts, options, job, engine_opts, *, as_json, quiet):
+    """``--engine ray``: the model checked here (on the CPU), the work done by actors on the cluster."""
+    from dataclasses import replace
+
+    from ..explainer import Explainer
+    from ..job.ray_engine import plan_pool, ray_session, require_ray, run_on_ray
+    from ..job.ray_explain import ExplainTask, check_device
+    from ..output.store import open_folder
+    from .console import run_with_console
+
+    require_ray()
+    check_device(model_opts.device, engine_opts.gpus_per_actor)
+    is_uri = "://" in output_dir
+    items = _collect(inputs, recursive, nul, None if is_uri else Path(output_dir), job.shard)
+    Explainer.from_options(replace(model_opts, device="cpu"), options)  # bad layers, classes: exit 2 before Ray starts
+    try:
+        output = open_folder(output_dir)
+        output[0].make_dir(output[1])
+    except (OSError, ValueError) as err:  # unreachable, not writable, or a URI scheme pyarrow does not know
+        raise fail(f"--output-dir {output_dir}: cannot create ({getattr(err, 'strerror', None) or err})") from None
+    task = ExplainTask(model_opts, options, output_dir, workers=job.workers, skip_existing=job.skip_existing)
+    with ray_session(engine_opts):
+        plan = plan_pool(engine_opts)
+
+        def run(_explainer, items, _output_dir, job, on_record, on_progress, stop):
+            return run_on_ray(task, items, output, job, plan, options.batch_size, on_record, on_progress, stop)
+
+        return run_with_console(None, items, output_dir, job, as_json=as_json, quiet=quiet, table=not as_json, run=run)
+
+
+def _collect(inputs: list[str], recursive: bool, nul: bool, output_dir: Path | None, shard: tuple[int, int] | None):
+    """The images to explain (this shard's), after checking the output dir can be made (None: a URI)."""
     from ..errors import UsageError
     from ..job.inputs import collect_inputs, in_shard
 
     if inputs.count("-") > 1:
         raise UsageError("- (stdin) can be given only once")
-    check_output_dir(output_dir)
+    if output_dir is not None:
+        check_output_dir(output_dir)
     items = collect_inputs(inputs, recursive=recursive, nul_separated=nul, output_dir=output_dir)
     if not items:
         raise UsageError("no input images found")

@@ -9,6 +9,7 @@ that is not a regular file (directories, FIFOs, devices) is refused without read
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import threading
@@ -19,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageError
-from .formats import claimed_format
+from .formats import claimed_format, format_of_head
 
 # The most pixels a photo may declare. Decoding one costs ~3 bytes per pixel several
 # times over (decode, mode conversion, the array), so this bounds one image's memory.
@@ -93,29 +94,32 @@ def _decode(fh) -> np.ndarray:
     return arr
 
 
-def load_rgb(path: str | os.PathLike) -> np.ndarray:
+def load_rgb(path: str | os.PathLike, data: bytes | None = None) -> np.ndarray:
     """Decode ``path`` into an ``(H, W, 3) uint8`` RGB array, EXIF orientation applied.
 
+    With ``data``, those bytes are decoded instead of reading the file (``path`` then
+    only names it in messages: the bytes may come from an object store).
     Raises :class:`ImageError` naming the file and the cause for anything unusable,
     and nothing else.
     """
     p = Path(path)
     try:
-        st = os.stat(p)
-        if stat.S_ISDIR(st.st_mode):
-            raise IsADirectoryError
-        if not stat.S_ISREG(st.st_mode):
-            raise ImageError(f"{p}: not a regular file (a device, pipe or socket)")
-        if st.st_size == 0:
+        if data is None:
+            st = os.stat(p)
+            if stat.S_ISDIR(st.st_mode):
+                raise IsADirectoryError
+            if not stat.S_ISREG(st.st_mode):
+                raise ImageError(f"{p}: not a regular file (a device, pipe or socket)")
+        if (st.st_size if data is None else len(data)) == 0:
             raise ImageError(f"{p}: empty file (0 bytes)")
-        with open(p, "rb") as fh:
+        with open(p, "rb") if data is None else io.BytesIO(data) as fh:
             arr = _decode(fh)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageError(f"{p}: image too large to decode safely ({_first_line(err)})") from None
     except UnidentifiedImageError:
-        kind = claimed_format(p)
+        kind = claimed_format(p) if data is None else format_of_head(data[:12])
         cause = f"corrupt {kind} file (its header cannot be read)" if kind else "not an image file Pillow can read"
         raise ImageError(f"{p}: {cause}") from None
     except IsADirectoryError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..output.files import write_bytes_atomic
+from ..output.store import LOCAL
 
 Record = dict
 
@@ -13,12 +13,14 @@ Record = dict
 class Manifest:
     """The records of this run, merged over those of earlier runs into the same folder."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, files=LOCAL) -> None:
         self.path = path
+        self.files = files  # where it is (``output.store``): this machine, or a pyarrow filesystem
         self.previous: dict[str, list[Record]] = {}
         self.current: dict[str, list[Record]] = {}
-        if path.exists():
-            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        text = files.read_text(path)
+        if text is not None:
+            for line in text.splitlines():
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError:
@@ -32,4 +34,4 @@ class Manifest:
     def write(self) -> None:
         merged = {**self.previous, **self.current}  # this run's records replace the earlier run's
         lines = [json.dumps(r, ensure_ascii=False, allow_nan=False) for recs in merged.values() for r in recs]
-        write_bytes_atomic(self.path, ("\n".join(lines) + "\n" if lines else "").encode("utf-8"))
+        self.files.write_all({self.path: ("\n".join(lines) + "\n" if lines else "").encode("utf-8")})

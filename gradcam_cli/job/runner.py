@@ -19,7 +19,8 @@ from pathlib import Path
 from ..errors import GradcamError, ImageError
 from ..explainer import Explainer
 from ..options import JobOptions
-from ..output.files import output_path, output_stem, write_all_atomic
+from ..output.files import output_path, output_stem
+from ..output.store import LOCAL
 from ..output.write import encode_outputs, planned_files
 from .images import load_rgb
 from .inputs import InputImage
@@ -37,6 +38,7 @@ class JobSummary:
     failed: int = 0
     seconds: float = 0.0
     interrupted: bool = False
+    retried: int = 0  # images explained again after the worker explaining them died (distributed engine)
     stopped_on_failure: bool = False
     manifest_error: str | None = None  # the manifest could not be written
 
@@ -54,11 +56,12 @@ class _Loaded:
     error: str | None = None
 
 
-def outputs_complete(explainer: Explainer, item: InputImage, output_dir: Path) -> bool:
+def outputs_complete(explainer: Explainer, item: InputImage, output_dir: Path, files=LOCAL) -> bool:
     """Whether every requested output of ``item`` already exists (for ``--skip-existing``).
 
     With explicit classes the exact files are known; with top-k, at least k files of
-    each requested kind, method and layer must exist.
+    each requested kind, method and layer must exist. ``files``: where they are
+    (``output.store``: this machine, or a pyarrow filesystem).
     """
     opts = explainer.options
     directory = output_dir / item.out_subdir
@@ -67,13 +70,13 @@ def outputs_complete(explainer: Explainer, item: InputImage, output_dir: Path) -
         for kind in kinds:
             suffix = ".npy" if kind == "map" else ".png"
             if explainer.classes:
-                if not all(output_path(directory, item.stem, method, layer, c, kind, suffix).exists()
+                if not all(files.exists(output_path(directory, item.stem, method, layer, c, kind, suffix))
                            for c in explainer.classes):
                     return False
             else:
                 prefix = output_stem(item.stem, method, layer, 0)[: -len("c0")]
-                matches = [p for p in directory.glob(f"{glob_escape(prefix)}c*_{kind}{suffix}")
-                           if p.name[len(prefix) + 1:].split("_")[0].isdigit()]
+                matches = [n for n in files.glob(directory, f"{glob_escape(prefix)}c*_{kind}{suffix}")
+                           if n[len(prefix) + 1:].split("_")[0].isdigit()]
                 if len(matches) < opts.top_k:
                     return False
     return True
@@ -83,9 +86,9 @@ def glob_escape(text: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
-def _load(explainer: Explainer, item: InputImage) -> _Loaded:
+def _load(explainer: Explainer, item: InputImage, data: bytes | None = None) -> _Loaded:
     try:
-        photo = load_rgb(item.path)
+        photo = load_rgb(item.path, data)
         tensor, geometry = explainer.prepare(photo)
         return _Loaded(item, photo, tensor, geometry)
     except ImageError as err:
@@ -95,7 +98,7 @@ def _load(explainer: Explainer, item: InputImage) -> _Loaded:
 
 
 def _write_image(explainer: Explainer, loaded: _Loaded, exps, output_dir: Path, overwrite: bool,
-                 compute_s: float) -> list[Record]:
+                 compute_s: float, files=LOCAL) -> list[Record]:
     """Render and write one image's outputs; a failure leaves none of them and becomes an error record."""
     start = time.perf_counter()
     opts = explainer.options
@@ -103,20 +106,21 @@ def _write_image(explainer: Explainer, loaded: _Loaded, exps, output_dir: Path, 
     planned = [(e, planned_files(directory, loaded.item.stem, e, opts.outputs, opts.save_raw)) for e in exps]
     try:
         if not overwrite:
-            clash = next((p for _, f in planned for p in f.values() if p.exists()), None)
+            clash = next((p for _, f in planned for p in f.values() if files.exists(p)), None)
             if clash is not None:
                 raise ImageError(f"{loaded.item.path}: output exists ({clash}); pass --overwrite or --skip-existing")
         encoded: dict[Path, bytes] = {}
-        for e, files in planned:
-            encoded.update(encode_outputs(loaded.photo, e, files, opts.alpha))
-        write_all_atomic(encoded)  # all of this image's files, or none of them
+        for e, paths in planned:
+            encoded.update(encode_outputs(loaded.photo, e, paths, opts.alpha))
+        files.write_all(encoded)  # all of this image's files, or none of them
     except (GradcamError, OSError) as err:
         cause = str(err) if isinstance(err, GradcamError) else \
             f"{loaded.item.path}: cannot write output ({err.strerror or err})"
         return [error_record(loaded.item.path, cause)]
     seconds = compute_s + time.perf_counter() - start
     name, weights = explainer.loaded.name, explainer.loaded.weights
-    return [explanation_record(name, weights, loaded.item.path, loaded.photo, e, files, seconds) for e, files in planned]
+    return [explanation_record(name, weights, loaded.item.path, loaded.photo, e,
+                               {k: files.uri(p) for k, p in paths.items()}, seconds) for e, paths in planned]
 
 
 def run_job(
@@ -178,27 +182,7 @@ def run_job(
 
     try:
         for batch in _prefetched_batches(explainer, todo, opts.batch_size, loaders, stop):
-            good = [b for b in batch if b.error is None]
-            results: dict[int, Future | list[Record]] = {}
-            if good:
-                t0 = time.perf_counter()
-                try:
-                    explanations = explainer.explain_prepared([b.tensor for b in good], [b.geometry for b in good])
-                except GradcamError:
-                    raise
-                except Exception as err:  # e.g. out of memory: this batch fails, the job goes on
-                    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-                    for b in good:
-                        results[id(b)] = [error_record(b.item.path, f"{b.item.path}: model failed "
-                                                                    f"({type(err).__name__}: {first})")]
-                else:
-                    per_image = (time.perf_counter() - t0) / len(good)
-                    for b, exps in zip(good, explanations):
-                        b.tensor = None  # the photo stays until its PNGs are written; the input can go
-                        args = (explainer, b, exps, output_dir, opts.overwrite, per_image)
-                        results[id(b)] = writers.submit(_write_image, *args) if writers else _write_image(*args)
-            for b in batch:  # input order
-                pending_writes.append((b, results.get(id(b)) or [error_record(b.item.path, b.error)]))
+            pending_writes.extend(explain_loaded(explainer, batch, output_dir, writers))
             drain(keep=2 * opts.batch_size)  # bounded: memory stays flat however many images
             if stop.is_set():
                 break
@@ -211,6 +195,35 @@ def run_job(
         summary.seconds = time.perf_counter() - started
         write_manifest()
     return summary
+
+
+def explain_loaded(explainer: Explainer, batch: list[_Loaded], output_dir: Path, writers: ThreadPoolExecutor | None,
+                   files=LOCAL) -> list[tuple[_Loaded, Future | list[Record]]]:
+    """Explain one batch of decoded images in one pass; each image's outputs are written by ``writers``.
+
+    Returns, in input order, each image with its records (or the future of them): an
+    image that failed to decode, or a batch the model failed on, gets an error record.
+    """
+    good = [b for b in batch if b.error is None]
+    results: dict[int, Future | list[Record]] = {}
+    if good:
+        t0 = time.perf_counter()
+        try:
+            explanations = explainer.explain_prepared([b.tensor for b in good], [b.geometry for b in good])
+        except GradcamError:
+            raise
+        except Exception as err:  # e.g. out of memory: this batch fails, the job goes on
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            for b in good:
+                results[id(b)] = [error_record(b.item.path, f"{b.item.path}: model failed "
+                                                            f"({type(err).__name__}: {first})")]
+        else:
+            per_image = (time.perf_counter() - t0) / len(good)
+            for b, exps in zip(good, explanations):
+                b.tensor = None  # the photo stays until its PNGs are written; the input can go
+                args = (explainer, b, exps, output_dir, explainer.options.overwrite, per_image, files)
+                results[id(b)] = writers.submit(_write_image, *args) if writers else _write_image(*args)
+    return [(b, results.get(id(b)) or [error_record(b.item.path, b.error)]) for b in batch]
 
 
 def _prefetched_batches(explainer: Explainer, items: Sequence[InputImage], batch_size: int,
