@@ -31,7 +31,7 @@ loaded = load_model(model_name, pretrained=model_name is None)
 model = loaded.model
 infos = trace_layers(model, loaded.preprocess.input_size)
 path = default_layer(model, infos)
-layers = {path: resolve_layer(model, path, infos)}
+layers = {path: resolve_layer(model, path, infos, path)}
 x = torch.randn(batch, 3, *loaded.preprocess.input_size)
 times, faults = [], []
 for i in range(rounds + 2):

@@ -174,7 +174,8 @@ def model_fingerprint(model) -> dict:
     }
 
 
-def build_contenders(loaded, user_model, layer_path: str, photo, batch: int, outdir: Path, keys: list[str]):
+def build_contenders(loaded, user_model, layer_path: str, photo, batch: int, outdir: Path, keys: list[str],
+                     device: str = "cpu"):
     """Closures keyed a..g, plus a cleanup function and a sanity check of map agreement."""
     import cv2
     import numpy as np
@@ -182,13 +183,15 @@ def build_contenders(loaded, user_model, layer_path: str, photo, batch: int, out
     from PIL import Image
 
     from gradcam_cli import ExplainOptions, Explainer, explain_batch
-    from gradcam_cli.preprocess import to_model_input
+    from gradcam_cli.maps.preprocess import to_model_input
+    from gradcam_cli.output.files import write_all_atomic
+    from gradcam_cli.output.write import encode_outputs, planned_files
 
     model = loaded.model
     modules = dict(model.named_modules())
     layer = modules[layer_path]
     photos = [photo] * batch
-    x = torch.stack([to_model_input(photo, loaded.preprocess)[0] for _ in range(batch)])
+    x = torch.stack([to_model_input(photo, loaded.preprocess)[0] for _ in range(batch)]).to(device)
     with torch.no_grad():
         top1 = model(x).argmax(1)
     classes = [int(c) for c in top1]
@@ -226,11 +229,14 @@ def build_contenders(loaded, user_model, layer_path: str, photo, batch: int, out
         explainer = Explainer(loaded, ExplainOptions(layers=[layer_path], overwrite=True,
                                                      batch_size=batch))
 
+        opts = explainer.options
+
         def run_c():
             exps = explainer.explain_arrays(photos)
             for i, (p, es) in enumerate(zip(photos, exps)):
                 for e in es:
-                    explainer.write_explanation(p, e, explainer.planned_files(f"img{i}", out_c, e))
+                    files = planned_files(out_c, f"img{i}", e, opts.outputs, opts.save_raw)
+                    write_all_atomic(encode_outputs(p, e, files, opts.alpha))
         fns["c"] = run_c
 
     if "d" in keys:
@@ -252,13 +258,13 @@ def build_contenders(loaded, user_model, layer_path: str, photo, batch: int, out
         m_e, layer_e = copy_of_model()
         transform = create_transform(**resolve_data_config({}, model=m_e))
         cam_e = GradCAM(model=m_e, target_layers=[layer_e])
-        gb_model = GuidedBackpropReLUModel(model=m_e, device="cpu")
+        gb_model = GuidedBackpropReLUModel(model=m_e, device=device)
         cleanups.append(cam_e.activations_and_grads.release)
         out_e = outdir / "pgc"
         out_e.mkdir(parents=True, exist_ok=True)
 
         def run_e():
-            input_tensor = torch.stack([transform(Image.fromarray(p)) for p in photos])
+            input_tensor = torch.stack([transform(Image.fromarray(p)) for p in photos]).to(device)
             grayscale = cam_e(input_tensor=input_tensor, targets=None)  # (B, 224, 224) in [0, 1]
             probs = torch.softmax(cam_e.outputs.detach(), dim=1)
             for i, p in enumerate(photos):
@@ -323,19 +329,32 @@ def build_contenders(loaded, user_model, layer_path: str, photo, batch: int, out
         res = {}
         if "b" not in fns:
             return res
-        ours = fns["b"]().maps[layer_path][:, 0]  # (B, h, w)
+        ours = fns["b"]().maps["gradcam", layer_path][:, 0].cpu()  # (B, h, w)
         if "d" in fns:
             d = torch.from_numpy(fns["d"]())
             up = F.interpolate(ours[:, None], size=d.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
             res["d"] = float((scale(up) - scale(d)).abs().max())
         if "f" in fns:
-            res["f"] = float((scale(ours) - scale(fns["f"]()[0].detach())).abs().max())
+            res["f"] = float((scale(ours) - scale(fns["f"]()[0].detach().cpu())).abs().max())
         if "g" in fns:
-            res["g"] = float((scale(ours) - scale(fns["g"]()[:, 0].detach())).abs().max())
+            res["g"] = float((scale(ours) - scale(fns["g"]()[:, 0].detach().cpu())).abs().max())
         return res
+
+    if device.startswith("cuda"):  # time to the end of the GPU's work, not of the launches
+        fns = {k: _synchronized(fn) for k, fn in fns.items()}
 
     extra["classes"] = classes
     return fns, cleanups, agreement, extra
+
+
+def _synchronized(fn):
+    import torch
+
+    def run():
+        out = fn()
+        torch.cuda.synchronize()
+        return out
+    return run
 
 
 # --- driver ------------------------------------------------------------------------------
@@ -446,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
                          "(gradcam_cli.allocator), for every contender alike, since the setting is process-wide; "
                          "default: the C library's own settings")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda: every contender on that device")
     ap.add_argument("--json", type=Path, default=None, help="also dump results (with raw times) here")
     ap.add_argument("--summarize", type=Path, default=None, metavar="JSON",
                     help="print the Markdown summary of an earlier --json dump and exit")
@@ -490,6 +510,8 @@ def main(argv: list[str] | None = None) -> int:
           f"opencv {info['opencv_threads']}")
     print(f"clock: {'wall (perf_counter)' if args.clock == 'wall' else 'CPU time of this process (process_time)'}")
     print(f"malloc: {'freed blocks kept for reuse (all contenders)' if malloc_kept else 'C library defaults'}")
+    if args.device.startswith("cuda"):
+        print(f"device: {torch.cuda.get_device_name()} (CUDA {torch.version.cuda}); every contender on the GPU")
     busy = info["loadavg_start"][0]
     if busy > 0.5:
         print(f"!! machine not idle: load average {busy:.2f} on {info['usable_cores']} cores before start; "
@@ -510,9 +532,10 @@ def main(argv: list[str] | None = None) -> int:
             name, pretrained, mid, desc = MODELS[mkey]
             torch.manual_seed(0)
             loaded = load_model(name, pretrained=pretrained, memory_format=args.memory_format,
-                                fold_bn=not args.no_fold_bn)
+                                fold_bn=not args.no_fold_bn, device=args.device)
             torch.manual_seed(0)  # the same weights, as timm builds the model
-            user_model = load_model(name, pretrained=pretrained, memory_format="contiguous", fold_bn=False).model
+            user_model = load_model(name, pretrained=pretrained, memory_format="contiguous", fold_bn=False,
+                                    device=args.device).model
             print(f"\n{mkey}: ours {loaded.memory_format}, {len(loaded.folded)} BatchNorms folded; "
                   "theirs contiguous, unfolded")
             infos = trace_layers(loaded.model, loaded.preprocess.input_size)
@@ -522,7 +545,8 @@ def main(argv: list[str] | None = None) -> int:
                 for lk in layer_kinds:
                     layer_path = last if lk == "last" else mid
                     fns, cleanups, agreement, extra = build_contenders(
-                        loaded, user_model, layer_path, photo, batch, Path(tmp) / f"{mkey}_b{batch}_{lk}", keys)
+                        loaded, user_model, layer_path, photo, batch, Path(tmp) / f"{mkey}_b{batch}_{lk}", keys,
+                        args.device)
                     try:
                         agree = agreement()
                         # Share what is left of the budget evenly among the remaining configs.

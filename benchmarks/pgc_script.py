@@ -35,7 +35,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from gradcam_cli import default_layer, load_model, trace_layers  # noqa: E402
-from gradcam_cli.models import DEFAULT_MODEL  # noqa: E402
+from gradcam_cli.model.loading import DEFAULT_MODEL  # noqa: E402
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
