@@ -11,10 +11,11 @@ import typer
 from ..options import ExplainOptions, JobOptions, ModelOptions, default_of
 from .app import (DeviceOpt, FoldBnOpt, LabelsOpt, MemoryFormatOpt, ModelOpt, NumClassesOpt, PretrainedOpt,
                   WeightsOpt, app, fail)
+from .console import EXIT_INTERRUPTED
 
 E = {f: default_of(ExplainOptions, f) for f in ("top_k", "alpha", "bbox_threshold", "batch_size", "precision",
                                                   "occlusion_window", "occlusion_stride", "perturbation_batch_size",
-                                                  "outputs", "bbox_mode")}
+                                                  "outputs", "bbox_mode", "colormap")}
 M = {f: default_of(ModelOptions, f) for f in ("pretrained", "device", "memory_format", "fold_bn")}
 J = {f: default_of(JobOptions, f) for f in ("workers",)}
 
@@ -25,7 +26,8 @@ def explain(
         help="Image files, folders, glob patterns, or - to read paths from stdin.")],
     model: ModelOpt = None,
     layer: Annotated[Optional[list[str]], typer.Option(
-        "--layer", "-l", help="Module path as `gradcam layers` prints it; repeatable. Default: the model's last spatial block.")] = None,
+        "--layer", "-l", help="Module path as `gradcam layers` prints it; repeatable; `stages` = each stage's last "
+                              "block. Default: the model's last spatial block.")] = None,
     classes: Annotated[Optional[list[str]], typer.Option(
         "--class", "-c", help="Class index or name to explain; repeatable. Default: the top prediction.")] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Explain the K most likely classes.")] = E["top_k"],
@@ -45,7 +47,21 @@ def explain(
         "--bbox-threshold", help="Box = largest region where the normalised map >= this (0..1].")] = E["bbox_threshold"],
     bbox_mode: Annotated[str, typer.Option(
         "--bbox-mode", help="largest: one box; all: every region above the threshold, each with its share.")] = E["bbox_mode"],
-    save_raw: Annotated[bool, typer.Option("--save-raw", help="Also write the float map as .npy.")] = False,
+    save_raw: Annotated[bool, typer.Option(
+        "--save-raw", help="Also write the float map (and the guided gradient) as .npy.")] = False,
+    sheet: Annotated[bool, typer.Option(
+        "--sheet", help="Also write one PNG per image and class: the photo, then every layer (columns) for every "
+                        "method (rows).")] = False,
+    caption: Annotated[Optional[bool], typer.Option(
+        "--caption/--no-caption", help="Class, probability, method and layer above the picture. Default: on for "
+                                       "sheets, off for heatmap and overlay.")] = None,
+    colorbar: Annotated[Optional[bool], typer.Option(
+        "--colorbar/--no-colorbar", help="The colour map's scale beside the picture. Default: on for sheets, off "
+                                         "for heatmap and overlay.")] = None,
+    colormap: Annotated[str, typer.Option(
+        "--colormap", help="jet, or perceptually uniform viridis, inferno, magma, plasma, cividis; turbo.")] = E["colormap"],
+    report: Annotated[bool, typer.Option(
+        "--report", help="Also write index.html in the output dir: a browsable report of all its results.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
     skip_existing: Annotated[bool, typer.Option(
         "--skip-existing", help="Skip images whose requested outputs all exist (resume a job).")] = False,
@@ -85,7 +101,8 @@ def explain(
             layers=tuple(layer or ()), classes=tuple(classes or ()), top_k=top_k, methods=tuple(method or ("gradcam",)),
             smooth=smooth, occlusion_window=occlusion_window, occlusion_stride=occlusion_stride,
             outputs=tuple(k.strip() for k in outputs.split(",") if k.strip()), alpha=alpha,
-            bbox_threshold=bbox_threshold, bbox_mode=bbox_mode, save_raw=save_raw, overwrite=overwrite, batch_size=batch_size,
+            bbox_threshold=bbox_threshold, bbox_mode=bbox_mode, save_raw=save_raw, sheet=sheet, caption=caption,
+            colorbar=colorbar, colormap=colormap, overwrite=overwrite, batch_size=batch_size,
             perturbation_batch_size=perturbation_batch_size, precision=precision)
         job = JobOptions(workers=workers, skip_existing=skip_existing, fail_fast=fail_fast,
                          shard=parse_shard(shard) if shard else None)
@@ -97,12 +114,28 @@ def explain(
 
         explainer = Explainer.from_options(model_opts, options)
         _create_output_dir(output_dir)
+        _record_run(explainer, {"model": model_opts, "explain": options, "job": job}, output_dir, job.manifest_name)
     except UsageError as err:
         raise fail(str(err)) from None
     from .console import run_with_console
 
-    raise typer.Exit(run_with_console(explainer, items, output_dir, job, as_json=as_json, quiet=quiet,
-                                      table=not as_json))
+    code = run_with_console(explainer, items, output_dir, job, as_json=as_json, quiet=quiet, table=not as_json)
+    if report and code != EXIT_INTERRUPTED:
+        from .report import write_report
+
+        code = max(code, write_report(output_dir, quiet))
+    raise typer.Exit(code)
+
+
+def _record_run(explainer, option_sets: dict, output_dir: Path, manifest_name: str) -> None:
+    """``run.json`` for the report: how these outputs were made."""
+    from ..errors import UsageError
+    from ..output.runinfo import run_info, write_run_info
+
+    try:
+        write_run_info(output_dir, manifest_name, run_info(explainer, option_sets, output_dir))
+    except OSError as err:
+        raise UsageError(f"--output-dir {output_dir}: cannot write ({err.strerror or err})") from None
 
 
 def _collect(inputs: list[str], recursive: bool, nul: bool, output_dir: Path, shard: tuple[int, int] | None):

@@ -19,8 +19,8 @@ from pathlib import Path
 from ..errors import GradcamError, ImageError
 from ..explainer import Explainer
 from ..options import JobOptions
-from ..output.files import output_path, output_stem, write_all_atomic
-from ..output.write import encode_outputs, planned_files
+from ..output.files import output_path, output_stem, sheet_path, write_all_atomic
+from ..output.write import encode_image, plan_image
 from .images import load_rgb
 from .inputs import InputImage
 from .manifest import Manifest, Record
@@ -62,10 +62,13 @@ def outputs_complete(explainer: Explainer, item: InputImage, output_dir: Path) -
     """
     opts = explainer.options
     directory = output_dir / item.out_subdir
-    kinds = list(opts.outputs) + (["map"] if opts.save_raw else [])
+    kinds = [(k, ".png") for k in opts.outputs]
+    if opts.save_raw:
+        kinds += [("map", ".npy")] + ([("guided", ".npy")] if "guided" in opts.outputs else [])
+    if opts.sheet and not _sheets_complete(explainer, item.stem, directory):
+        return False
     for method, layer in explainer.map_keys():
-        for kind in kinds:
-            suffix = ".npy" if kind == "map" else ".png"
+        for kind, suffix in kinds:
             if explainer.classes:
                 if not all(output_path(directory, item.stem, method, layer, c, kind, suffix).exists()
                            for c in explainer.classes):
@@ -77,6 +80,14 @@ def outputs_complete(explainer: Explainer, item: InputImage, output_dir: Path) -
                 if len(matches) < opts.top_k:
                     return False
     return True
+
+
+def _sheets_complete(explainer: Explainer, stem: str, directory: Path) -> bool:
+    if explainer.classes:
+        return all(sheet_path(directory, stem, c).exists() for c in explainer.classes)
+    prefix = sheet_path(directory, stem, 0).name[: -len("0.png")]
+    found = [p for p in directory.glob(f"{glob_escape(prefix)}*.png") if p.name[len(prefix):-4].isdigit()]
+    return len(found) >= explainer.options.top_k
 
 
 def glob_escape(text: str) -> str:
@@ -100,15 +111,13 @@ def _write_image(explainer: Explainer, loaded: _Loaded, exps, output_dir: Path, 
     start = time.perf_counter()
     opts = explainer.options
     directory = output_dir / loaded.item.out_subdir
-    planned = [(e, planned_files(directory, loaded.item.stem, e, opts.outputs, opts.save_raw)) for e in exps]
+    planned = plan_image(directory, loaded.item.stem, exps, opts)
     try:
         if not overwrite:
             clash = next((p for _, f in planned for p in f.values() if p.exists()), None)
             if clash is not None:
                 raise ImageError(f"{loaded.item.path}: output exists ({clash}); pass --overwrite or --skip-existing")
-        encoded: dict[Path, bytes] = {}
-        for e, files in planned:
-            encoded.update(encode_outputs(loaded.photo, e, files, opts.alpha))
+        encoded = encode_image(loaded.photo, planned, opts, explainer.layer_order, Path(loaded.item.path).name)
         write_all_atomic(encoded)  # all of this image's files, or none of them
     except (GradcamError, OSError) as err:
         cause = str(err) if isinstance(err, GradcamError) else \
