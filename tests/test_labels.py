@@ -2,7 +2,9 @@
 maps, a font that scales, guided images normalised for display, and every box with --bbox-mode all."""
 
 import json
+from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 import torch
@@ -139,6 +141,8 @@ def test_cli_caption_colorbar_colormap_and_raw_guided(tmp_path, samples):
         assert len(dark_rows(picture[:layout.image.y])) >= 7, kind  # the caption
     for kind in ("guided", "bbox"):  # untouched: the photo's size
         assert Image.open(rec["files"][kind]).size == (128, 128)
+    schema = json.loads((Path(__file__).resolve().parents[1] / "gradcam_cli" / "record.schema.json").read_text())
+    jsonschema.validate(rec, schema)
     raw = np.load(rec["files"]["guided_raw"])
     assert raw.shape == (128, 128, 3) and raw.dtype == np.float32
 

@@ -1,8 +1,10 @@
 """Sheets: the grid's geometry (cell order, titles, sizes) as golden values, and each cell's pixels."""
 
 import json
+from pathlib import Path
 
 import cv2
+import jsonschema
 import numpy as np
 import pytest
 from PIL import Image
@@ -125,7 +127,11 @@ def resnet_sheet(tmp_path_factory, samples):
         "--layer", "layer1", "--method", "gradcam", "--method", "layercam", "--outputs", "overlay",
         "--save-raw", "--sheet", "--colormap", "jet", "-o", out, "--json")])
     assert result.exit_code == 0, result.output
-    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    recs = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    schema = json.loads((Path(__file__).resolve().parents[1] / "gradcam_cli" / "record.schema.json").read_text())
+    for rec in recs:
+        jsonschema.validate(rec, schema)
+    return recs
 
 
 def test_cli_sheet_puts_layers_in_model_order_and_methods_in_rows(resnet_sheet, samples):

@@ -59,7 +59,8 @@ def explain(
         "--colorbar/--no-colorbar", help="The colour map's scale beside the picture. Default: on for sheets, off "
                                          "for heatmap and overlay.")] = None,
     colormap: Annotated[str, typer.Option(
-        "--colormap", help="jet, or perceptually uniform viridis, inferno, magma, plasma, cividis; turbo.")] = E["colormap"],
+        "--colormap", help="jet; perceptually uniform viridis, inferno, magma, plasma, cividis; turbo.")
+    ] = E["colormap"],
     report: Annotated[bool, typer.Option(
         "--report", help="Also write index.html in the output dir: a browsable report of all its results.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,

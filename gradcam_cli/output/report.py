@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -163,7 +162,18 @@ def _rows(found: list[_Manifest], locator: _Locator, output_dir: Path) -> tuple[
                      if isinstance(path, str) and (rel := locator.relative(path, manifest.run_dir)) is not None
                      and (output_dir / rel).is_file()}
             rows.append(_row(rec, i, files, _thumbnail(files, rec, thumbs)))
+    _short_names(images)
     return images, rows, thumbs
+
+
+def _short_names(images: list[dict]) -> None:
+    """Each input as shown in the table (``d``): its path below the folder all inputs share."""
+    try:
+        common = os.path.commonpath([os.path.dirname(image["in"]) for image in images])
+    except ValueError:  # absolute and relative paths mixed: show them whole
+        return
+    for image in images:
+        image["d"] = os.path.relpath(image["in"], common) if common else image["in"]
 
 
 def _thumbnail(files: dict[str, str], rec: dict, thumbs: dict[str, str]) -> str | None:
@@ -232,7 +242,8 @@ def _make_thumbnail(thumb: Path, source: Path) -> bool:
     h, w = picture.shape[:2]
     scale = THUMB_PX / max(h, w)
     if scale < 1:
-        picture = cv2.resize(picture, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        picture = cv2.resize(picture, size, interpolation=cv2.INTER_AREA)
     ok, data = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, 82])
     if not ok:
         return False

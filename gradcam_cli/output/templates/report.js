@@ -85,12 +85,12 @@
     var thumb = r.t ? el("a", { href: link }, el("img", { src: r.t, loading: "lazy", alt: "", decoding: "async" })) : null;
     return el("tr", { cls: r.err ? "failed" : "", "data-row": n },
       el("td", { cls: "thumb" }, thumb),
-      el("td", {}, el("a", { href: link }, el("code", { text: images[r.i].in }))),
+      el("td", {}, el("a", { href: link, title: images[r.i].in }, el("code", { text: images[r.i].d || images[r.i].in }))),
       el("td", { text: r.err ? "" : classText(r) }),
       el("td", { cls: "num", text: r.p == null ? "" : r.p.toFixed(3) }),
       el("td", { text: r.m || "" }),
       el("td", {}, r.l ? el("code", { text: r.l }) : null),
-      el("td", { text: r.err ? "" : mapText(r) }),
+      el("td", { cls: "map", text: r.err ? "" : mapText(r) }),
       el("td", { cls: "num", text: boxText(r) }),
       el("td", { cls: "error", text: r.err || (r.w ? r.w.join("; ") : "") }));
   }
