@@ -169,7 +169,8 @@ class Explainer:
         product = guided.float() * cam_on_crop[:, None]  # (K, 3, hc, wc)
         placed = place_on_original(product, geometry)
         images = list(guided_image(placed).cpu().numpy())  # scaled by what is shown, at the photo's resolution
-        raw = list(placed.permute(0, 2, 3, 1).contiguous().cpu().numpy()) if keep_raw else [None] * len(images)
+        finite = torch.nan_to_num(placed, nan=0.0, posinf=0.0, neginf=0.0)  # as the maps: non-finite is no evidence
+        raw = list(finite.permute(0, 2, 3, 1).contiguous().cpu().numpy()) if keep_raw else [None] * len(images)
         return images, raw
 
 
