@@ -24,6 +24,7 @@ from .model.fusion import unfold_conv
 from .model.labels import resolve_class
 from .model.layers import LayerInfo, default_layer, resolve_layer, trace_layers
 from .model.loading import LoadedModel
+from .model.stages import expand_stages
 from .options import ExplainOptions, ModelOptions
 from .output.render import guided_image
 
@@ -47,6 +48,7 @@ class Explanation:
     grid: tuple[int, int] = (0, 0)  # (h, w) of the map before it was placed on the photo
     class_specific: bool = True
     regions: tuple[Region, ...] = ()  # the largest region, or every region with --bbox-mode all
+    guided_raw: np.ndarray | None = None  # (H, W, 3) float32 guided gradient x map, kept with --save-raw
 
 
 class Explainer:
@@ -87,7 +89,7 @@ class Explainer:
         model = self.loaded.model
         self.layer_infos: list[LayerInfo] = trace_layers(model, self.loaded.preprocess.input_size)
         self.default_layer = default_layer(model, self.layer_infos)
-        paths = list(dict.fromkeys(self.options.layers)) or [self.default_layer]
+        paths = expand_stages(list(dict.fromkeys(self.options.layers)), model, self.layer_infos) or [self.default_layer]
         self._unfold_hooked_convs(paths)  # a conv's output shape is the same folded or not: no re-trace
         return {p: resolve_layer(model, p, self.layer_infos, self.default_layer) for p in paths}
 
@@ -108,6 +110,12 @@ class Explainer:
     def map_keys(self) -> list[tuple[str, str]]:
         """Every (method, layer) this explainer produces, in output order."""
         return [(m.name, path) for m in self.methods for path in (self.layers if m.uses_layer else [INPUT_LAYER])]
+
+    @property
+    def layer_order(self) -> list[str]:
+        """The explained layers in model order (the order they finish in a forward pass), the input first."""
+        finish = {l.path: l.finish_order for l in getattr(self, "layer_infos", [])}
+        return [INPUT_LAYER] + sorted(self.layers, key=lambda p: finish.get(p, len(finish)))
 
     def prepare(self, photo: np.ndarray) -> tuple[torch.Tensor, CropGeometry]:
         """The model's input for one photo (CPU tensor) and where it came from; safe to run in a worker."""
@@ -135,8 +143,9 @@ class Explainer:
             scaled, empty = normalize_minmax(raw.float())  # (B, K, h, w)
             for b, geometry in enumerate(geometries):
                 placed = place_on_original(scaled[b][:, None], geometry)[:, 0].cpu().numpy()
-                guided = self._guided_images(result.guided[b], scaled[b], tuple(inputs.shape[-2:]), geometry) \
-                    if result.guided is not None else [None] * placed.shape[0]
+                guided, guided_raw = self._guided_images(result.guided[b], scaled[b], tuple(inputs.shape[-2:]),
+                                                         geometry, opts.save_raw) \
+                    if result.guided is not None else ([None] * placed.shape[0],) * 2
                 for k in range(placed.shape[0]):
                     c = int(result.classes[b, k])
                     regions = regions_from_map(placed[k], opts.bbox_threshold)
@@ -145,7 +154,7 @@ class Explainer:
                         score=float(result.logits[b, c]), layer=layer, method=method, map=placed[k],
                         empty=bool(empty[b, k]), bbox=regions[0].box if regions else None,
                         regions=tuple(regions if opts.bbox_mode == "all" else regions[:1]),
-                        guided=guided[k], rank=k + 1, grid=tuple(raw.shape[-2:]),
+                        guided=guided[k], guided_raw=guided_raw[k], rank=k + 1, grid=tuple(raw.shape[-2:]),
                         warnings=_warnings(result.logits[b], raw[b, k], bool(empty[b, k])),
                         class_specific=METHODS[method].class_specific,
                     ))
@@ -153,11 +162,16 @@ class Explainer:
 
     @staticmethod
     def _guided_images(guided: torch.Tensor, scaled: torch.Tensor, crop_hw: tuple[int, int],
-                       geometry: CropGeometry) -> list[np.ndarray]:
-        """Guided backprop times the map upsampled to the crop, placed on the photo."""
+                       geometry: CropGeometry, keep_raw: bool) -> tuple[list, list]:
+        """Guided backprop times the map upsampled to the crop, placed on the photo: the display images,
+        and (``keep_raw``) the float values as (H, W, 3) arrays."""
         cam_on_crop = upsample_to(scaled, crop_hw)  # (K, hc, wc)
         product = guided.float() * cam_on_crop[:, None]  # (K, 3, hc, wc)
-        return list(guided_image(place_on_original(product, geometry), product).cpu().numpy())
+        placed = place_on_original(product, geometry)
+        images = list(guided_image(placed).cpu().numpy())  # scaled by what is shown, at the photo's resolution
+        finite = torch.nan_to_num(placed, nan=0.0, posinf=0.0, neginf=0.0)  # as the maps: non-finite is no evidence
+        raw = list(finite.permute(0, 2, 3, 1).contiguous().cpu().numpy()) if keep_raw else [None] * len(images)
+        return images, raw
 
 
 def _warnings(logits: torch.Tensor, raw: torch.Tensor, empty: bool) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 
 from .errors import UsageError
 from .methods import METHODS, SMOOTHING, get_method
+from .output.colormaps import COLORMAPS, DEFAULT_COLORMAP
 from .output.files import KINDS
 
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
@@ -63,6 +64,10 @@ class ExplainOptions:
     bbox_threshold: float = 0.5
     bbox_mode: str = "largest"  # or "all": every region above the threshold
     save_raw: bool = False
+    sheet: bool = False  # one PNG per image and class: every method at every layer
+    caption: bool | None = None  # None: on for sheets, off for heatmap/overlay files
+    colorbar: bool | None = None  # None: on for sheets, off for heatmap/overlay files
+    colormap: str = DEFAULT_COLORMAP
     overwrite: bool = False
     batch_size: int = 1  # images per forward pass
     perturbation_batch_size: int = 32  # perturbed copies per extra forward pass (scorecam, ablationcam, occlusion)
@@ -93,6 +98,8 @@ class ExplainOptions:
         if self.occlusion_stride > self.occlusion_window:
             raise UsageError(f"--occlusion-stride {self.occlusion_stride}: larger than the window "
                              f"({self.occlusion_window}), so some pixels would never be occluded")
+        if self.colormap not in COLORMAPS:
+            raise UsageError(f"--colormap {self.colormap}: unknown; choose from {', '.join(COLORMAPS)}")
         if self.precision not in PRECISIONS:
             raise UsageError(f"--precision {self.precision}: unknown; choose from {', '.join(PRECISIONS)}")
 

@@ -11,10 +11,11 @@ import typer
 from ..options import EngineOptions, ExplainOptions, JobOptions, ModelOptions, default_of
 from .app import (ActorsOpt, DeviceOpt, EngineOpt, FoldBnOpt, GpusPerActorOpt, LabelsOpt, MemoryFormatOpt, ModelOpt,
                   NumClassesOpt, PretrainedOpt, RayAddressOpt, WeightsOpt, app, fail)
+from .console import EXIT_INTERRUPTED
 
 E = {f: default_of(ExplainOptions, f) for f in ("top_k", "alpha", "bbox_threshold", "batch_size", "precision",
                                                   "occlusion_window", "occlusion_stride", "perturbation_batch_size",
-                                                  "outputs", "bbox_mode")}
+                                                  "outputs", "bbox_mode", "colormap")}
 M = {f: default_of(ModelOptions, f) for f in ("pretrained", "device", "memory_format", "fold_bn")}
 J = {f: default_of(JobOptions, f) for f in ("workers",)}
 
@@ -25,7 +26,8 @@ def explain(
         help="Image files, folders, glob patterns, or - to read paths from stdin.")],
     model: ModelOpt = None,
     layer: Annotated[Optional[list[str]], typer.Option(
-        "--layer", "-l", help="Module path as `gradcam layers` prints it; repeatable. Default: the model's last spatial block.")] = None,
+        "--layer", "-l", help="Module path as `gradcam layers` prints it; repeatable; `stages` = each stage's last "
+                              "block. Default: the model's last spatial block.")] = None,
     classes: Annotated[Optional[list[str]], typer.Option(
         "--class", "-c", help="Class index or name to explain; repeatable. Default: the top prediction.")] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Explain the K most likely classes.")] = E["top_k"],
@@ -47,7 +49,22 @@ def explain(
         "--bbox-threshold", help="Box = largest region where the normalised map >= this (0..1].")] = E["bbox_threshold"],
     bbox_mode: Annotated[str, typer.Option(
         "--bbox-mode", help="largest: one box; all: every region above the threshold, each with its share.")] = E["bbox_mode"],
-    save_raw: Annotated[bool, typer.Option("--save-raw", help="Also write the float map as .npy.")] = False,
+    save_raw: Annotated[bool, typer.Option(
+        "--save-raw", help="Also write the float map (and the guided gradient) as .npy.")] = False,
+    sheet: Annotated[bool, typer.Option(
+        "--sheet", help="Also write one PNG per image and class: the photo, then every layer (columns) for every "
+                        "method (rows).")] = False,
+    caption: Annotated[Optional[bool], typer.Option(
+        "--caption/--no-caption", help="Class, probability, method and layer above the picture. Default: on for "
+                                       "sheets, off for heatmap and overlay.")] = None,
+    colorbar: Annotated[Optional[bool], typer.Option(
+        "--colorbar/--no-colorbar", help="The colour map's scale beside the picture. Default: on for sheets, off "
+                                         "for heatmap and overlay.")] = None,
+    colormap: Annotated[str, typer.Option(
+        "--colormap", help="jet; perceptually uniform viridis, inferno, magma, plasma, cividis; turbo.")
+    ] = E["colormap"],
+    report: Annotated[bool, typer.Option(
+        "--report", help="Also write index.html in the output dir: a browsable report of all its results.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
     skip_existing: Annotated[bool, typer.Option(
         "--skip-existing", help="Skip images whose requested outputs all exist (resume a job).")] = False,
@@ -91,7 +108,8 @@ def explain(
             layers=tuple(layer or ()), classes=tuple(classes or ()), top_k=top_k, methods=tuple(method or ("gradcam",)),
             smooth=smooth, occlusion_window=occlusion_window, occlusion_stride=occlusion_stride,
             outputs=tuple(k.strip() for k in outputs.split(",") if k.strip()), alpha=alpha,
-            bbox_threshold=bbox_threshold, bbox_mode=bbox_mode, save_raw=save_raw, overwrite=overwrite, batch_size=batch_size,
+            bbox_threshold=bbox_threshold, bbox_mode=bbox_mode, save_raw=save_raw, sheet=sheet, caption=caption,
+            colorbar=colorbar, colormap=colormap, overwrite=overwrite, batch_size=batch_size,
             perturbation_batch_size=perturbation_batch_size, precision=precision)
         job = JobOptions(workers=workers, skip_existing=skip_existing, fail_fast=fail_fast,
                          shard=parse_shard(shard) if shard else None)
@@ -101,19 +119,42 @@ def explain(
             checked.validate()
         job.validate(overwrite=overwrite)
         if engine_opts.engine == "ray":
-            raise typer.Exit(_explain_on_ray(inputs, recursive, nul, output_dir, model_opts, options, job, engine_opts,
-                                             as_json=as_json, quiet=quiet))
+            code = _explain_on_ray(inputs, recursive, nul, output_dir, model_opts, options, job, engine_opts,
+                                   as_json=as_json, quiet=quiet)
+            raise typer.Exit(code if "://" in output_dir else _with_report(code, report, output_dir, quiet))
         items = _collect(inputs, recursive, nul, Path(output_dir), job.shard)
         from ..explainer import Explainer
 
         explainer = Explainer.from_options(model_opts, options)
         _create_output_dir(Path(output_dir))
+        _record_run(explainer, {"model": model_opts, "explain": options, "job": job}, Path(output_dir),
+                    job.manifest_name)
     except UsageError as err:
         raise fail(str(err)) from None
     from .console import run_with_console
 
-    raise typer.Exit(run_with_console(explainer, items, Path(output_dir), job, as_json=as_json, quiet=quiet,
-                                      table=not as_json))
+    code = run_with_console(explainer, items, Path(output_dir), job, as_json=as_json, quiet=quiet, table=not as_json)
+    raise typer.Exit(_with_report(code, report, output_dir, quiet))
+
+
+def _with_report(code: int, report: bool, output_dir: str, quiet: bool) -> int:
+    """``--report``: the HTML report after the run (not after an interrupted one)."""
+    if not report or code == EXIT_INTERRUPTED:
+        return code
+    from .report import write_report
+
+    return max(code, write_report(Path(output_dir), quiet))
+
+
+def _record_run(explainer, option_sets: dict, output_dir: Path, manifest_name: str) -> None:
+    """``run.json`` for the report: how these outputs were made."""
+    from ..errors import UsageError
+    from ..output.runinfo import run_info, write_run_info
+
+    try:
+        write_run_info(output_dir, manifest_name, run_info(explainer, option_sets, output_dir))
+    except OSError as err:
+        raise UsageError(f"--output-dir {output_dir}: cannot write ({err.strerror or err})") from None
 
 
 def _explain_on_ray(inputs, recursive, nul, output_dir: str, model_opts, options, job, engine_opts, *, as_json, quiet):
@@ -130,12 +171,15 @@ def _explain_on_ray(inputs, recursive, nul, output_dir: str, model_opts, options
     check_device(model_opts.device, engine_opts.gpus_per_actor)
     is_uri = "://" in output_dir
     items = _collect(inputs, recursive, nul, None if is_uri else Path(output_dir), job.shard)
-    Explainer.from_options(replace(model_opts, device="cpu"), options)  # bad layers, classes: exit 2 before Ray starts
+    checked = Explainer.from_options(replace(model_opts, device="cpu"), options)  # bad layers, classes: exit 2 now
     try:
         output = open_folder(output_dir)
         output[0].make_dir(output[1])
     except (OSError, ValueError) as err:  # unreachable, not writable, or a URI scheme pyarrow does not know
         raise fail(f"--output-dir {output_dir}: cannot create ({getattr(err, 'strerror', None) or err})") from None
+    if not is_uri:
+        _record_run(checked, {"model": model_opts, "explain": options, "job": job}, Path(output_dir),
+                    job.manifest_name)
     task = ExplainTask(model_opts, options, output_dir, workers=job.workers, skip_existing=job.skip_existing)
     with ray_session(engine_opts):
         plan = plan_pool(engine_opts)

@@ -19,9 +19,9 @@ from pathlib import Path
 from ..errors import GradcamError, ImageError
 from ..explainer import Explainer
 from ..options import JobOptions
-from ..output.files import output_path, output_stem
+from ..output.files import output_path, output_stem, sheet_path
 from ..output.store import LOCAL
-from ..output.write import encode_outputs, planned_files
+from ..output.write import encode_image, plan_image
 from .images import load_rgb
 from .inputs import InputImage
 from .manifest import Manifest, Record
@@ -65,10 +65,13 @@ def outputs_complete(explainer: Explainer, item: InputImage, output_dir: Path, f
     """
     opts = explainer.options
     directory = output_dir / item.out_subdir
-    kinds = list(opts.outputs) + (["map"] if opts.save_raw else [])
+    kinds = [(k, ".png") for k in opts.outputs]
+    if opts.save_raw:
+        kinds += [("map", ".npy")] + ([("guided", ".npy")] if "guided" in opts.outputs else [])
+    if opts.sheet and not _sheets_complete(explainer, item.stem, directory, files):
+        return False
     for method, layer in explainer.map_keys():
-        for kind in kinds:
-            suffix = ".npy" if kind == "map" else ".png"
+        for kind, suffix in kinds:
             if explainer.classes:
                 if not all(files.exists(output_path(directory, item.stem, method, layer, c, kind, suffix))
                            for c in explainer.classes):
@@ -80,6 +83,14 @@ def outputs_complete(explainer: Explainer, item: InputImage, output_dir: Path, f
                 if len(matches) < opts.top_k:
                     return False
     return True
+
+
+def _sheets_complete(explainer: Explainer, stem: str, directory: Path, files=LOCAL) -> bool:
+    if explainer.classes:
+        return all(files.exists(sheet_path(directory, stem, c)) for c in explainer.classes)
+    prefix = sheet_path(directory, stem, 0).name[: -len("0.png")]
+    found = [n for n in files.glob(directory, f"{glob_escape(prefix)}*.png") if n[len(prefix):-4].isdigit()]
+    return len(found) >= explainer.options.top_k
 
 
 def glob_escape(text: str) -> str:
@@ -103,15 +114,13 @@ def _write_image(explainer: Explainer, loaded: _Loaded, exps, output_dir: Path, 
     start = time.perf_counter()
     opts = explainer.options
     directory = output_dir / loaded.item.out_subdir
-    planned = [(e, planned_files(directory, loaded.item.stem, e, opts.outputs, opts.save_raw)) for e in exps]
+    planned = plan_image(directory, loaded.item.stem, exps, opts)
     try:
         if not overwrite:
             clash = next((p for _, f in planned for p in f.values() if files.exists(p)), None)
             if clash is not None:
                 raise ImageError(f"{loaded.item.path}: output exists ({clash}); pass --overwrite or --skip-existing")
-        encoded: dict[Path, bytes] = {}
-        for e, paths in planned:
-            encoded.update(encode_outputs(loaded.photo, e, paths, opts.alpha))
+        encoded = encode_image(loaded.photo, planned, opts, explainer.layer_order, Path(loaded.item.path).name)
         files.write_all(encoded)  # all of this image's files, or none of them
     except (GradcamError, OSError) as err:
         cause = str(err) if isinstance(err, GradcamError) else \

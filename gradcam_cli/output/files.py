@@ -33,6 +33,11 @@ def output_path(directory: Path, image_stem: str, method: str, layer: str, class
     return directory / f"{output_stem(image_stem, method, layer, class_index)}_{kind}{suffix}"
 
 
+def sheet_path(directory: Path, image_stem: str, class_index: int) -> Path:
+    """Where the sheet of one (image, class) goes: ``<image>_sheet_c<class>.png``."""
+    return directory / f"{image_stem}_sheet_c{class_index}.png"
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and a rename.
 
