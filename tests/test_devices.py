@@ -167,7 +167,7 @@ def test_host_to_device_pins_and_copies_to_cuda() -> None:
     assert torch.equal(moved.cpu(), batch)
 
 
-def _cuda_vs_cpu(samples, precision: str, bounds: tuple[float, float]) -> None:
+def _cuda_vs_cpu(samples, precision: str, bounds: tuple[float, float, float]) -> None:
     cpu = load_model()
     gpu = load_model(device="cuda")
     x = photo_batch(samples)
@@ -175,25 +175,25 @@ def _cuda_vs_cpu(samples, precision: str, bounds: tuple[float, float]) -> None:
     res = explain(gpu.model, host_to_device(x, torch.device("cuda")), "bn2", precision=precision)
     assert res.maps["gradcam", "bn2"].device.type == "cuda"
     assert torch.equal(res.classes.cpu(), ref.classes)
-    max_diff, min_corr = bounds
+    max_diff, min_corr, min_guided_corr = bounds
     a, b = normalised(ref.maps["gradcam", "bn2"]), normalised(res.maps["gradcam", "bn2"].cpu())
     assert (a - b).abs().max() < max_diff
     assert correlation(a, b) > min_corr
-    assert correlation(ref.guided, res.guided.cpu()) > min_corr - 0.01
+    assert correlation(ref.guided, res.guided.cpu()) > min_guided_corr
 
 
 @needs_cuda
-def test_cuda_fp32_matches_cpu(samples) -> None:
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
-    _cuda_vs_cpu(samples, "fp32", (1e-4, 0.99999))
+def test_cuda_fp32_matches_cpu(samples, monkeypatch) -> None:
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # TF32 convolutions round to 10 bits
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    _cuda_vs_cpu(samples, "fp32", (1e-4, 0.99999, 0.99))
 
 
 @needs_cuda
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_cuda_autocast_close_to_cpu_fp32(samples, precision) -> None:
-    max_diff, min_corr, _ = PRECISION_BOUNDS[precision]
-    _cuda_vs_cpu(samples, precision, (max_diff, min_corr))
+    """The same bounds as on the CPU (measured on an H200: bf16 guided correlation 0.979)."""
+    _cuda_vs_cpu(samples, precision, PRECISION_BOUNDS[precision])
 
 
 @needs_cuda
