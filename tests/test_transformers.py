@@ -299,12 +299,13 @@ class OnePatchNet(nn.Module):
     Channel 0 of every patch embedding is zero; a position embedding marks the target
     patch with 50 there. Prefix tokens are marked more strongly (100): a map that kept a
     prefix token, or read the grid shifted by the prefix, would peak somewhere else.
+    ``metadata="channels_last"``: the blocks run on a ``(B, h, w, C)`` grid instead (Swin's layout).
     """
 
     def __init__(self, grid: tuple[int, int], target: tuple[int, int], prefix: int = 0, metadata: str = "timm",
                  patch: int = 8, dim: int = 16) -> None:
         super().__init__()
-        self.grid, self.prefix = grid, prefix
+        self.grid, self.prefix, self.channels_last = grid, prefix, metadata == "channels_last"
         self.index = target[0] * grid[1] + target[1]
         self.patch_embed = PatchEmbed(patch, dim, grid if metadata == "timm" else None)
         if metadata == "timm":
@@ -335,6 +336,9 @@ class OnePatchNet(nn.Module):
         tokens = self.patch_embed(x) + self.pos_embed
         prefix = torch.cat([self.cls_token, self.reg_token], 1) if hasattr(self, "cls_token") else self.extra
         tokens = torch.cat([prefix.expand(x.shape[0], -1, -1), tokens], dim=1)
+        if self.channels_last:
+            out = self.blocks(tokens[:, self.prefix:].reshape(x.shape[0], *self.grid, -1))
+            return self.head(out[:, self.index // self.grid[1], self.index % self.grid[1]])
         return self.head(self.blocks(tokens)[:, self.prefix + self.index])
 
 
@@ -347,6 +351,8 @@ KNOWN_METHODS = ["gradcam", "hirescam", "layercam", "gradcampp", "xgradcam", "ab
     ((3, 5), (0, 4), 1, "timm", (150, 200)),  # a class token (timm's num_prefix_tokens)
     ((4, 6), (2, 5), 5, "timm", (100, 160)),  # class + 4 register tokens
     ((5, 3), (4, 0), 2, "parameters", (200, 130)),  # class + register token parameters, taller than wide
+    ((4, 4), (0, 3), 0, "channels_last", (120, 90)),  # a (B, h, w, C) stage, square
+    ((3, 6), (2, 1), 0, "channels_last", (100, 220)),  # a (B, h, w, C) stage, non-square
 ])
 def test_map_peaks_at_the_patch_the_head_reads(grid, target, prefix, metadata, photo_hw) -> None:
     model = OnePatchNet(grid, target, prefix, metadata).eval()
@@ -361,12 +367,14 @@ def test_map_peaks_at_the_patch_the_head_reads(grid, target, prefix, metadata, p
     top, left = round((resized[0] - input_hw[0]) / 2), round((resized[1] - input_hw[1]) / 2)
     y0, x0 = (top + 8 * target[0]) / scale, (left + 8 * target[1]) / scale
     y1, x1 = y0 + 8 / scale, x0 + 8 / scale
+    # The default layer: the last block's norm1 for token sequences, the last stage for channels-last grids.
+    layer, layout = ("blocks.1", "channels_last") if metadata == "channels_last" else ("blocks.1.norm1", "tokens")
     for e in result.explanations:
-        assert e.layer == "blocks.1.norm1" and e.grid == grid, (e.layer, e.grid)
-        assert (e.layout, e.prefix_tokens) == ("tokens", prefix)
+        assert e.layer == layer and e.grid == grid, (e.layer, e.grid)
+        assert (e.layout, e.prefix_tokens) == (layout, prefix)
         assert e.map.shape == photo_hw and not e.empty
-        peak_y, peak_x = np.unravel_index(np.argmax(e.map), e.map.shape)
-        assert y0 <= peak_y < y1 and x0 <= peak_x < x1, (e.method, (peak_y, peak_x), (y0, x0, y1, x1))
+        peak_y, peak_x = np.unravel_index(np.argmax(e.map), e.map.shape)  # the first pixel at the maximum
+        assert y0 <= peak_y + 0.5 < y1 and x0 <= peak_x + 0.5 < x1, (e.method, (peak_y, peak_x), (y0, x0, y1, x1))
         bx0, by0, bx1, by1 = e.bbox  # around the patch, give or take half a patch of interpolation
         m = 4 / scale
         assert x0 - m <= bx0 < bx1 <= x1 + m and y0 - m <= by0 < by1 <= y1 + m, (e.method, e.bbox)
