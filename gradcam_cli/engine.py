@@ -238,6 +238,8 @@ def explain_batch(
     copies (flip x three input scalings), each brought back to the original geometry;
     ``smooth="eigen"`` takes the first principal component of the weighted activations
     instead of their sum. ``batch_size`` bounds the perturbed copies per extra forward pass.
+    ``layouts`` maps a layer path to how its output is laid out (``model/layout.py``;
+    ``model.layers.layer_layouts`` detects them); a layer without one is read as ``(B, C, h, w)``.
     """
     infos = [get_method(m) for m in dict.fromkeys(methods)]
     autocast_for(inputs.device, precision)  # refuses an unknown or unsupported precision before any work

@@ -77,6 +77,7 @@ def _trace_table(model: str | None, num_classes: int | None) -> dict:
         "input_size": list(loaded.preprocess.input_size),
         "default": default_layer(loaded.model, infos),
         "layers": [{"path": l.path, "type": l.type, "shape": list(l.shape), "layout": l.layout.name,
-                    "grid": list(l.layout.grid), "prefix_tokens": l.layout.prefix, "grid_text": l.layout.describe()}
+                    "grid": list(l.layout.grid), "prefix_tokens": l.layout.prefix, "grid_text": l.layout.describe(),
+                    "channels": l.shape[0] if l.layout.name == "channels_first" else l.shape[-1]}
                    for l in rows],
     }

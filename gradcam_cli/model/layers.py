@@ -40,7 +40,7 @@ class LayerInfo:
 
     @property
     def spatial(self) -> bool:
-        """A grid with more than one position (a conv map, a channels-last stage, tokens): something Grad-CAM can weigh."""
+        """A grid with more than one position (conv map, channels-last stage, tokens): something Grad-CAM can weigh."""
         grid = getattr(self.layout, "grid", None)
         return grid is not None and grid[0] * grid[1] > 1
 

@@ -209,7 +209,8 @@ def _module_says(module: nn.Module | None) -> str | None:
     return None
 
 
-def _four_d(shape: tuple[int, ...], input_size: Grid, hints: ModelHints, module: nn.Module | None) -> Layout | str | None:
+def _four_d(shape: tuple[int, ...], input_size: Grid, hints: ModelHints,
+            module: nn.Module | None) -> Layout | str | None:
     a, b, c = shape[1:]
     grids = plausible_grids(input_size)
     first, last = (b, c) in grids, (a, b) in grids
@@ -258,6 +259,7 @@ def detect_layout(shape: tuple[int, ...], batch: int, input_size: Grid, hints: M
         return None
     if len(readings) > 1:
         options = ", ".join(r.describe() for r in readings)
-        return f"its {count} tokens (output {tuple(shape)}) fit several grids ({options}) and the model does not say which"
+        return (f"its {count} tokens (output {tuple(shape)}) fit several grids ({options}) "
+                "and the model does not say which")
     reading = readings[0]
     return Tokens(reading.grid, reading.prefix, sequence_first)
