@@ -28,7 +28,7 @@ from ..errors import MethodError
 
 Grid = tuple[int, int]
 MAX_GUESSED_PREFIX = 8  # prefix tokens considered when the model does not say how many it has
-PREFIX_PARAMETERS = ("cls_token", "class_token", "dist_token", "reg_token", "register_tokens")
+PREFIX_PARAMETERS = ("cls_token", "class_token", "dist_token", "distillation_token", "reg_token", "register_tokens")
 
 
 def _grid_text(grid: Grid | None) -> str:
@@ -165,11 +165,12 @@ def _patch_grid(model: nn.Module, input_size: Grid) -> Grid | None:
 
 
 def _prefix_count(model: nn.Module) -> int | None:
-    """timm's ``num_prefix_tokens``, else the tokens of the model's own class/distillation/register parameters."""
+    """timm's ``num_prefix_tokens``, else the tokens of the model's class/distillation/register parameters
+    (at any depth: Hugging Face keeps them in ``vit.embeddings``)."""
     n = getattr(model, "num_prefix_tokens", None)
     if isinstance(n, int) and not isinstance(n, bool) and n >= 0:
         return n
-    found = [getattr(model, name) for name in PREFIX_PARAMETERS if isinstance(getattr(model, name, None), torch.Tensor)]
+    found = [p for name, p in model.named_parameters() if name.rpartition(".")[2] in PREFIX_PARAMETERS]
     if not found:
         return None
     return sum(int(p.shape[-2]) if p.dim() >= 2 else 1 for p in found)
