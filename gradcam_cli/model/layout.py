@@ -205,7 +205,7 @@ def _module_says(module: nn.Module | None) -> str | None:
     kind = type(module).__name__ if module is not None else ""
     if any(t in kind for t in _CHANNELS_FIRST_TYPES) and not kind.endswith("1d"):
         return "channels_first"
-    if any(kind.startswith(t) or kind == t for t in _CHANNELS_LAST_TYPES):
+    if kind.startswith(_CHANNELS_LAST_TYPES):
         return "channels_last"
     return None
 
