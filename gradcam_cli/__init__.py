@@ -10,8 +10,9 @@ Python API (the CLI is a thin layer over it)::
     explainer = Explainer(load_model("resnet50", pretrained=False), ExplainOptions(top_k=2))
     [explanations] = explainer.explain_arrays([load_rgb("dog.jpg")])
 
-Lower level: ``explain_batch`` (engine) on a preprocessed tensor, and the methods'
-pure functions on tensors in ``gradcam_cli.methods.<name>``.
+Lower level: ``explain_batch`` (engine) on a preprocessed tensor (pass
+``layouts=layer_layouts(model, layers, input_size)`` for transformer layers), and the
+methods' pure functions on tensors in ``gradcam_cli.methods.<name>``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ _EXPORTS = {
     "trace_layers": "model.layers",
     "default_layer": "model.layers",
     "resolve_layer": "model.layers",
+    "layer_layouts": "model.layers",
     "resolve_device": "model.device",
     "keep_freed_memory": "allocator",
     "GradcamError": "errors",
@@ -58,7 +60,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .job.images import load_rgb
     from .methods import METHODS
     from .model.device import resolve_device
-    from .model.layers import default_layer, resolve_layer, trace_layers
+    from .model.layers import default_layer, layer_layouts, resolve_layer, trace_layers
     from .model.loading import DEFAULT_MODEL, LoadedModel, load_model
     from .options import ExplainOptions, JobOptions, ModelOptions
 

@@ -24,8 +24,9 @@ from .errors import MethodError
 from .maps.scale import normalize_minmax
 from .methods import GRADIENTS, INPUT_LAYER, get_method
 from .methods.base import Evidence, to_map
-from .model.device import autocast_for, input_memory_format, model_device
-from .model.layout import CONV
+from .model.device import autocast_for, input_memory_format, model_device, model_dtype
+from .model.layout import CONV, one_image
+from .model.outputs import logits_of
 from .model.tail import build_tail
 
 # pytorch-grad-cam's test-time augmentation: a horizontal flip times three input scalings.
@@ -49,18 +50,9 @@ class EngineState:
     tails: dict = field(default_factory=dict)
 
 
-def logits_of(output: object) -> torch.Tensor:
-    """The ``(B, N)`` logits in a model's output: a tensor, ``.logits``, ``["logits"]`` or a first element."""
-    candidates = [output, getattr(output, "logits", None)]
-    if isinstance(output, dict):
-        candidates.append(output.get("logits"))
-    if isinstance(output, (tuple, list)) and output:
-        candidates.append(output[0])
-    for c in candidates:
-        if isinstance(c, torch.Tensor) and c.ndim == 2:
-            return c
-    raise MethodError(f"the model must return (batch, classes) logits; it returned {type(output).__name__}, "
-                      "with no 2-D tensor as itself, .logits, ['logits'] or its first element")
+def working_precision(t: torch.Tensor) -> torch.Tensor:
+    """The methods' arithmetic: float32, or float64 for a float64 model (half precisions are widened)."""
+    return t if t.dtype == torch.float64 else t.float()
 
 
 def choose_classes(logits: torch.Tensor, classes: Sequence[int] | torch.Tensor | None, top_k: int) -> torch.Tensor:
@@ -106,17 +98,24 @@ def cam_class_weights(model: nn.Module, path: str, activations: torch.Tensor, lo
     rel = max(1e-3, 8 * torch.finfo(logits.dtype).eps) if logits.dtype.is_floating_point else 1e-3
     if not gap <= rel * scale + 1e-4:
         raise MethodError(
-            f"--method cam: the head after layer {path!r} is not global-average-pooling -> linear "
-            f"(logits differ from fc(mean(A)) by up to {gap:.3g}); use --method gradcam"
+            f"--method cam: the head after layer {path!r} is not global-average-pooling -> linear"
+            f"{_class_token_head(model)} (logits differ from fc(mean(A)) by up to {gap:.3g}); use --method gradcam"
         )
-    return fc.weight.detach().to(activations.dtype)[classes]
+    return fc.weight.detach().float()[classes].to(activations.dtype)
+
+
+def _class_token_head(model: nn.Module) -> str:
+    """The reason a transformer's head is no GAP -> linear over the grid, when the model says it."""
+    pool = getattr(model, "global_pool", None)
+    reads_token = pool == "token" or (pool is None and isinstance(getattr(model, "class_token", None), torch.Tensor))
+    return ": it reads the class token, not the mean of the grid tokens" if reads_token else ""
 
 
 def check_cam_applies(model: nn.Module, layers: dict[str, nn.Module], input_size: tuple[int, int],
                       layouts: dict | None = None) -> None:
     """Refuse CAM up front, from one probe forward pass on a random image."""
     device = model_device(model)
-    probe = torch.randn(1, 3, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
+    probe = torch.randn(1, 3, *input_size, generator=torch.Generator().manual_seed(0)).to(device, model_dtype(model))
     capture = ActivationCapture(layers, make_leaf=False)
     with capture.installed(), torch.inference_mode():
         logits = logits_of(model(probe))
@@ -137,7 +136,7 @@ class _Passes:
 
     def _forward(self, fn, *args) -> torch.Tensor:
         with autocast_for(self.inputs.device, self.precision):
-            return _working(logits_of(fn(*args)))
+            return working_precision(logits_of(fn(*args)))
 
     def logits_for_inputs(self, x: torch.Tensor) -> torch.Tensor:
         fmt = input_memory_format(self.model)
@@ -147,14 +146,18 @@ class _Passes:
 
     def logits_after_layer(self, layer: str, image: int, grids: torch.Tensor) -> torch.Tensor:
         tail = self.state.tails.get(layer)
+        layout = self.layouts.get(layer, CONV)
         if tail is None:
-            tail = build_tail(self.model, layer, self.inputs, self.raw[layer], self.logits)
+            tail = build_tail(self.model, layer, self.inputs, self.raw[layer], self.logits, layout.batch_dim)
             self.state.tails[layer] = tail
         if layer not in self._frontiers:
             self._frontiers[layer] = tail.frontier(self.inputs)
-        raw = self.layouts.get(layer, CONV).from_grid(grids).to(self.raw[layer].dtype)
-        return torch.cat([self._forward(tail, raw[i:i + self.batch_size], self._frontiers[layer], image)
-                          for i in range(0, raw.shape[0], self.batch_size)])
+        original = one_image(layout, self.raw[layer], image)  # its prefix tokens are kept as they were
+        raw = layout.from_grid(grids, original).to(self.raw[layer].dtype)
+        b = layout.batch_dim
+        return torch.cat([self._forward(tail, raw.narrow(b, i, min(self.batch_size, raw.shape[b] - i)),
+                                        self._frontiers[layer], image)
+                          for i in range(0, raw.shape[b], self.batch_size)])
 
 
 def _record_forward(model, inputs, layers, infos, guided, classes, top_k, precision):
@@ -189,12 +192,7 @@ def _record_forward(model, inputs, layers, infos, guided, classes, top_k, precis
                 guided_grads.append(g_in.float())
     raw = {p: a.detach() for p, a in raw.items()}
     guided_out = torch.stack(guided_grads, dim=1) if guided else None
-    return _working(logits.detach()), chosen, raw, (grads if needs_grads else {}), guided_out
-
-
-def _working(t: torch.Tensor) -> torch.Tensor:
-    """Float32 for the methods' arithmetic (float16/bfloat16 activations too); a float64 model stays float64."""
-    return t if t.dtype == torch.float64 else t.float()
+    return working_precision(logits.detach()), chosen, raw, (grads if needs_grads else {}), guided_out
 
 
 def _run_methods(model, inputs, layers, infos, logits, chosen, raw, grads, layouts, state, settings, smooth,
@@ -202,8 +200,8 @@ def _run_methods(model, inputs, layers, infos, logits, chosen, raw, grads, layou
     """Every method on every layer (or on the input), under inference mode."""
     maps = {}
     with torch.inference_mode():
-        acts = {p: _working(layouts.get(p, CONV).to_grid(a)) for p, a in raw.items()}
-        grids = {p: torch.stack([_working(layouts.get(p, CONV).to_grid(g)) for g in gs], dim=1)
+        acts = {p: working_precision(layouts.get(p, CONV).to_grid(a)) for p, a in raw.items()}
+        grids = {p: torch.stack([working_precision(layouts.get(p, CONV).to_grid(g)) for g in gs], dim=1)
                  for p, gs in grads.items()}
         passes = _Passes(model, inputs, raw, logits, layouts, state, batch_size, precision)
         for info in infos:
@@ -241,6 +239,8 @@ def explain_batch(
     copies (flip x three input scalings), each brought back to the original geometry;
     ``smooth="eigen"`` takes the first principal component of the weighted activations
     instead of their sum. ``batch_size`` bounds the perturbed copies per extra forward pass.
+    ``layouts`` maps a layer path to how its output is laid out (``model/layout.py``;
+    ``model.layers.layer_layouts`` detects them); a layer without one is read as ``(B, C, h, w)``.
     """
     infos = [get_method(m) for m in dict.fromkeys(methods)]
     autocast_for(inputs.device, precision)  # refuses an unknown or unsupported precision before any work

@@ -22,7 +22,8 @@ from .methods import INPUT_LAYER, METHODS
 from .model.device import autocast_for, host_to_device, model_device
 from .model.fusion import unfold_conv
 from .model.labels import resolve_class
-from .model.layers import LayerInfo, default_layer, resolve_layer, trace_layers
+from .model.layers import LayerInfo, default_layer, layer_layouts, resolve_layer, trace_layers
+from .model.layout import Layout
 from .model.loading import LoadedModel
 from .model.stages import expand_stages
 from .options import ExplainOptions, ModelOptions
@@ -49,6 +50,8 @@ class Explanation:
     class_specific: bool = True
     regions: tuple[Region, ...] = ()  # the largest region, or every region with --bbox-mode all
     guided_raw: np.ndarray | None = None  # (H, W, 3) float32 guided gradient x map, kept with --save-raw
+    layout: str = "channels_first"  # how the layer's output was read as the grid: channels_last, tokens, input
+    prefix_tokens: int = 0  # class/distillation/register tokens left out of a token grid
 
 
 class Explainer:
@@ -60,13 +63,15 @@ class Explainer:
         opts = self.options
         opts.validate()
         self.methods = [METHODS[m] for m in dict.fromkeys(opts.methods)]
+        self.layouts: dict[str, Layout] = {}  # per hooked layer, at the model's input size
+        self._layouts_at: dict[tuple[int, int], dict[str, Layout]] = {}
         self.layers = self._resolve_layers() if any(m.uses_layer for m in self.methods) else {}
         self.classes = [resolve_class(c, loaded.labels, loaded.num_classes) for c in dict.fromkeys(opts.classes)]
         self.guided = "guided" in opts.outputs
         self.state = EngineState()
         autocast_for(self.device, opts.precision)  # refuses a precision the device cannot run
         if any(m.name == "cam" for m in self.methods):
-            check_cam_applies(loaded.model, self.layers, loaded.preprocess.input_size)
+            check_cam_applies(loaded.model, self.layers, loaded.preprocess.input_size, self.layouts)
 
     @classmethod
     def from_options(cls, model: ModelOptions, options: ExplainOptions) -> "Explainer":
@@ -89,9 +94,21 @@ class Explainer:
         model = self.loaded.model
         self.layer_infos: list[LayerInfo] = trace_layers(model, self.loaded.preprocess.input_size)
         self.default_layer = default_layer(model, self.layer_infos)
-        paths = expand_stages(list(dict.fromkeys(self.options.layers)), model, self.layer_infos) or [self.default_layer]
+        asked = list(dict.fromkeys(self.options.layers))
+        paths = expand_stages(asked, model, self.layer_infos) or [self.default_layer]
         self._unfold_hooked_convs(paths)  # a conv's output shape is the same folded or not: no re-trace
-        return {p: resolve_layer(model, p, self.layer_infos, self.default_layer) for p in paths}
+        layers = {p: resolve_layer(model, p, self.layer_infos, self.default_layer) for p in paths}
+        infos = {l.path: l for l in self.layer_infos}
+        self.layouts = {p: infos[p].layout for p in paths}
+        self._layouts_at[tuple(self.loaded.preprocess.input_size)] = self.layouts
+        return layers
+
+    def layouts_for(self, input_size: tuple[int, int]) -> dict[str, Layout]:
+        """The hooked layers' layouts for inputs of ``input_size`` (a token grid follows the input's size)."""
+        size = (int(input_size[0]), int(input_size[1]))
+        if size not in self._layouts_at:
+            self._layouts_at[size] = layer_layouts(self.loaded.model, self.layers, size) if self.layers else {}
+        return self._layouts_at[size]
 
     def _unfold_hooked_convs(self, paths: Sequence[str]) -> None:
         """A hooked convolution must output its own result, not the BatchNorm folded into it."""
@@ -135,7 +152,7 @@ class Explainer:
             self.loaded.model, inputs, self.layers, classes=self.classes, top_k=opts.top_k,
             methods=[m.name for m in self.methods], guided=self.guided, precision=opts.precision,
             smooth=opts.smooth, settings=opts.method_settings, batch_size=opts.perturbation_batch_size,
-            state=self.state,
+            state=self.state, layouts=self.layouts_for(tuple(inputs.shape[-2:])),
         )
         probs = torch.softmax(result.logits, dim=1)
         out: list[list[Explanation]] = [[] for _ in geometries]
@@ -155,10 +172,17 @@ class Explainer:
                         empty=bool(empty[b, k]), bbox=regions[0].box if regions else None,
                         regions=tuple(regions if opts.bbox_mode == "all" else regions[:1]),
                         guided=guided[k], guided_raw=guided_raw[k], rank=k + 1, grid=tuple(raw.shape[-2:]),
+                        **self._layout_fields(layer),
                         warnings=_warnings(result.logits[b], raw[b, k], bool(empty[b, k])),
                         class_specific=METHODS[method].class_specific,
                     ))
         return out
+
+    def _layout_fields(self, layer: str) -> dict:
+        """How the map's grid was read from the layer's output, for the record."""
+        layout = self.layouts.get(layer)
+        return {"layout": layout.name if layout is not None else INPUT_LAYER,
+                "prefix_tokens": layout.prefix if layout is not None else 0}
 
     @staticmethod
     def _guided_images(guided: torch.Tensor, scaled: torch.Tensor, crop_hw: tuple[int, int],

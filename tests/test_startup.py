@@ -46,7 +46,8 @@ def test_layers_table_is_cached_and_the_cached_listing_needs_no_torch(tmp_path) 
     assert imported_second == []
     rows = json.loads(first)
     assert [r["path"] for r in rows if r["default"]] == ["layer4"]
-    assert {"path": "layer4", "type": "Sequential", "shape": [512, 7, 7], "default": True} in rows
+    assert {"path": "layer4", "type": "Sequential", "shape": [512, 7, 7], "layout": "channels_first", "grid": [7, 7],
+            "prefix_tokens": 0, "default": True} in rows
 
 
 def test_layers_cache_is_keyed_and_can_be_bypassed(tmp_path) -> None:

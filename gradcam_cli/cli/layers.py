@@ -19,7 +19,8 @@ def layers(
     cache: Annotated[bool, typer.Option(
         "--cache/--no-cache", help="Reuse the table from the last listing of this model (same library versions).")] = True,
 ) -> None:
-    """List the layers the methods can hook (spatial outputs), their shapes, and the default. No download."""
+    """List the layers the methods can hook (spatial outputs: conv maps, channels-last grids, token grids),
+    their shapes and grids, and the default. No download."""
     from ..model.listing import listed_paths
 
     table = layer_table(model, num_classes, cache)
@@ -27,7 +28,8 @@ def layers(
     shown = set(listed_paths([(r["path"], r["type"]) for r in table["layers"]], default, show_all))
     rows = [r for r in table["layers"] if r["path"] in shown]
     if as_json:
-        print(json.dumps([{"path": r["path"], "type": r["type"], "shape": r["shape"], "default": r["path"] == default}
+        print(json.dumps([{"path": r["path"], "type": r["type"], "shape": r["shape"], "layout": r["layout"],
+                           "grid": r["grid"], "prefix_tokens": r["prefix_tokens"], "default": r["path"] == default}
                           for r in rows]))
         return
     from rich.console import Console
@@ -35,11 +37,14 @@ def layers(
 
     h, w = table["input_size"]
     out = Table(title=f"{table['name']} at {h}x{w}: hookable layers", box=None, pad_edge=False)
-    for col in ("layer", "type", "output (C, H, W)", ""):
+    for col in ("layer", "type", "output", "grid", ""):
         out.add_column(col)
     for r in rows:
-        out.add_row(r["path"], r["type"], "x".join(map(str, r["shape"])), "default" if r["path"] == default else "")
-    Console(soft_wrap=True).print(out)
+        out.add_row(r["path"], r["type"], "x".join(map(str, r["shape"])), r["grid_text"],
+                    "default" if r["path"] == default else "")
+    cells = [(r["path"], r["type"], "x".join(map(str, r["shape"])), r["grid_text"]) for r in rows]
+    width = sum(max([len(c[i]) for c in cells] + [6]) for i in range(4)) + 7 + 5 * 2  # never cut a path
+    Console(soft_wrap=True, width=max(width, len(out.title) + 2)).print(out)
 
 
 def layer_table(model: str | None, num_classes: int | None, cache: bool = True) -> dict:
@@ -60,7 +65,7 @@ def layer_table(model: str | None, num_classes: int | None, cache: bool = True) 
 
 
 def _trace_table(model: str | None, num_classes: int | None) -> dict:
-    """The model's spatial layers in the order they finish, and its default layer (needs torch and timm)."""
+    """The model's spatial layers in the order they finish with their grids, and its default layer (needs torch)."""
     from ..model.layers import default_layer, trace_layers
     from ..model.loading import load_architecture
 
@@ -71,5 +76,8 @@ def _trace_table(model: str | None, num_classes: int | None) -> dict:
         "name": loaded.name,
         "input_size": list(loaded.preprocess.input_size),
         "default": default_layer(loaded.model, infos),
-        "layers": [{"path": l.path, "type": l.type, "shape": list(l.shape)} for l in rows],
+        "layers": [{"path": l.path, "type": l.type, "shape": list(l.shape), "layout": l.layout.name,
+                    "grid": list(l.layout.grid), "prefix_tokens": l.layout.prefix, "grid_text": l.layout.describe(),
+                    "channels": l.shape[0] if l.layout.name == "channels_first" else l.shape[-1]}
+                   for l in rows],
     }

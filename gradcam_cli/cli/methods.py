@@ -30,7 +30,7 @@ def methods(
         table = layer_table(model, None)
         path = layer or table["default"]
         row = next((r for r in table["layers"] if r["path"] == path), None)
-        channels = row["shape"][0] if row else None
+        channels = row["channels"] if row else None
         window, stride = default_of(ExplainOptions, "occlusion_window"), default_of(ExplainOptions, "occlusion_stride")
         windows = window_count(tuple(table["input_size"]), window, stride)
         where = f" for {table['name']}, layer {path} ({channels} channels), occlusion {window}/{stride}"

@@ -26,6 +26,8 @@ def explanation_record(model_name: str, weights: str, source: str, photo: np.nda
         "boxes": [{"box": list(r.box), "share": round(r.share, 6)} for r in e.regions],
         "image_size": [int(photo.shape[1]), int(photo.shape[0])],
         "grid": list(e.grid),
+        "layout": e.layout,
+        "prefix_tokens": e.prefix_tokens,
         "map_empty": e.empty,
         "files": {k: str(v) for k, v in files.items()},
         "time_s": round(seconds, 4),

@@ -31,11 +31,11 @@ def ablated_scores(evidence: Evidence, image: int, value: str = "zero") -> torch
     acts = evidence.activations[image]
     classes = evidence.classes[image]
     channels = acts.shape[0]
-    out = torch.empty(channels, classes.shape[0], device=acts.device)
+    out = torch.empty(channels, classes.shape[0], device=acts.device, dtype=acts.dtype)
     for start in range(0, channels, passes.batch_size):
         index = torch.arange(start, min(start + passes.batch_size, channels), device=acts.device)
         logits = passes.logits_after_layer(evidence.layer, image, ablated_copies(acts, index, value))
-        out[index] = logits[:, classes].float()
+        out[index] = logits[:, classes].to(out.dtype)
     return out
 
 

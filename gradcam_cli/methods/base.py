@@ -7,7 +7,7 @@ engine turns any of them into maps with :func:`to_map`, where ``--smooth eigen``
 replaces the channel sum by the first principal component.
 
 Shapes: ``B`` images, ``K`` explained classes per image, ``C`` channels, ``h x w``
-the layer's grid. Everything is float32 on the model's device, detached.
+the layer's grid. Everything is float32 (float64 for a float64 model) on the model's device, detached.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ def channel_scores(evidence: Evidence, image: int, convention: Convention) -> to
     x = passes.inputs[image]  # (3, H, W)
     acts = evidence.activations[image]
     classes = evidence.classes[image]
-    out = torch.zeros(acts.shape[0], classes.shape[0], device=acts.device)
+    out = torch.zeros(acts.shape[0], classes.shape[0], device=acts.device, dtype=acts.dtype)
     size = tuple(x.shape[-2:])
     pending_constant = []
     for start in range(0, acts.shape[0], passes.batch_size):

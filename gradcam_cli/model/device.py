@@ -43,6 +43,11 @@ def model_device(model: nn.Module) -> torch.device:
     return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The floating dtype of the model's parameters (float32 for a model without any), for probe inputs."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
 def host_to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Move a CPU batch to ``device``; to a CUDA GPU through pinned memory, without blocking.
 

@@ -25,6 +25,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from .device import model_device
 from .hooks import installed
+from .outputs import logits_of
 
 
 class FoldedNormAct(nn.Module):
@@ -96,8 +97,8 @@ def find_conv_bn_pairs(model: nn.Module, input_size: tuple[int, int]) -> list[tu
     return _probe_pairs(model, _probe_input(model, input_size))[0]
 
 
-def _probe_pairs(model: nn.Module, probe: torch.Tensor) -> tuple[list[tuple[str, str]], torch.Tensor | None]:
-    """The foldable pairs and the model's output for ``probe`` (None if it is not a tensor)."""
+def _probe_pairs(model: nn.Module, probe: torch.Tensor) -> tuple[list[tuple[str, str]], torch.Tensor]:
+    """The foldable pairs and the model's logits for ``probe`` (a tensor, ``.logits``, ...: see ``logits_of``)."""
     modules = dict(model.named_modules())
     conv_out: dict[int, tuple[str, torch.Tensor, object]] = {}
     bn_in: list[tuple[str, torch.Tensor, object]] = []
@@ -121,9 +122,7 @@ def _probe_pairs(model: nn.Module, probe: torch.Tensor) -> tuple[list[tuple[str,
     bns = [(module, on_bn(path)) for path, module in modules.items() if _foldable_bn(module)]
     # A graph is recorded (no backward runs) so that readers of each output can be counted.
     with installed(forward=convs, pre=bns), torch.enable_grad():
-        out = model(probe.detach().requires_grad_(True))
-    if not isinstance(out, torch.Tensor):
-        return [], None
+        out = logits_of(model(probe.detach().requires_grad_(True)))
     refs = _graph_references(out)
     pairs = []
     for bn_path, x, node in bn_in:
@@ -162,11 +161,11 @@ def fold_batchnorm(model: nn.Module, input_size: tuple[int, int]) -> list[Folded
         pairs, before = _probe_pairs(model, probe)
     except Exception:  # a model the probe cannot run is simply not folded; the caller's trace reports it
         return []
-    if not pairs or before is None:
+    if not pairs:
         return []
     folded = _fold_pairs(model, pairs)
     with torch.no_grad():
-        after = model(probe).float()
+        after = logits_of(model(probe)).float()
     scale = before.abs().max().item()
     if not (after - before).abs().max().item() <= 1e-4 * scale + 1e-5:
         for pair in reversed(folded):

@@ -15,7 +15,7 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-_FORMAT = 1
+_FORMAT = 2  # 2: rows carry their layout and grid
 _PACKAGES = ("torch", "torchvision", "timm", "gradcam-cli")
 
 

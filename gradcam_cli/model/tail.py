@@ -24,6 +24,7 @@ import torch.fx as fx
 from torch import nn
 
 from .hooks import installed
+from .outputs import logits_of
 
 
 class _LayerTracer(fx.Tracer):
@@ -115,7 +116,8 @@ def _ancestors(nodes: list[fx.Node]) -> set[fx.Node]:
 class LayerTail:
     """The network after ``path``, as a traced graph sharing the model's modules (nothing is copied)."""
 
-    def __init__(self, model: nn.Module, path: str) -> None:
+    def __init__(self, model: nn.Module, path: str, batch_dim: int = 0) -> None:
+        self.batch_dim = batch_dim
         graph = _LayerTracer(path).trace(model)
         layer, tail, frontier = _split(graph, path)
         self.tail = fx.GraphModule(model, _subgraph(graph, [layer, *frontier], tail, None))
@@ -130,7 +132,7 @@ class LayerTail:
 
         Frontier values are copied for every call: the tail may change them in place.
         """
-        n = layer_output.shape[0]
+        n = layer_output.shape[self.batch_dim]
         values = [_copies(v, image, n) for v in frontier]
         return self.tail(layer_output, *values)
 
@@ -146,32 +148,37 @@ def _copies(value: object, image: int | None, n: int) -> object:
 class WholeNetworkTail:
     """The fallback: the full network on the image repeated, with the layer's output replaced by a hook."""
 
-    def __init__(self, model: nn.Module, path: str) -> None:
+    def __init__(self, model: nn.Module, path: str, batch_dim: int = 0) -> None:
         self.model = model
         self.layer = model.get_submodule(path)
+        self.batch_dim = batch_dim
 
     def frontier(self, inputs: torch.Tensor) -> tuple:
         return (inputs,)
 
     def __call__(self, layer_output: torch.Tensor, frontier: tuple, image: int | None) -> torch.Tensor:
         (inputs,) = frontier
-        n = layer_output.shape[0]
+        n = layer_output.shape[self.batch_dim]
         x = inputs if image is None else inputs[image:image + 1].expand(n, *inputs.shape[1:])
         with installed(forward=[(self.layer, lambda _m, _i, _o: layer_output)]):
             return self.model(x)
 
 
 def build_tail(model: nn.Module, path: str, inputs: torch.Tensor, layer_output: torch.Tensor,
-               logits: torch.Tensor) -> LayerTail | WholeNetworkTail:
-    """The fastest tail that reproduces ``logits`` from ``layer_output`` (for the batch ``inputs``)."""
+               logits: torch.Tensor, batch_dim: int = 0) -> LayerTail | WholeNetworkTail:
+    """The fastest tail that reproduces ``logits`` from ``layer_output`` (for the batch ``inputs``).
+
+    ``batch_dim`` is where the layer's output keeps the batch (1 for sequence-first tokens).
+    """
     try:
-        tail = LayerTail(model, path)
+        tail = LayerTail(model, path, batch_dim)
         frontier = tail.frontier(inputs)
         scale = logits.abs().max().item() + 1e-6
-        whole = tail(layer_output.clone(), frontier, None).float()
-        pair = tail(layer_output[:1].repeat(2, *([1] * (layer_output.dim() - 1))), frontier, 0).float()
+        whole = logits_of(tail(layer_output.clone(), frontier, None)).float()
+        first = layer_output.narrow(batch_dim, 0, 1)
+        pair = logits_of(tail(torch.cat([first, first], dim=batch_dim), frontier, 0)).float()
         if (whole - logits).abs().max().item() <= 1e-4 * scale and (pair - logits[:1]).abs().max().item() <= 1e-4 * scale:
             return tail
     except Exception:  # untraceable model, or a tail that fails on the copies: fall back, never fail
         pass
-    return WholeNetworkTail(model, path)
+    return WholeNetworkTail(model, path, batch_dim)
