@@ -75,15 +75,22 @@ def first_component(values: torch.Tensor) -> torch.Tensor:
     """Projection of each ``(C, h, w)`` stack on its first principal component: ``(..., C, h, w) -> (..., h, w)``.
 
     Positions are the samples and channels the features; features are centred over
-    positions, as in Eigen-CAM. An SVD fixes a component only up to its sign: the sign
-    is chosen so that the projection correlates positively with the channel sum (the
+    positions, as in Eigen-CAM. The component comes from the eigenvectors of the smaller
+    Gram matrix (positions x positions, or channels x channels) in float64: the same
+    vector an SVD gives, several times faster for a layer's few positions and many
+    channels, on a GPU above all. A component is fixed only up to its sign: the sign is
+    chosen so that the projection correlates positively with the channel sum (the
     component points where the layer is active), which makes the map deterministic.
     """
     lead, (c, h, w) = values.shape[:-3], values.shape[-3:]
     x = torch.nan_to_num(values.reshape(-1, c, h * w).transpose(1, 2).double())  # (n, hw, C)
     x = x - x.mean(dim=1, keepdim=True)
-    _, _, vh = torch.linalg.svd(x, full_matrices=False)
-    projection = x @ vh[:, 0, :, None]  # (n, hw, 1)
+    if h * w <= c:
+        eigenvalues, vectors = torch.linalg.eigh(x @ x.transpose(1, 2))  # ascending; the last is the largest
+        projection = vectors[..., -1:] * eigenvalues[:, -1:, None].clamp_min(0).sqrt()  # X v = sigma u
+    else:
+        _, vectors = torch.linalg.eigh(x.transpose(1, 2) @ x)
+        projection = x @ vectors[..., -1:]
     total = x.sum(dim=2, keepdim=True)
     agree = (projection * total).sum(dim=1, keepdim=True)
     projection = torch.where(agree < 0, -projection, projection)
