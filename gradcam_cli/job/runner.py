@@ -21,7 +21,7 @@ from ..explainer import Explainer
 from ..options import JobOptions
 from ..output.files import output_path, output_stem, write_all_atomic
 from ..output.write import encode_outputs, planned_files
-from .images import load_rgb
+from .images import load_photo
 from .inputs import InputImage
 from .manifest import Manifest, Record
 from .records import error_record, explanation_record
@@ -48,10 +48,11 @@ class JobSummary:
 @dataclass
 class _Loaded:
     item: InputImage
-    photo: object = None
+    photo: object = None  # at most --max-output-pixels
     tensor: object = None
     geometry: object = None
     error: str | None = None
+    full_size: tuple[int, int] | None = None  # the original photo's (width, height)
 
 
 def outputs_complete(explainer: Explainer, item: InputImage, output_dir: Path) -> bool:
@@ -84,10 +85,12 @@ def glob_escape(text: str) -> str:
 
 
 def _load(explainer: Explainer, item: InputImage) -> _Loaded:
+    if item.error is not None:  # known while collecting (a folder that cannot be listed)
+        return _Loaded(item, error=item.error)
     try:
-        photo = load_rgb(item.path)
+        photo, full_size = load_photo(item.path, explainer.options.max_output_pixels)
         tensor, geometry = explainer.prepare(photo)
-        return _Loaded(item, photo, tensor, geometry)
+        return _Loaded(item, photo, tensor, geometry, full_size=full_size)
     except ImageError as err:
         return _Loaded(item, error=str(err))
     except Exception as err:  # a decoder bug must not take the batch down
@@ -116,7 +119,8 @@ def _write_image(explainer: Explainer, loaded: _Loaded, exps, output_dir: Path, 
         return [error_record(loaded.item.path, cause)]
     seconds = compute_s + time.perf_counter() - start
     name, weights = explainer.loaded.name, explainer.loaded.weights
-    return [explanation_record(name, weights, loaded.item.path, loaded.photo, e, files, seconds) for e, files in planned]
+    return [explanation_record(name, weights, loaded.item.path, loaded.photo, e, files, seconds, loaded.full_size)
+            for e, files in planned]
 
 
 def run_job(
@@ -139,7 +143,7 @@ def run_job(
     manifest = Manifest(output_dir / job.manifest_name)
     todo: list[InputImage] = []
     for item in items:
-        if job.skip_existing and outputs_complete(explainer, item, output_dir):
+        if job.skip_existing and item.error is None and outputs_complete(explainer, item, output_dir):
             summary.skipped += 1
         else:
             todo.append(item)

@@ -15,7 +15,10 @@ from ..maps.boxes import BBox
 
 def colorize(map01: np.ndarray) -> np.ndarray:
     """``(H, W)`` map in [0, 1] -> ``(H, W, 3)`` uint8 RGB with the JET colour map."""
-    levels = np.clip(np.nan_to_num(map01) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    levels = np.multiply(map01, np.float32(255.0), dtype=np.float32)  # one float buffer, changed in place
+    np.nan_to_num(levels, copy=False)
+    levels += np.float32(0.5)
+    levels = np.clip(levels, 0, 255, out=levels).astype(np.uint8)
     return cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
 
 
@@ -24,15 +27,20 @@ def overlay(photo: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarr
     return cv2.addWeighted(heat, float(alpha), photo, 1.0 - float(alpha), 0.0)
 
 
-def guided_image(guided: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+def guided_image(guided: torch.Tensor, reference: torch.Tensor | None = None, consume: bool = False) -> torch.Tensor:
     """``(K, 3, H, W)`` guided gradients -> ``(K, H, W, 3)`` uint8 RGB, standardised for display
     (mean 0.5, 0.1 per standard deviation), computed in torch on the tensors' device.
 
     ``reference`` (default: ``guided``) supplies each image's mean and spread, so pixels
     outside the model's crop can be rendered with the statistics of the part it saw.
+    ``consume``: ``guided`` is a float temporary of the caller's that may be overwritten
+    (no copy of a photo-sized buffer).
     """
-    guided = torch.nan_to_num(guided.float(), nan=0.0, posinf=0.0, neginf=0.0)
-    ref = guided if reference is None else torch.nan_to_num(reference.float(), nan=0.0, posinf=0.0, neginf=0.0)
+    if consume and guided.dtype == torch.float32:
+        img = torch.nan_to_num_(guided, nan=0.0, posinf=0.0, neginf=0.0)
+    else:
+        img = torch.nan_to_num(guided.float(), nan=0.0, posinf=0.0, neginf=0.0)  # a copy: changed in place below
+    ref = img if reference is None else torch.nan_to_num(reference.float(), nan=0.0, posinf=0.0, neginf=0.0)
     flat = ref.flatten(1)
     if flat.shape[1]:
         std, mean = torch.std_mean(flat, dim=1, correction=0)
@@ -40,8 +48,11 @@ def guided_image(guided: torch.Tensor, reference: torch.Tensor | None = None) ->
         std = mean = torch.zeros(flat.shape[0], device=flat.device)
     bad = ~(torch.isfinite(mean) & torch.isfinite(std))  # overflow in float32 statistics
     mean, std = mean.masked_fill(bad, 0.0), std.masked_fill(bad, 0.0)
-    img = (guided - mean[:, None, None, None]) / (std[:, None, None, None] + 1e-5) * 0.1 + 0.5
-    return (img.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    # In place, one buffer of the photo's size: (x - mean) / (std + 1e-5) * 0.1 + 0.5, to bytes.
+    img.sub_(mean[:, None, None, None]).div_(std[:, None, None, None] + 1e-5).mul_(0.1).add_(0.5)
+    img.clamp_(0, 1).mul_(255.0).add_(0.5)
+    out = torch.empty((img.shape[0], *img.shape[2:], img.shape[1]), dtype=torch.uint8, device=img.device)
+    return out.copy_(img.permute(0, 2, 3, 1))  # truncating the +0.5 rounds
 
 
 def draw_bbox(photo: np.ndarray, box: BBox | None, label: str) -> np.ndarray:
