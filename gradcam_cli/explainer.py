@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .engine import EngineState, check_cam_applies, explain_batch
-from .maps.boxes import BBox, Region, regions_from_map
+from .maps.boxes import BBox, Region, no_box_reason, regions_from_map
 from .maps.placement import place_on_original
 from .maps.preprocess import CropGeometry, to_model_input
 from .maps.scale import normalize_minmax, upsample_to
@@ -24,7 +24,7 @@ from .model.fusion import unfold_conv
 from .model.labels import resolve_class
 from .model.layers import LayerInfo, default_layer, resolve_layer, trace_layers
 from .model.loading import LoadedModel
-from .options import ExplainOptions, ModelOptions
+from .options import ExplainOptions, ModelOptions, check_request
 from .output.render import guided_image
 
 
@@ -73,8 +73,7 @@ class Explainer:
         from .model.labels import read_labels
         from .model.loading import load_model
 
-        model.validate()
-        options.validate()
+        check_request(model, options)  # before the model is built: a bad request costs no load
         loaded = load_model(model.name, pretrained=model.pretrained, weights=model.weights,
                             num_classes=model.num_classes, device=resolve_device(model.device),
                             memory_format=model.memory_format, fold_bn=model.fold_bn)
@@ -146,7 +145,9 @@ class Explainer:
                         empty=bool(empty[b, k]), bbox=regions[0].box if regions else None,
                         regions=tuple(regions if opts.bbox_mode == "all" else regions[:1]),
                         guided=guided[k], rank=k + 1, grid=tuple(raw.shape[-2:]),
-                        warnings=_warnings(result.logits[b], raw[b, k], bool(empty[b, k])),
+                        warnings=_warnings(result.logits[b], raw[b, k], bool(empty[b, k]))
+                        + (() if regions or empty[b, k] else
+                           (no_box_reason(placed[k], opts.bbox_threshold, tuple(raw.shape[-2:])),)),
                         class_specific=METHODS[method].class_specific,
                     ))
         return out
@@ -154,10 +155,11 @@ class Explainer:
     @staticmethod
     def _guided_images(guided: torch.Tensor, scaled: torch.Tensor, crop_hw: tuple[int, int],
                        geometry: CropGeometry) -> list[np.ndarray]:
-        """Guided backprop times the map upsampled to the crop, placed on the photo."""
+        """Guided backprop times the map upsampled to the crop, placed on the photo (one class at a time:
+        the float image on the photo is the largest buffer of all)."""
         cam_on_crop = upsample_to(scaled, crop_hw)  # (K, hc, wc)
         product = guided.float() * cam_on_crop[:, None]  # (K, 3, hc, wc)
-        return list(guided_image(place_on_original(product, geometry), product).cpu().numpy())
+        return [guided_image(place_on_original(p, geometry), p, consume=True)[0].cpu().numpy() for p in product.split(1)]
 
 
 def _warnings(logits: torch.Tensor, raw: torch.Tensor, empty: bool) -> tuple[str, ...]:
