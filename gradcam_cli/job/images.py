@@ -37,6 +37,7 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 # Image.open and its DecompressionBombWarning go through the process-wide warnings filters,
 # which are not thread-safe to change: loader threads take turns while a header is parsed.
 _OPEN_LOCK = threading.Lock()
+_LARGE_DECODE = threading.Lock()  # see _decoded_smaller
 
 _16BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 
@@ -139,6 +140,23 @@ _UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4
 _QUARTER_TURNS = {_UPRIGHT[k] for k in (5, 6, 7, 8)}
 
 
+def _decoded_smaller(img: Image.Image, max_pixels: int) -> tuple[Image.Image, bool]:
+    """A photo above ``max_pixels`` decoded, scaled down and turned upright; and whether it turned a quarter.
+
+    One at a time in the process: until it is scaled down, each holds up to 480 MB, and
+    loader threads decoding several at once would add those up.
+    """
+    with _LARGE_DECODE:
+        if img.format == "JPEG":
+            img.draft(None, fitted_size(*img.size, max_pixels))  # decoded at 1/2, 1/4 or 1/8 scale, no smaller
+        img.load()
+        turn = _UPRIGHT.get(img.getexif().get(ExifTags.Base.Orientation, 1))  # the scaled copy has no metadata
+        small = _scaled_down(img, max_pixels)
+        img.close()  # the full-size pixels are not needed any more: hand them back
+        release_free_memory()
+    return (small.transpose(turn) if turn is not None else small), turn in _QUARTER_TURNS
+
+
 def _decode(fh, max_pixels: int | None) -> tuple[np.ndarray, tuple[int, int]]:
     img = _open_image(fh)
     try:
@@ -150,19 +168,12 @@ def _decode(fh, max_pixels: int | None) -> tuple[np.ndarray, tuple[int, int]]:
             img = _open_image(fh)
         img.seek(0)  # first frame of GIF / APNG / WebP, first page of TIFF
         full_size = img.size
-        if img.format == "JPEG" and max_pixels is not None:
-            img.draft(None, fitted_size(*full_size, max_pixels))  # decode at 1/2, 1/4 or 1/8 scale, no smaller
-        img.load()
         if max_pixels is None or full_size[0] * full_size[1] <= max_pixels:
+            img.load()
             upright = ImageOps.exif_transpose(img)
             quarter_turn = upright.size != img.size
         else:
-            turn = _UPRIGHT.get(img.getexif().get(ExifTags.Base.Orientation, 1))  # the scaled copy has no metadata
-            small = _scaled_down(img, max_pixels)
-            img.close()  # the full-size decode (up to 480 MB) is not needed any more: hand it back
-            release_free_memory()
-            upright = small.transpose(turn) if turn is not None else small
-            quarter_turn = turn in _QUARTER_TURNS
+            upright, quarter_turn = _decoded_smaller(img, max_pixels)
         if quarter_turn:
             full_size = full_size[::-1]  # the original's sides swap too
         arr = np.asarray(_to_rgb(upright), dtype=np.uint8).copy()

@@ -16,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..allocator import release_free_memory
 from ..errors import GradcamError, ImageError
 from ..explainer import Explainer
 from ..options import JobOptions
@@ -25,6 +26,11 @@ from .images import load_photo
 from .inputs import InputImage
 from .manifest import Manifest, Record
 from .records import error_record, explanation_record
+
+
+# Pictures from this many pixels up leave their rendering buffers (some 20 bytes a pixel) to the system
+# when written, rather than kept for reuse in each thread's arena; smaller ones gain from the reuse.
+LARGE_PICTURE = 4_000_000
 
 
 @dataclass
@@ -113,6 +119,9 @@ def _write_image(explainer: Explainer, loaded: _Loaded, exps, output_dir: Path, 
         for e, files in planned:
             encoded.update(encode_outputs(loaded.photo, e, files, opts.alpha))
         write_all_atomic(encoded)  # all of this image's files, or none of them
+        del encoded
+        if loaded.photo.shape[0] * loaded.photo.shape[1] >= LARGE_PICTURE:
+            release_free_memory()  # its buffers, freed in this and the model's thread, go back (see allocator.py)
     except (GradcamError, OSError) as err:
         cause = str(err) if isinstance(err, GradcamError) else \
             f"{loaded.item.path}: cannot write output ({err.strerror or err})"
