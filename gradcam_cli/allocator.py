@@ -23,6 +23,34 @@ _KEEP_FREE_BYTES = 1 << 30  # the heap's free top is returned to the system only
 OPT_OUT_ENV = "GRADCAM_DEFAULT_MALLOC"  # set to 1 to leave the C library's defaults alone
 
 
+def _glibc():
+    """The process's glibc, or None (another C library, another system)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        process = ctypes.CDLL(None)  # the symbols already loaded, libc's among them
+        process.gnu_get_libc_version  # glibc only: musl has no such symbol, and its mallopt is a stub
+        return process
+    except (OSError, AttributeError):
+        return None
+
+
+def release_free_memory() -> bool:
+    """Give the free pages of every malloc arena back to the system (glibc's ``malloc_trim``); True if done.
+
+    For after a rare, very large temporary (a 120 Mpx photo decoded, 480 MB, then scaled
+    down): kept for reuse, it would stay resident in the arena of the thread that decoded
+    it, where no other thread's allocations can use it. Harmless to call from a library.
+    """
+    libc = _glibc()
+    if libc is None:
+        return False
+    libc.malloc_trim.argtypes = (ctypes.c_size_t,)
+    libc.malloc_trim.restype = ctypes.c_int
+    libc.malloc_trim(0)
+    return True
+
+
 def keep_freed_memory() -> bool:
     """Make glibc keep large freed blocks for reuse; True if applied.
 
@@ -33,14 +61,10 @@ def keep_freed_memory() -> bool:
     """
     if os.environ.get(OPT_OUT_ENV, "0") not in ("", "0"):
         return False
-    if not sys.platform.startswith("linux"):
+    process = _glibc()
+    if process is None:
         return False
-    try:
-        process = ctypes.CDLL(None)  # the symbols already loaded, libc's among them
-        process.gnu_get_libc_version  # glibc only: musl has no such symbol, and its mallopt is a stub
-        mallopt = process.mallopt
-    except (OSError, AttributeError):
-        return False
+    mallopt = process.mallopt
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _KEEP_FREE_BYTES))

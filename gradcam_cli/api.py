@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .explainer import Explainer, Explanation
-from .job.images import load_rgb
+from .job.images import load_photo
 from .job.records import explanation_record
 from .maps.preprocess import CropGeometry, PreprocessConfig
 from .model.loading import LoadedModel, infer_num_classes, load_model
@@ -84,20 +84,25 @@ def _timm_preprocess(model: nn.Module) -> PreprocessConfig | None:
     return PreprocessConfig.from_timm(resolve_data_config({}, model=model))
 
 
-def _as_photo(image: ImageLike, index: int) -> tuple[str, np.ndarray | None, torch.Tensor | None]:
-    """``(source, RGB photo or None, ready input tensor or None)`` for one image of any accepted kind."""
+def _as_photo(image: ImageLike, index: int, max_pixels: int) -> tuple[str, np.ndarray | None, torch.Tensor | None, tuple | None]:
+    """``(source, RGB photo or None, ready input tensor or None, original size or None)`` for one image.
+
+    A file is decoded at most ``max_pixels`` large, as the CLI does (the last item is then
+    its full size); arrays, PIL images and tensors are used at the size given.
+    """
     if isinstance(image, (str, os.PathLike)):
-        return str(image), load_rgb(image), None
+        photo, full_size = load_photo(image, max_pixels)
+        return str(image), photo, None, full_size
     if isinstance(image, torch.Tensor):
         if image.ndim != 3 or image.shape[0] != 3:
             raise ValueError(f"image {index}: a tensor must be a preprocessed (3, H, W) input, got {tuple(image.shape)}")
-        return f"<tensor {index}>", None, image
+        return f"<tensor {index}>", None, image, None
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"image {index}: an array must be (H, W, 3) uint8 RGB, got {image.dtype} {image.shape}")
-        return f"<array {index}>", image, None
+        return f"<array {index}>", image, None, None
     if hasattr(image, "convert"):  # a PIL image
-        return f"<image {index}>", np.asarray(image.convert("RGB"), dtype=np.uint8).copy(), None
+        return f"<image {index}>", np.asarray(image.convert("RGB"), dtype=np.uint8).copy(), None, None
     raise TypeError(f"image {index}: expected a path, PIL image, (H, W, 3) uint8 array or (3, H, W) tensor")
 
 
@@ -124,8 +129,9 @@ def explain(
 ) -> list[ImageResult]:
     """Explain ``images`` with ``model``; one :class:`ImageResult` per image, nothing written.
 
-    ``images``: paths, PIL images, ``(H, W, 3)`` uint8 RGB arrays (preprocessed with the
-    model's own transform, maps placed back on the photo), or ``(3, H, W)`` tensors that
+    ``images``: paths (photos above ``options.max_output_pixels`` are scaled down while
+    decoded, and their maps made at that size), PIL images, ``(H, W, 3)`` uint8 RGB arrays
+    (preprocessed with the model's own transform, maps placed back on the photo), or ``(3, H, W)`` tensors that
     are already the model's input (maps at the tensor's resolution). ``load_options`` go
     to :func:`gradcam_cli.load_model` when ``model`` is a name (``pretrained``,
     ``weights``, ``device``, ...). ``options`` overrides the keyword options wholesale.
@@ -140,14 +146,15 @@ def explain(
     loaded = _user_model(model, preprocess, labels) if isinstance(model, nn.Module) else load_model(model, **load_options)
     with _eval_mode(loaded.model):
         explainer = Explainer(loaded, opts)
-        decoded = [_as_photo(image, i) for i, image in enumerate(batch)]
+        decoded = [_as_photo(image, i, opts.max_output_pixels) for i, image in enumerate(batch)]
         results = []
         for start in range(0, len(decoded), opts.batch_size):
             chunk = decoded[start:start + opts.batch_size]
-            prepared = [_prepared(explainer, photo, tensor) for _, photo, tensor in chunk]
+            prepared = [_prepared(explainer, photo, tensor) for _, photo, tensor, _ in chunk]
             explained = explainer.explain_prepared([t for t, _ in prepared], [g for _, g in prepared])
-            for (source, photo, tensor), exps in zip(chunk, explained):
+            for (source, photo, tensor, full_size), exps in zip(chunk, explained):
                 shape = photo if photo is not None else np.empty((*tensor.shape[-2:], 3), np.uint8)
-                records = [explanation_record(loaded.name, loaded.weights, source, shape, e, {}, 0.0) for e in exps]
+                records = [explanation_record(loaded.name, loaded.weights, source, shape, e, {}, 0.0, full_size)
+                           for e in exps]
                 results.append(ImageResult(source, exps, records))
     return results

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .engine import EngineState, check_cam_applies, explain_batch
-from .maps.boxes import BBox, Region, regions_from_map
+from .maps.boxes import BBox, Region, no_box_reason, regions_from_map
 from .maps.placement import place_on_original
 from .maps.preprocess import CropGeometry, to_model_input
 from .maps.scale import normalize_minmax, upsample_to
@@ -26,7 +26,7 @@ from .model.layers import LayerInfo, default_layer, layer_layouts, resolve_layer
 from .model.layout import Layout
 from .model.loading import LoadedModel
 from .model.stages import expand_stages
-from .options import ExplainOptions, ModelOptions
+from .options import ExplainOptions, ModelOptions, check_request
 from .output.render import guided_image
 
 
@@ -80,8 +80,7 @@ class Explainer:
         from .model.labels import read_labels
         from .model.loading import load_model
 
-        model.validate()
-        options.validate()
+        check_request(model, options)  # before the model is built: a bad request costs no load
         loaded = load_model(model.name, pretrained=model.pretrained, weights=model.weights,
                             num_classes=model.num_classes, device=resolve_device(model.device),
                             memory_format=model.memory_format, fold_bn=model.fold_bn)
@@ -173,7 +172,9 @@ class Explainer:
                         regions=tuple(regions if opts.bbox_mode == "all" else regions[:1]),
                         guided=guided[k], guided_raw=guided_raw[k], rank=k + 1, grid=tuple(raw.shape[-2:]),
                         **self._layout_fields(layer),
-                        warnings=_warnings(result.logits[b], raw[b, k], bool(empty[b, k])),
+                        warnings=_warnings(result.logits[b], raw[b, k], bool(empty[b, k]))
+                        + (() if regions or empty[b, k] else
+                           (no_box_reason(placed[k], opts.bbox_threshold, tuple(raw.shape[-2:])),)),
                         class_specific=METHODS[method].class_specific,
                     ))
         return out
@@ -187,14 +188,20 @@ class Explainer:
     @staticmethod
     def _guided_images(guided: torch.Tensor, scaled: torch.Tensor, crop_hw: tuple[int, int],
                        geometry: CropGeometry, keep_raw: bool) -> tuple[list, list]:
-        """Guided backprop times the map upsampled to the crop, placed on the photo: the display images,
-        and (``keep_raw``) the float values as (H, W, 3) arrays."""
+        """Guided backprop times the map upsampled to the crop, placed on the photo: the display images (scaled
+        by what is shown, at the photo's resolution) and, with ``keep_raw``, the float values as (H, W, 3) arrays.
+        One class at a time: the float image on the photo is the largest buffer of all."""
         cam_on_crop = upsample_to(scaled, crop_hw)  # (K, hc, wc)
         product = guided.float() * cam_on_crop[:, None]  # (K, 3, hc, wc)
-        placed = place_on_original(product, geometry)
-        images = list(guided_image(placed).cpu().numpy())  # scaled by what is shown, at the photo's resolution
-        finite = torch.nan_to_num(placed, nan=0.0, posinf=0.0, neginf=0.0)  # as the maps: non-finite is no evidence
-        raw = list(finite.permute(0, 2, 3, 1).contiguous().cpu().numpy()) if keep_raw else [None] * len(images)
+        images, raw = [], []
+        for one in product.split(1):
+            placed = place_on_original(one, geometry)
+            if keep_raw:  # as the maps: non-finite is no evidence
+                finite = torch.nan_to_num(placed[0], nan=0.0, posinf=0.0, neginf=0.0)
+                raw.append(finite.permute(1, 2, 0).contiguous().cpu().numpy())
+            else:
+                raw.append(None)
+            images.append(guided_image(placed, consume=True)[0].cpu().numpy())
         return images, raw
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 
 from .errors import UsageError
 from .methods import METHODS, SMOOTHING, get_method
+from .model.labels import imagenet_labels, read_label_names, read_labels, resolve_class
+from .model.weight_file import check_weight_file
 from .output.colormaps import COLORMAPS, DEFAULT_COLORMAP
 from .output.files import KINDS
 
@@ -46,6 +48,22 @@ class ModelOptions:
             raise UsageError(f"--memory-format {self.memory_format}: unknown; choose from {', '.join(MEMORY_FORMATS)}")
         if self.num_classes is not None and self.num_classes < 1:
             raise UsageError(f"--num-classes {self.num_classes}: must be at least 1")
+        if self.weights is not None:
+            check_weight_file(self.weights)
+        self.known_labels()  # a --labels file that cannot be read, or has the wrong count for a known model
+
+    def known_class_count(self) -> int | None:
+        """How many classes the model has, where that is known before it is built."""
+        if self.num_classes is not None:
+            return self.num_classes
+        return 1000 if self.name is None else None  # the bundled EfficientNet-Lite0 is an ImageNet-1k classifier
+
+    def known_labels(self) -> list[str] | None:
+        """The class names, where they are known before the model is built: --labels, or ImageNet's."""
+        count = self.known_class_count()
+        if self.labels is not None:
+            return read_labels(self.labels, count) if count is not None else read_label_names(self.labels)
+        return imagenet_labels() if count == 1000 else None
 
 
 @dataclass
@@ -72,6 +90,10 @@ class ExplainOptions:
     batch_size: int = 1  # images per forward pass
     perturbation_batch_size: int = 32  # perturbed copies per extra forward pass (scorecam, ablationcam, occlusion)
     precision: str = "fp32"
+    # Photos above this many pixels are scaled down while they are decoded, and their maps
+    # and pictures made at that size (boxes stay in the original's pixels): this bounds
+    # memory and time per image. 16 Mpx is 4896x3264, a full-frame camera's photo.
+    max_output_pixels: int = 16_000_000
 
     def validate(self) -> None:
         """Every check that needs no model; raises :class:`UsageError` with a one-line message."""
@@ -100,6 +122,8 @@ class ExplainOptions:
                              f"({self.occlusion_window}), so some pixels would never be occluded")
         if self.colormap not in COLORMAPS:
             raise UsageError(f"--colormap {self.colormap}: unknown; choose from {', '.join(COLORMAPS)}")
+        if self.max_output_pixels < 1:
+            raise UsageError(f"--max-output-pixels {self.max_output_pixels}: must be at least 1")
         if self.precision not in PRECISIONS:
             raise UsageError(f"--precision {self.precision}: unknown; choose from {', '.join(PRECISIONS)}")
 
@@ -119,6 +143,19 @@ class ExplainOptions:
     def method_settings(self) -> dict:
         """The per-method parameters the engine hands to the methods."""
         return {"occlusion_window": self.occlusion_window, "occlusion_stride": self.occlusion_stride}
+
+
+def check_request(model: ModelOptions, options: ExplainOptions) -> None:
+    """Every check of a request that needs no model: each option's own, then ``--class`` against the class
+    names and count known before the model is built (the rest is checked right after it loads)."""
+    model.validate()
+    options.validate()
+    count, labels = model.known_class_count(), model.known_labels()
+    if count is None and labels is not None:
+        count = len(labels)
+    if count is not None:
+        for spec in options.classes:
+            resolve_class(spec, labels, count)
 
 
 @dataclass

@@ -26,6 +26,12 @@ def close_names(word: str, candidates: Iterable[str], n: int = 5, cutoff: float 
     return list(dict.fromkeys(same + found))[:n]
 
 
+def ranked_names(*rankings: Iterable[str], n: int = 5) -> list[str]:
+    """Up to ``n`` names from several rankings, each ranking's names before the next's (e.g. meaning, then
+    spelling), without repeats."""
+    return list(dict.fromkeys(name for ranking in rankings for name in ranking))[:n]
+
+
 def did_you_mean(names: Iterable[str], quote: bool = False) -> str:
     """``"; did you mean: a, b?"`` for a non-empty list, else ``""``."""
     names = [repr(n) if quote else n for n in names]

@@ -11,6 +11,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     help="Explain image-classifier decisions with the CAM family: heatmaps, overlays, guided images, boxes.",
 )
 

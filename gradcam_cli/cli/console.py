@@ -121,15 +121,9 @@ def run_with_console(explainer, items, output_dir: Path, job, *, as_json: bool, 
     if progress:
         progress.stop()
     if rows and not out.closed:
-        _print_table(rows, output_dir)
+        _print_table(rows, output_dir) if sys.stdout.isatty() else _print_lines(rows, out)
     if not quiet:
-        state = " (interrupted)" if summary.interrupted and not out.closed else \
-            " (stopped at first failure)" if summary.stopped_on_failure else ""
-        if summary.retried:
-            state += f" ({summary.retried} retried after a worker died)"
-        print(f"gradcam: {summary.done} done, {summary.skipped} skipped, {summary.failed} failed "
-              f"of {summary.total} in {summary.seconds:.1f}s ({summary.images_per_s:.2f} images/s){state}",
-              file=sys.stderr, flush=True)
+        print(summary_line(summary, out.closed), file=sys.stderr, flush=True)
     if summary.manifest_error:
         print(f"gradcam: error: {summary.manifest_error}", file=sys.stderr, flush=True)
     if out.closed:
@@ -137,6 +131,42 @@ def run_with_console(explainer, items, output_dir: Path, job, *, as_json: bool, 
     if summary.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_FAILED if summary.failed or summary.manifest_error else EXIT_OK
+
+
+def summary_line(summary, stdout_closed: bool = False) -> str:
+    """The run's last line: counts, the explain phase's time and rate, and the wall time since the process began."""
+    state = " (interrupted)" if summary.interrupted and not stdout_closed else \
+        " (stopped at first failure)" if summary.stopped_on_failure else ""
+    if getattr(summary, "retried", 0):
+        state += f" ({summary.retried} retried after a worker died)"
+    return (f"gradcam: {summary.done} done, {summary.skipped} skipped, {summary.failed} failed of {summary.total}"
+            f"{state}; explain phase {summary.seconds:.1f} s ({summary.images_per_s:.2f} images/s); "
+            f"wall time {seconds_since_start():.1f} s since the process started")
+
+
+def seconds_since_start() -> float:
+    """Wall time since this process started (Linux: from the kernel's record), start-up and imports included."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as fh:
+            after_name = fh.read().rsplit(")", 1)[1].split()  # the name may hold spaces and parentheses
+        with open("/proc/uptime", encoding="ascii") as fh:
+            uptime = float(fh.read().split()[0])
+        return max(0.0, uptime - int(after_name[19]) / os.sysconf("SC_CLK_TCK"))  # field 22, starttime
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - _IMPORTED  # elsewhere: since the CLI's first import, a close floor
+
+
+_IMPORTED = time.perf_counter()
+
+
+def _print_lines(rows: list[dict], out: _Stdout) -> None:
+    """Off a terminal: one tab-separated line per record (input, method, layer, class, probability, box), no
+    wrapping, so that grep, cut and awk see whole records."""
+    for d in rows:
+        prob = "-" if d["probability"] is None else f"{d['probability']:.3f}"
+        box = ",".join(map(str, d["bbox"])) if d["bbox"] else "-"
+        cls = f"{d['class_index']} {d['class_name'] or ''}".strip()
+        out.write_line("\t".join((d["input"], d["method"], d["layer"], cls, prob, box)))
 
 
 def _print_table(rows: list[dict], output_dir: Path) -> None:

@@ -15,7 +15,7 @@ from .console import EXIT_INTERRUPTED
 
 E = {f: default_of(ExplainOptions, f) for f in ("top_k", "alpha", "bbox_threshold", "batch_size", "precision",
                                                   "occlusion_window", "occlusion_stride", "perturbation_batch_size",
-                                                  "outputs", "bbox_mode", "colormap")}
+                                                  "outputs", "bbox_mode", "colormap", "max_output_pixels")}
 M = {f: default_of(ModelOptions, f) for f in ("pretrained", "device", "memory_format", "fold_bn")}
 J = {f: default_of(JobOptions, f) for f in ("workers",)}
 
@@ -49,6 +49,9 @@ def explain(
         "--bbox-threshold", help="Box = largest region where the normalised map >= this (0..1].")] = E["bbox_threshold"],
     bbox_mode: Annotated[str, typer.Option(
         "--bbox-mode", help="largest: one box; all: every region above the threshold, each with its share.")] = E["bbox_mode"],
+    max_output_pixels: Annotated[int, typer.Option(
+        "--max-output-pixels", help="Larger photos are scaled down as they are decoded (aspect kept); maps and "
+        "pictures are made at that size, boxes stay in the original's pixels.")] = E["max_output_pixels"],
     save_raw: Annotated[bool, typer.Option(
         "--save-raw", help="Also write the float map (and the guided gradient) as .npy.")] = False,
     sheet: Annotated[bool, typer.Option(
@@ -99,7 +102,7 @@ def explain(
     Exit codes: 0 all done, 1 some image failed, 2 bad request, 130 interrupted.
     """
     from ..errors import UsageError
-    from ..options import parse_shard
+    from ..options import check_request, parse_shard
 
     try:
         model_opts = ModelOptions(name=model, pretrained=pretrained, weights=weights, num_classes=num_classes,
@@ -110,13 +113,14 @@ def explain(
             outputs=tuple(k.strip() for k in outputs.split(",") if k.strip()), alpha=alpha,
             bbox_threshold=bbox_threshold, bbox_mode=bbox_mode, save_raw=save_raw, sheet=sheet, caption=caption,
             colorbar=colorbar, colormap=colormap, overwrite=overwrite, batch_size=batch_size,
-            perturbation_batch_size=perturbation_batch_size, precision=precision)
+            max_output_pixels=max_output_pixels, perturbation_batch_size=perturbation_batch_size, precision=precision)
         job = JobOptions(workers=workers, skip_existing=skip_existing, fail_fast=fail_fast,
                          shard=parse_shard(shard) if shard else None)
         engine_opts = EngineOptions(engine=engine, ray_address=ray_address, actors=actors,
                                     gpus_per_actor=gpus_per_actor)
         for checked in (model_opts, options, engine_opts):
             checked.validate()
+        check_request(model_opts, options)
         job.validate(overwrite=overwrite)
         if engine_opts.engine == "ray":
             code = _explain_on_ray(inputs, recursive, nul, output_dir, model_opts, options, job, engine_opts,
@@ -200,8 +204,9 @@ def _collect(inputs: list[str], recursive: bool, nul: bool, output_dir: Path | N
     if output_dir is not None:
         check_output_dir(output_dir)
     items = collect_inputs(inputs, recursive=recursive, nul_separated=nul, output_dir=output_dir)
-    if not items:
-        raise UsageError("no input images found")
+    if all(it.error is not None for it in items):  # nothing to explain: a bad request, with its causes
+        causes = "; ".join(it.error for it in items)
+        raise UsageError(f"no input images found{': ' + causes if causes else ''}")
     return [it for it in items if in_shard(it, *shard)] if shard else items
 
 

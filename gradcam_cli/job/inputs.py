@@ -25,6 +25,7 @@ class InputImage:
     path: str  # as given / found
     rel: PurePosixPath  # relative output location: "sub/dog.jpg"
     unique_stem: str | None = None  # set when another input in the same folder has the same stem
+    error: str | None = None  # known before any decoding: a folder that cannot be listed ("PATH: cause")
 
     @property
     def out_subdir(self) -> PurePosixPath:
@@ -55,11 +56,20 @@ def _safe_rel(parts: Iterable[str]) -> PurePosixPath:
     return PurePosixPath(*kept) if kept else PurePosixPath("image")
 
 
-def scan_directory(root: Path, recursive: bool, skip: Path | None) -> list[Path]:
-    """Image files under ``root`` (sorted), skipping hidden entries and the ``skip`` directory."""
+def scan_directory(root: Path, recursive: bool, skip: Path | None,
+                   unreadable: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """Image files under ``root`` (sorted), skipping hidden entries and the ``skip`` directory.
+
+    A folder that cannot be listed is added to ``unreadable`` as ``(folder, cause)``.
+    """
     found: list[Path] = []
     skip_resolved = skip.resolve() if skip is not None else None
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def cannot_list(err: OSError) -> None:
+        if unreadable is not None:
+            unreadable.append((Path(err.filename or root), err.strerror or str(err)))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=cannot_list):
         current = Path(dirpath)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
                              and (skip_resolved is None or (current / d).resolve() != skip_resolved))
@@ -73,12 +83,16 @@ def scan_directory(root: Path, recursive: bool, skip: Path | None) -> list[Path]
 
 
 def read_stdin_paths(nul_separated: bool, stream=None) -> list[str]:
-    """Paths from stdin, one per line (or NUL-separated)."""
+    """Paths from stdin: one per line, the line ending (``\\n`` or ``\\r\\n``) removed and nothing else, so
+    names keep their spaces; or NUL-separated (``-0``), for names that hold newlines. Empty entries are skipped."""
     data = (stream or sys.stdin.buffer).read()
     if isinstance(data, str):
         data = data.encode()
-    sep = b"\0" if nul_separated else b"\n"
-    return [os.fsdecode(p.rstrip(b"\r") if not nul_separated else p) for p in data.split(sep) if p.strip()]
+    if nul_separated:
+        entries = data.split(b"\0")
+    else:
+        entries = [line[:-1] if line.endswith(b"\r") else line for line in data.split(b"\n")]
+    return [os.fsdecode(e) for e in entries if e]
 
 
 def collect_inputs(args: Iterable[str], *, recursive: bool = False, nul_separated: bool = False,
@@ -91,13 +105,14 @@ def collect_inputs(args: Iterable[str], *, recursive: bool = False, nul_separate
     mirrored as it is, and a single file lands straight in the output dir.
     """
     anchored: list[tuple[Path, Path]] = []  # (file, anchor directory)
+    unreadable: list[tuple[Path, str]] = []  # folders that could not be listed, and why
     for arg in args:
         if arg == "-":
             anchored += [(Path(p), Path(p).parent) for p in read_stdin_paths(nul_separated, stdin)]
             continue
         p = Path(arg)
         if p.is_dir():
-            anchored += [(f, p) for f in scan_directory(p, recursive, output_dir)]
+            anchored += [(f, p) for f in scan_directory(p, recursive, output_dir, unreadable)]
         elif not p.exists() and glob.has_magic(arg):
             for match in sorted(glob.glob(arg, recursive=recursive)):
                 m = Path(match)
@@ -105,10 +120,15 @@ def collect_inputs(args: Iterable[str], *, recursive: bool = False, nul_separate
                     anchored.append((m, m.parent))
         else:
             anchored.append((p, p.parent))  # missing or unreadable files are reported by the loader
+    folder_errors = [InputImage(str(folder), PurePosixPath("."), error=f"{folder}: cannot list this folder ({cause})")
+                     for folder, cause in unreadable]
     if not anchored:
-        return []
+        return folder_errors
+    # Only the files that are there place the outputs: a missing path (or a folder) in a list
+    # fails on its own and must not move every other image's outputs.
+    present = [a for f, a in anchored if os.path.isfile(f)] or [a for _, a in anchored]
     try:
-        base = os.path.commonpath([os.path.abspath(a) for _, a in anchored])
+        base = os.path.commonpath([os.path.abspath(a) for a in present])
     except ValueError:  # different drives
         base = ""
     items: list[InputImage] = []
@@ -120,7 +140,7 @@ def collect_inputs(args: Iterable[str], *, recursive: bool = False, nul_separate
         seen.add(a)
         rel = os.path.relpath(a, base) if base else a
         items.append(InputImage(str(f), _safe_rel(Path(rel).parts)))
-    return _disambiguate_stems(items)
+    return _disambiguate_stems(items) + folder_errors
 
 
 def _disambiguate_stems(items: list[InputImage]) -> list[InputImage]:

@@ -8,8 +8,16 @@ import numpy as np
 
 
 def explanation_record(model_name: str, weights: str, source: str, photo: np.ndarray, e, files: dict,
-                       seconds: float) -> dict:
-    """One line of ``--json`` and ``results.jsonl`` for explanation ``e`` of the photo at ``source``."""
+                       seconds: float, full_size: tuple[int, int] | None = None) -> dict:
+    """One line of ``--json`` and ``results.jsonl`` for explanation ``e`` of the photo at ``source``.
+
+    ``photo`` is the picture the map was placed on and the outputs show; ``full_size``
+    is the original photo's ``(width, height)`` when it was scaled down to that picture
+    (``--max-output-pixels``). Boxes are always in the original photo's pixels.
+    """
+    shown = (int(photo.shape[1]), int(photo.shape[0]))
+    size = tuple(full_size) if full_size is not None else shown
+    to_original = _box_scaler(shown, size)
     return {
         "input": source,
         "model": model_name,
@@ -22,9 +30,10 @@ def explanation_record(model_name: str, weights: str, source: str, photo: np.nda
         "class_name": e.class_name,
         "probability": finite_or_none(e.probability),
         "score": finite_or_none(e.score),
-        "bbox": list(e.bbox) if e.bbox else None,
-        "boxes": [{"box": list(r.box), "share": round(r.share, 6)} for r in e.regions],
-        "image_size": [int(photo.shape[1]), int(photo.shape[0])],
+        "bbox": to_original(e.bbox) if e.bbox else None,
+        "boxes": [{"box": to_original(r.box), "share": round(r.share, 6)} for r in e.regions],
+        "image_size": list(size),
+        "output_size": list(shown),
         "grid": list(e.grid),
         "layout": e.layout,
         "prefix_tokens": e.prefix_tokens,
@@ -33,6 +42,18 @@ def explanation_record(model_name: str, weights: str, source: str, photo: np.nda
         "time_s": round(seconds, 4),
         "warnings": list(e.warnings),
     }
+
+
+def _box_scaler(shown: tuple[int, int], size: tuple[int, int]):
+    """Box in the shown picture's pixels -> the smallest box covering it in the original's pixels."""
+    sx, sy = size[0] / shown[0], size[1] / shown[1]
+
+    def scale(box) -> list[int]:
+        x0, y0, x1, y1 = box
+        return [int(math.floor(x0 * sx)), int(math.floor(y0 * sy)),
+                min(size[0], int(math.ceil(x1 * sx))), min(size[1], int(math.ceil(y1 * sy)))]
+
+    return scale
 
 
 def error_record(source: str, message: str) -> dict:

@@ -16,16 +16,22 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..allocator import release_free_memory
 from ..errors import GradcamError, ImageError
 from ..explainer import Explainer
 from ..options import JobOptions
 from ..output.files import output_path, output_stem, sheet_path
 from ..output.store import LOCAL
 from ..output.write import encode_image, plan_image
-from .images import load_rgb
+from .images import load_photo
 from .inputs import InputImage
 from .manifest import Manifest, Record
 from .records import error_record, explanation_record
+
+
+# Pictures from this many pixels up leave their rendering buffers (some 20 bytes a pixel) to the system
+# when written, rather than kept for reuse in each thread's arena; smaller ones gain from the reuse.
+LARGE_PICTURE = 4_000_000
 
 
 @dataclass
@@ -50,10 +56,11 @@ class JobSummary:
 @dataclass
 class _Loaded:
     item: InputImage
-    photo: object = None
+    photo: object = None  # at most --max-output-pixels
     tensor: object = None
     geometry: object = None
     error: str | None = None
+    full_size: tuple[int, int] | None = None  # the original photo's (width, height)
 
 
 def outputs_complete(explainer: Explainer, item: InputImage, output_dir: Path, files=LOCAL) -> bool:
@@ -98,10 +105,12 @@ def glob_escape(text: str) -> str:
 
 
 def _load(explainer: Explainer, item: InputImage, data: bytes | None = None) -> _Loaded:
+    if item.error is not None:  # known while collecting (a folder that cannot be listed)
+        return _Loaded(item, error=item.error)
     try:
-        photo = load_rgb(item.path, data)
+        photo, full_size = load_photo(item.path, explainer.options.max_output_pixels, data)
         tensor, geometry = explainer.prepare(photo)
-        return _Loaded(item, photo, tensor, geometry)
+        return _Loaded(item, photo, tensor, geometry, full_size=full_size)
     except ImageError as err:
         return _Loaded(item, error=str(err))
     except Exception as err:  # a decoder bug must not take the batch down
@@ -122,6 +131,9 @@ def _write_image(explainer: Explainer, loaded: _Loaded, exps, output_dir: Path, 
                 raise ImageError(f"{loaded.item.path}: output exists ({clash}); pass --overwrite or --skip-existing")
         encoded = encode_image(loaded.photo, planned, opts, explainer.layer_order, Path(loaded.item.path).name)
         files.write_all(encoded)  # all of this image's files, or none of them
+        del encoded
+        if loaded.photo.shape[0] * loaded.photo.shape[1] >= LARGE_PICTURE:
+            release_free_memory()  # its buffers, freed in this and the model's thread, go back (see allocator.py)
     except (GradcamError, OSError) as err:
         cause = str(err) if isinstance(err, GradcamError) else \
             f"{loaded.item.path}: cannot write output ({err.strerror or err})"
@@ -129,7 +141,8 @@ def _write_image(explainer: Explainer, loaded: _Loaded, exps, output_dir: Path, 
     seconds = compute_s + time.perf_counter() - start
     name, weights = explainer.loaded.name, explainer.loaded.weights
     return [explanation_record(name, weights, loaded.item.path, loaded.photo, e,
-                               {k: files.uri(p) for k, p in paths.items()}, seconds) for e, paths in planned]
+                               {k: files.uri(p) for k, p in paths.items()}, seconds, loaded.full_size)
+            for e, paths in planned]
 
 
 def run_job(
@@ -152,7 +165,7 @@ def run_job(
     manifest = Manifest(output_dir / job.manifest_name)
     todo: list[InputImage] = []
     for item in items:
-        if job.skip_existing and outputs_complete(explainer, item, output_dir):
+        if job.skip_existing and item.error is None and outputs_complete(explainer, item, output_dir):
             summary.skipped += 1
         else:
             todo.append(item)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # options.py reads BBOX_MODES: `gradcam --help` must not pay for numpy and OpenCV
-    import numpy as np
+if TYPE_CHECKING:  # numpy and OpenCV load in the functions: options.py imports this module for BBOX_MODES,
+    import numpy as np  # and `gradcam --help` or a bad request must not pay for them
 
 BBox = tuple[int, int, int, int]  # (x0, y0, x1, y1), original pixels, x1/y1 exclusive
 
@@ -25,12 +25,14 @@ def regions_from_map(map01: np.ndarray, threshold: float) -> list[Region]:
     import cv2
     import numpy as np
 
-    values = np.nan_to_num(map01)
-    mask = (values >= threshold) & (values > 0)
+    values = map01 if np.isfinite(map01).all() else np.nan_to_num(map01)
+    mask = values >= threshold
+    if threshold <= 0:
+        mask &= values > 0
     if not mask.any():
         return []
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    mass = np.bincount(labels.ravel(), weights=values.ravel().astype(np.float64), minlength=count)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
+    mass = np.bincount(labels[mask], weights=values[mask], minlength=count)  # only the pixels in regions
     total = float(values.sum(dtype=np.float64)) or 1.0
     found = []
     for i in range(1, count):
@@ -43,3 +45,16 @@ def bbox_from_map(map01: np.ndarray, threshold: float) -> BBox | None:
     """Box around the largest connected region where the map is >= ``threshold`` (of its max, 1)."""
     regions = regions_from_map(map01, threshold)
     return regions[0].box if regions else None
+
+
+def no_box_reason(map01: np.ndarray, threshold: float, grid: tuple[int, int]) -> str:
+    """Why a map that is not empty gave no box: no pixel of the photo reaches the threshold."""
+    import numpy as np
+
+    peak = float(np.nanmax(map01)) if map01.size else 0.0
+    why = f"no box: no pixel of the photo reaches --bbox-threshold {threshold:g} (the highest is {peak:.2f})"
+    height, width = map01.shape[:2]
+    if height * width < grid[0] * grid[1]:
+        why += (f"; the {width}x{height} photo has fewer pixels than the map's {grid[1]}x{grid[0]} cells, "
+                f"too few to sample its peak")
+    return why

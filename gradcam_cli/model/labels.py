@@ -1,4 +1,9 @@
-"""Class names: built-in ImageNet-1k names, a user's --labels file, and --class lookup."""
+"""Class names: built-in ImageNet-1k names, a user's --labels file, and --class lookup.
+
+Imports nothing heavy: ``--class`` is checked before any model is built. The ImageNet
+names and their WordNet hypernyms come from ``imagenet_classes.json`` (written by
+``scripts/make_imagenet_classes.py`` from timm's class list and WordNet 3.0).
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,42 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..errors import UsageError
-from ..suggest import close_names, did_you_mean
+from ..suggest import close_names, did_you_mean, ranked_names
+
+_IMAGENET_FILE = Path(__file__).resolve().parents[1] / "imagenet_classes.json"
+
+
+@lru_cache(maxsize=1)
+def _imagenet() -> dict:
+    return json.loads(_IMAGENET_FILE.read_text(encoding="utf-8"))
 
 
 @lru_cache(maxsize=1)
 def imagenet_descriptions() -> tuple[str, ...]:
-    """The 1000 ImageNet-1k descriptions in class-index order ("tabby, tabby cat", ...)."""
-    from timm.data import ImageNetInfo
+    """The 1000 ImageNet-1k descriptions in class-index order ("tabby, tabby cat", ...), as timm gives them."""
+    return tuple(description for _, description, _ in _imagenet()["classes"])
 
-    info = ImageNetInfo()
-    return tuple(info.index_to_description(i) for i in range(1000))
+
+def imagenet_kinds_of(word: str) -> list[int]:
+    """ImageNet classes that mean a kind of ``word``, closest in meaning first.
+
+    A class counts when ``word`` names one of its WordNet hypernyms (``cat``: domestic
+    cats through "cat, true cat", lions through "big cat, cat") or is a whole word of one
+    of its names ("tabby cat", "cat bear"). Both at once rank first, then hypernyms by
+    distance, then names alone; ties keep class order.
+    """
+    wanted = " ".join(word.lower().split())
+    data = _imagenet()
+    meant = {i for i, (_, lemmas) in enumerate(data["hypernyms"])
+             if wanted in (lemma.strip().lower() for lemma in lemmas.split(","))}
+    ranked = []
+    for index, (_, description, up) in enumerate(data["classes"]):
+        named = any(f" {wanted} " in f" {name.strip().lower()} " for name in description.split(","))
+        distance = min((up[k] for k in range(0, len(up), 2) if up[k + 1] in meant), default=None)
+        if named or distance is not None:
+            tier = 0 if named and distance is not None else 1 if distance is not None else 2
+            ranked.append((tier, distance or 0, index))
+    return [index for *_, index in sorted(ranked)]
 
 
 def imagenet_labels() -> list[str]:
@@ -26,7 +57,15 @@ def imagenet_labels() -> list[str]:
 
 
 def read_labels(path: str | os.PathLike, num_classes: int) -> list[str]:
-    """Class names from a text file (one per line) or JSON (a list, or ``{index: name}``)."""
+    """Class names from a text file (one per line) or JSON (a list, or ``{index: name}``), one per class."""
+    names = read_label_names(path)
+    if len(names) != num_classes:
+        raise UsageError(f"--labels {path}: has {len(names)} names but the model has {num_classes} classes")
+    return names
+
+
+def read_label_names(path: str | os.PathLike) -> list[str]:
+    """The names in a ``--labels`` file, not yet checked against the model's class count."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -52,8 +91,6 @@ def read_labels(path: str | os.PathLike, num_classes: int) -> list[str]:
             raise UsageError(f"--labels {p}: JSON must be a list of names or an object of index: name")
     else:
         names = [line.strip() for line in text.splitlines() if line.strip()]
-    if len(names) != num_classes:
-        raise UsageError(f"--labels {p}: has {len(names)} names but the model has {num_classes} classes")
     return names
 
 
@@ -71,11 +108,14 @@ def resolve_class(spec: str | int, labels: list[str] | None, num_classes: int) -
     aliases: dict[str, int] = {}
     for index, name in enumerate(labels):
         aliases.setdefault(name.lower(), index)
-    if num_classes == 1000 and len(labels) == 1000 and labels == imagenet_labels():
+    imagenet = num_classes == 1000 and len(labels) == 1000 and labels == imagenet_labels()
+    if imagenet:
         for index, description in enumerate(imagenet_descriptions()):
             for alias in description.split(","):
                 aliases.setdefault(alias.strip().lower(), index)
     if wanted in aliases:
         return aliases[wanted]
-    hint = did_you_mean(close_names(wanted, aliases, n=4), quote=True)
+    by_meaning = [labels[i] for i in imagenet_kinds_of(wanted)] if imagenet else []
+    by_spelling = [labels[aliases[a]] for a in close_names(wanted, aliases, n=5)]
+    hint = did_you_mean(ranked_names(by_meaning, by_spelling, n=5), quote=True)
     raise UsageError(f"--class {text!r}: no class of that name{hint}")

@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from importlib import metadata
 from pathlib import Path
+
+from ..output.files import write_bytes_atomic
 
 _FORMAT = 2  # 2: rows carry their layout and grid
 _PACKAGES = ("torch", "torchvision", "timm", "gradcam-cli")
@@ -58,16 +59,12 @@ def read_table(key: str) -> dict | None:
 
 
 def write_table(key: str, table: dict) -> None:
-    """Store ``table`` atomically; a cache that cannot be written is silently skipped."""
-    folder = cache_dir()
+    """Store ``table`` atomically; a cache that cannot be written is silently skipped.
+
+    With the umask's mode, like the outputs: the table holds layer names and shapes only,
+    and a cache folder shared by a team (``GRADCAM_CACHE_DIR``) must be readable by it.
+    """
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".layers-", suffix=".tmp", dir=folder)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({**table, "format": _FORMAT}, fh)
-        os.replace(tmp, folder / f"layers-{key}.json")
+        write_bytes_atomic(cache_dir() / f"layers-{key}.json", json.dumps({**table, "format": _FORMAT}).encode())
     except OSError:
-        try:
-            os.unlink(tmp)  # type: ignore[possibly-undefined]
-        except (OSError, NameError):
-            pass
+        pass

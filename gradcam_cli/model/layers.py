@@ -206,8 +206,8 @@ def resolve_layer(model: nn.Module, path: str, layers: list[LayerInfo], default:
     """The module at ``path``, after checking that the methods can use its output."""
     modules = dict(model.named_modules())
     info = {l.path: l for l in layers}
+    listed = listed_paths([(l.path, l.type) for l in layers if l.spatial], default or path)  # as `gradcam layers`
     if path not in modules or not path:
-        listed = listed_paths([(l.path, l.type) for l in layers if l.spatial], default or path)
         close = close_names(path, listed, n=5, cutoff=0.5)
         hint = did_you_mean(close) if close else "; see `gradcam layers`"
         raise UsageError(f"--layer {path!r}: no such module{hint}")
@@ -218,8 +218,8 @@ def resolve_layer(model: nn.Module, path: str, layers: list[LayerInfo], default:
         raise UsageError(f"--layer {path!r}: {layer.refusal}; not guessing: choose another module with --layer "
                          "(see `gradcam layers`)")
     if not layer.spatial:
-        near = [l.path for l in layers if l.spatial and l.finish_order < layer.finish_order]
-        hint = f"; the last spatial layer before it is {near[-1]}" if near else ""
+        near = [info[p] for p in listed if info[p].finish_order < layer.finish_order]
+        hint = f"; the last spatial layer before it is {max(near, key=lambda l: l.finish_order).path}" if near else ""
         raise UsageError(
             f"--layer {path!r}: its output has shape {layer.shape}, not (C, H, W) with H*W > 1, "
             f"a channels-last grid or a token grid, so there is no spatial map to weigh{hint}"

