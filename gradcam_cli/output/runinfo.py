@@ -28,7 +28,7 @@ def run_info_name(manifest_name: str) -> str:
 
 def versions() -> dict[str, str]:
     """Python, the platform and the installed versions of the libraries a result depends on (nothing imported)."""
-    from .. import __version__
+    from ..version import __version__
 
     found = {"gradcam-cli": __version__, "python": platform.python_version(), "platform": platform.platform(terse=True)}
     for name in VERSIONED:
