@@ -66,7 +66,8 @@ class ActivationCapture:
             if not isinstance(output, torch.Tensor):
                 raise MethodError(f"--layer {path!r}: returns {type(output).__name__}, not a tensor")
             if path in self.outputs:
-                raise MethodError(f"--layer {path!r}: runs more than once per forward pass; pick a block that runs once")
+                raise MethodError(f"--layer {path!r}: runs more than once per forward pass; "
+                                  "pick a block that runs once")
             if self.make_leaf and not output.requires_grad:
                 # Recording starts here: nothing before this layer enters the graph.
                 output = output.detach().requires_grad_(True)

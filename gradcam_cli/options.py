@@ -113,8 +113,9 @@ class ExplainOptions:
             raise UsageError(f"--bbox-threshold {self.bbox_threshold}: must be in (0, 1]")
         if self.bbox_mode not in BBOX_MODES:
             raise UsageError(f"--bbox-mode {self.bbox_mode}: unknown; choose from {', '.join(BBOX_MODES)}")
-        for flag, value in (("--batch-size", self.batch_size), ("--perturbation-batch-size", self.perturbation_batch_size),
-                            ("--occlusion-window", self.occlusion_window), ("--occlusion-stride", self.occlusion_stride)):
+        counts = (("--batch-size", self.batch_size), ("--perturbation-batch-size", self.perturbation_batch_size),
+                  ("--occlusion-window", self.occlusion_window), ("--occlusion-stride", self.occlusion_stride))
+        for flag, value in counts:
             if value < 1:
                 raise UsageError(f"{flag} {value}: must be at least 1")
         if self.occlusion_stride > self.occlusion_window:

@@ -23,15 +23,15 @@ pgc = pytest.importorskip("pytorch_grad_cam")
 torchcam_methods = pytest.importorskip("torchcam.methods")
 captum_attr = pytest.importorskip("captum.attr")
 
-from pytorch_grad_cam import (AblationCAM, EigenCAM, EigenGradCAM, GradCAM, GradCAMPlusPlus,  # noqa: E402
-                              HiResCAM, LayerCAM, ScoreCAM, XGradCAM)
+from pytorch_grad_cam import (EigenCAM, GradCAM, GradCAMPlusPlus,  # noqa: E402
+                              HiResCAM, LayerCAM, XGradCAM)
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection  # noqa: E402
 
 from gradcam_cli.capture import ActivationCapture  # noqa: E402
 from gradcam_cli.engine import explain_batch  # noqa: E402
-from gradcam_cli.maps.scale import normalize_minmax  # noqa: E402
 from gradcam_cli.methods.base import first_component  # noqa: E402
+from helpers import max_diff, oracle_model as model, scaled  # noqa: E402
 
 TOL = 1e-5  # max abs difference between min-max scaled maps
 
@@ -53,35 +53,12 @@ PGC_SETTINGS = {k: v for _, (_, s) in GRADIENT_ORACLES.items() for k, v in s.ite
 
 
 @functools.lru_cache(maxsize=None)
-def model(name: str) -> nn.Module:
-    torch.manual_seed(0)
-    if name == "lite0":
-        from gradcam_cli import load_model
-
-        return load_model(fold_bn=False, memory_format="contiguous").model
-    if name == "resnet18":
-        return timm.create_model("resnet18", pretrained=False).eval()
-    return timm.create_model(name, pretrained=False).eval()
-
-
-@functools.lru_cache(maxsize=None)
 def inputs(size: int = 224, n: int = 2) -> torch.Tensor:
     return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(1234))
 
 
 def module(m: nn.Module, path: str) -> nn.Module:
     return m.get_submodule(path)
-
-
-def scaled(maps: torch.Tensor) -> torch.Tensor:
-    out, empty = normalize_minmax(maps.float())
-    assert not empty.any(), "an empty map would make the comparison vacuous"
-    return out
-
-
-def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return (a.double() - b.double()).abs().max().item()
 
 
 def pgc_map(cam_class, name: str, path: str, x: torch.Tensor, classes, hw, source=None, **kw) -> torch.Tensor:

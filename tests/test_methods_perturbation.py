@@ -30,6 +30,7 @@ from gradcam_cli.engine import EngineState, explain_batch  # noqa: E402
 from gradcam_cli.maps.scale import normalize_minmax  # noqa: E402
 from gradcam_cli.model.hooks import installed  # noqa: E402
 from gradcam_cli.model.tail import LayerTail, WholeNetworkTail  # noqa: E402
+from helpers import max_diff, oracle_model as model, scaled  # noqa: E402
 
 TOL = 1e-5
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
@@ -51,16 +52,6 @@ SIGNED_CASES = [("convnext_tiny", "stages.1", 32), ("lite0", "blocks.4", 64)]
 
 
 @functools.lru_cache(maxsize=None)
-def model(name: str) -> nn.Module:
-    torch.manual_seed(0)
-    if name == "lite0":
-        from gradcam_cli import load_model
-
-        return load_model(fold_bn=False, memory_format="contiguous").model
-    return timm.create_model(name, pretrained=False).eval()
-
-
-@functools.lru_cache(maxsize=None)
 def photo_batch(size: int, n: int = 1) -> torch.Tensor:
     """Real photos (the Lite0 here has real weights), squashed to ``size`` and scaled as Lite0 expects."""
     from PIL import Image
@@ -68,17 +59,6 @@ def photo_batch(size: int, n: int = 1) -> torch.Tensor:
     names = ["cat.png", "dogs.png", "samoyed.png"][:n]
     photos = [np.asarray(Image.open(SAMPLES / p).convert("RGB").resize((size, size)), dtype=np.float32) for p in names]
     return (torch.from_numpy(np.stack(photos)).permute(0, 3, 1, 2) / 255.0 - 0.5) / 0.5
-
-
-def scaled(maps: torch.Tensor) -> torch.Tensor:
-    out, empty = normalize_minmax(maps.float())
-    assert not empty.any(), "an empty map would make the comparison vacuous"
-    return out
-
-
-def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return (a.double() - b.double()).abs().max().item()
 
 
 def ours(name, path, size, method, settings=None, batch_size=64, n=1):

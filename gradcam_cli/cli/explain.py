@@ -46,9 +46,11 @@ def explain(
         help="Where outputs and results.jsonl go (with --engine ray also a URI: s3://bucket/out).")] = "gradcam_out",
     alpha: Annotated[float, typer.Option("--alpha", help="Heatmap weight in the overlay (0..1).")] = E["alpha"],
     bbox_threshold: Annotated[float, typer.Option(
-        "--bbox-threshold", help="Box = largest region where the normalised map >= this (0..1].")] = E["bbox_threshold"],
+        "--bbox-threshold", help="Box = largest region where the normalised map >= this (0..1].")
+    ] = E["bbox_threshold"],
     bbox_mode: Annotated[str, typer.Option(
-        "--bbox-mode", help="largest: one box; all: every region above the threshold, each with its share.")] = E["bbox_mode"],
+        "--bbox-mode", help="largest: one box; all: every region above the threshold, each with its share.")
+    ] = E["bbox_mode"],
     max_output_pixels: Annotated[int, typer.Option(
         "--max-output-pixels", help="Larger photos are scaled down as they are decoded (aspect kept); maps and "
         "pictures are made at that size, boxes stay in the original's pixels.")] = E["max_output_pixels"],
@@ -75,13 +77,17 @@ def explain(
     nul: Annotated[bool, typer.Option("-0", "--null", help="Paths on stdin are NUL-separated (find -print0).")] = False,
     shard: Annotated[Optional[str], typer.Option(
         "--shard", help="I/N: process a deterministic 1/N of the inputs (writes results.I-of-N.jsonl).")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward/backward pass.")] = E["batch_size"],
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", "-b", help="Images per forward/backward pass.")] = E["batch_size"],
     perturbation_batch_size: Annotated[int, typer.Option(
-        "--perturbation-batch-size", help="Perturbed copies per extra forward pass (scorecam, ablationcam, occlusion).")] = E["perturbation_batch_size"],
-    workers: Annotated[int, typer.Option("--workers", "-w", help="Threads for decoding and PNG encoding; 0 = inline.")] = J["workers"],
+        "--perturbation-batch-size", help="Perturbed copies per extra forward pass (scorecam, ablationcam, occlusion).")
+    ] = E["perturbation_batch_size"],
+    workers: Annotated[int, typer.Option(
+        "--workers", "-w", help="Threads for decoding and PNG encoding; 0 = inline.")] = J["workers"],
     device: DeviceOpt = M["device"],
     precision: Annotated[str, typer.Option(
-        "--precision", help="fp32, or fp16/bf16 autocast for the forward pass (for GPUs; maps stay float32).")] = E["precision"],
+        "--precision", help="fp32, or fp16/bf16 autocast for the forward pass (for GPUs; maps stay float32).")
+    ] = E["precision"],
     memory_format: MemoryFormatOpt = M["memory_format"],
     fold_bn: FoldBnOpt = M["fold_bn"],
     pretrained: PretrainedOpt = M["pretrained"],

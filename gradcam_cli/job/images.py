@@ -230,6 +230,8 @@ def load_photo(path: str | os.PathLike, max_pixels: int | None = None,
     """Like :func:`load_rgb`, scaled down to at most ``max_pixels`` pixels while decoding.
 
     Returns ``(rgb, (width, height))``: the array, and the upright photo's full size.
+    With ``data``, those bytes are decoded instead of reading the file (``path`` then only
+    names it in messages).
     A JPEG is decoded at a reduced scale straight away; other formats are decoded in
     full (at most :data:`MAX_PIXELS`) and averaged down before any conversion, so
     memory stays bounded whatever the photo's size.
@@ -244,7 +246,7 @@ def load_photo(path: str | os.PathLike, max_pixels: int | None = None,
                 raise ImageError(f"{p}: not a regular file (a device, pipe or socket)")
         if (st.st_size if data is None else len(data)) == 0:
             raise ImageError(f"{p}: empty file (0 bytes)")
-        with open(p, "rb") as fh:
+        with open(p, "rb") if data is None else io.BytesIO(data) as fh:
             arr, full_size = _decode(fh, max_pixels)
     except ImageError:
         raise

@@ -47,16 +47,26 @@ class _LayerTracer(fx.Tracer):
         return super().is_leaf_module(m, qualname)
 
 
-def _reachable(starts: list[fx.Node]) -> set[fx.Node]:
-    """Every node that reads, directly or not, one of ``starts`` (``starts`` excluded)."""
+def _closure(starts, neighbours) -> set[fx.Node]:
+    """Every node reached from ``starts`` by following ``neighbours`` (``starts`` included)."""
     found: set[fx.Node] = set()
-    stack = [u for n in starts for u in n.users]
+    stack = list(starts)
     while stack:
         node = stack.pop()
         if node not in found:
             found.add(node)
-            stack.extend(node.users)
+            stack.extend(neighbours(node))
     return found
+
+
+def _reachable(starts: list[fx.Node]) -> set[fx.Node]:
+    """Every node that reads, directly or not, one of ``starts`` (``starts`` excluded)."""
+    return _closure([u for n in starts for u in n.users], lambda n: n.users)
+
+
+def _ancestors(nodes: list[fx.Node]) -> set[fx.Node]:
+    """``nodes`` and every node they read, directly or not."""
+    return _closure(nodes, lambda n: n.all_input_nodes)
 
 
 def _split(graph: fx.Graph, path: str) -> tuple[fx.Node, set[fx.Node], list[fx.Node]]:
@@ -100,17 +110,6 @@ def _subgraph(graph: fx.Graph, inputs: list[fx.Node], keep: set[fx.Node], output
     if outputs is not None:
         sub.output(tuple(env[n] for n in outputs))
     return sub
-
-
-def _ancestors(nodes: list[fx.Node]) -> set[fx.Node]:
-    seen: set[fx.Node] = set()
-    stack = list(nodes)
-    while stack:
-        node = stack.pop()
-        if node not in seen:
-            seen.add(node)
-            stack.extend(node.all_input_nodes)
-    return seen
 
 
 class LayerTail:
@@ -177,7 +176,8 @@ def build_tail(model: nn.Module, path: str, inputs: torch.Tensor, layer_output: 
         whole = logits_of(tail(layer_output.clone(), frontier, None)).float()
         first = layer_output.narrow(batch_dim, 0, 1)
         pair = logits_of(tail(torch.cat([first, first], dim=batch_dim), frontier, 0)).float()
-        if (whole - logits).abs().max().item() <= 1e-4 * scale and (pair - logits[:1]).abs().max().item() <= 1e-4 * scale:
+        close = (whole - logits).abs().max().item() <= 1e-4 * scale
+        if close and (pair - logits[:1]).abs().max().item() <= 1e-4 * scale:
             return tail
     except Exception:  # untraceable model, or a tail that fails on the copies: fall back, never fail
         pass

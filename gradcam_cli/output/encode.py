@@ -13,8 +13,9 @@ def encode_png(rgb: np.ndarray, photographic: bool = False) -> bytes:
 
     fpng writes a PNG about ten times faster than libpng at its fastest level; files are
     larger (photos, overlays and guided images by 5-15%, smooth heatmaps about twice).
-    OpenCV's libpng is the fallback where fpng is missing or refuses the image; there ``photographic`` images (overlays, the boxed photo) skip zlib's string
-    matching, which finds little in camera noise, while smooth ones keep it.
+    OpenCV's libpng is the fallback where fpng is missing or refuses the image; there
+    ``photographic`` images (overlays, the boxed photo) skip zlib's string matching, which
+    finds little in camera noise, while smooth ones keep it.
     """
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.size == 0:
         raise ValueError(f"encode_png needs a non-empty (H, W, 3) uint8 array, got {rgb.dtype} {rgb.shape}")
