@@ -32,17 +32,20 @@ def test_every_method_in_one_run_writes_its_files_and_records(tmp_path, samples)
     photos.mkdir()
     for name in ("cat.png", "dogs.png"):
         (photos / name).write_bytes((samples / name).read_bytes())
-    flags = [x for m in METHODS for x in ("--method", m)]
+    layered = [m for m in METHODS if m != "cam"]  # CAM needs the layer before global pooling: its own run below
+    flags = [x for m in layered for x in ("--method", m)]
     # blocks.2 has 40 channels, so Score-CAM and Ablation-CAM stay cheap; occlusion works on the input.
     result = run("explain", photos, "-o", tmp_path / "out", "--json", "--layer", "blocks.2", *flags,
                  "--occlusion-window", "56", "--occlusion-stride", "56", "--outputs", "heatmap,bbox")
     assert result.exit_code == 0, result.output
-    recs = records(result)
+    cam = run("explain", photos, "-o", tmp_path / "out", "--json", "--method", "cam", "--outputs", "heatmap,bbox")
+    assert cam.exit_code == 0, cam.output
+    recs = records(result) + records(cam)
     assert len(recs) == 2 * len(METHODS)
     for rec in recs:
         jsonschema.validate(rec, SCHEMA)
-        assert rec["layer"] == ("input" if rec["method"] == "occlusion" else "blocks.2")
-        assert rec["grid"] == ([224, 224] if rec["method"] == "occlusion" else [28, 28])
+        layer, grid = {"occlusion": ("input", [224, 224]), "cam": ("bn2", [7, 7])}.get(rec["method"], ("blocks.2", [28, 28]))
+        assert rec["layer"] == layer and rec["grid"] == grid
         assert rec["class_specific"] is (rec["method"] != "eigencam")
         for kind, path in rec["files"].items():
             assert Path(path).exists() and f"_{rec['method']}_{rec['layer']}_c" in Path(path).name, path
