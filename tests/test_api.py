@@ -106,3 +106,14 @@ def test_bad_requests_are_refused_before_any_work(users_resnet) -> None:
         explain(users_resnet, [torch.zeros(3, 64, 64)], methods=["gradcam++"])
     with pytest.raises(ValueError, match="image 0"):
         explain(users_resnet, [np.zeros((10, 10), np.uint8)])
+
+
+def test_the_callers_own_hooks_see_only_real_tensors(users_resnet, samples) -> None:
+    """Ablation-CAM traces the model to run its tail; the caller's hooks must not be called with proxies."""
+    seen = []
+    handle = users_resnet.layer3.register_forward_hook(lambda _m, _i, out: seen.append(type(out)))
+    try:
+        explain(users_resnet, [samples / "cat.png"], methods=["ablationcam"], layers=["layer4"])
+    finally:
+        handle.remove()
+    assert seen and all(t is torch.Tensor for t in seen), seen

@@ -52,6 +52,21 @@ SIGNED_CASES = [("convnext_tiny", "stages.1", 32), ("lite0", "blocks.4", 64)]
 
 
 @functools.lru_cache(maxsize=None)
+def noise_batch(size: int, n: int = 1) -> torch.Tensor:
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(99))
+
+
+def inputs_for(name: str, size: int, n: int = 1) -> torch.Tensor:
+    """Real photos for the Lite0 with real weights; seeded noise for the random-init models.
+
+    pytorch-grad-cam rounds Ablation-CAM's class scores to float32 before it takes their
+    relative drops, so its weights carry a float32 error of about 1e-7 of the score over
+    each drop; the comparisons need inputs whose drops are not vanishingly small.
+    """
+    return photo_batch(size, n) if name == "lite0" else noise_batch(size, n)
+
+
+@functools.lru_cache(maxsize=None)
 def photo_batch(size: int, n: int = 1) -> torch.Tensor:
     """Real photos (the Lite0 here has real weights), squashed to ``size`` and scaled as Lite0 expects."""
     from PIL import Image
@@ -63,7 +78,7 @@ def photo_batch(size: int, n: int = 1) -> torch.Tensor:
 
 def ours(name, path, size, method, settings=None, batch_size=64, n=1):
     m = model(name)
-    return explain_batch(m, photo_batch(size, n), {path: m.get_submodule(path)}, methods=[method],
+    return explain_batch(m, inputs_for(name, size, n), {path: m.get_submodule(path)}, methods=[method],
                          settings=settings or {}, batch_size=batch_size)
 
 
@@ -82,7 +97,7 @@ def pgc(cam_class, name, path, x, classes, hw, **kw) -> torch.Tensor:
 def test_scorecam_matches_pytorch_grad_cam_with_its_convention(name, path, size) -> None:
     res = ours(name, path, size, "scorecam", {"scorecam_convention": "pytorch-grad-cam"})
     mine = scaled(res.maps["scorecam", path][:, 0])
-    theirs = pgc(ScoreCAM, name, path, photo_batch(size), res.classes[:, 0], mine.shape[-2:])
+    theirs = pgc(ScoreCAM, name, path, inputs_for(name, size), res.classes[:, 0], mine.shape[-2:])
     assert max_diff(mine, theirs) <= TOL
 
 
@@ -93,7 +108,7 @@ def test_scorecam_matches_torchcam_with_its_convention() -> None:
     res = ours(name, path, size, "scorecam", {"scorecam_convention": "torchcam"})
     with TorchcamScoreCAM(copy.deepcopy(model(name)), target_layer=path, batch_size=64,
                           input_shape=(3, size, size)) as cam:
-        scores = cam.model(photo_batch(size))
+        scores = cam.model(inputs_for(name, size))
         theirs = cam(class_idx=res.classes[:, 0].tolist(), scores=scores, normalized=False)[0].detach()
     assert max_diff(scaled(res.maps["scorecam", path][:, 0]), scaled(theirs)) <= TOL
 
@@ -108,16 +123,17 @@ def test_scorecam_paper_convention_by_a_reference_loop() -> None:
     with installed(forward=[(m.get_submodule(path), lambda _m, _i, o: captured.setdefault("a", o))]), torch.no_grad():
         m(x)
     acts = captured["a"][0]
-    total = torch.zeros(acts.shape[1:], dtype=torch.float64)
+    kept, masked = [], []
+    for k in range(acts.shape[0]):
+        up = torch.nn.functional.interpolate(acts[None, k:k + 1], size=(size, size), mode="bilinear",
+                                             align_corners=False)[0, 0]
+        if up.max() == up.min():
+            continue
+        kept.append(k)
+        masked.append(x[0] * (up - up.min()) / (up.max() - up.min()))
     with torch.no_grad():
-        for k in range(acts.shape[0]):
-            up = torch.nn.functional.interpolate(acts[None, k:k + 1], size=(size, size), mode="bilinear",
-                                                 align_corners=False)[0, 0]
-            if up.max() == up.min():
-                continue
-            mask = (up - up.min()) / (up.max() - up.min())
-            weight = torch.softmax(m(x * mask), dim=1)[0, c]
-            total += weight.double() * acts[k].double()
+        weights = torch.softmax(m(torch.stack(masked)), dim=1)[:, c].double()
+    total = (weights[:, None, None] * acts[kept].double()).sum(0)
     assert max_diff(scaled(res.maps["scorecam", path][:, 0]), scaled(torch.relu(total)[None])) <= TOL
 
 
@@ -143,7 +159,7 @@ def test_scorecam_skips_constant_channels_and_batches_its_passes() -> None:
 def test_ablationcam_matches_pytorch_grad_cam(name, path, size) -> None:
     res = ours(name, path, size, "ablationcam")
     mine = scaled(res.maps["ablationcam", path][:, 0])
-    theirs = pgc(AblationCAM, name, path, photo_batch(size), res.classes[:, 0], mine.shape[-2:])
+    theirs = pgc(AblationCAM, name, path, inputs_for(name, size), res.classes[:, 0], mine.shape[-2:])
     assert max_diff(mine, theirs) <= TOL
 
 
@@ -180,7 +196,7 @@ def test_ablationcam_on_signed_layers_matches_a_reference_loop(name, path, size)
 
 def test_ablationcam_with_pytorch_grad_cams_ablation_value() -> None:
     """On a signed layer pytorch-grad-cam writes min - 1e7, not zero (one copy per pass, so no cascade)."""
-    name, path, size = "lite0", "blocks.4", 64
+    name, path, size = "lite0", "blocks.1", 64  # 24 channels: pytorch-grad-cam runs one whole pass per channel here
     res = ours(name, path, size, "ablationcam", {"ablation_value": "min-1e7"}, batch_size=1)
     mine = scaled(res.maps["ablationcam", path][:, 0])
     theirs = pgc(AblationCAM, name, path, photo_batch(size), res.classes[:, 0], mine.shape[-2:], batch_size=1)
@@ -238,7 +254,7 @@ def test_a_tail_that_cannot_be_traced_falls_back_to_whole_forward_passes() -> No
 def test_ablation_memory_is_bounded_by_the_batch() -> None:
     m = model("resnet18")
     sizes = []
-    with installed(forward=[(m.global_pool, lambda _m, inp, _o: sizes.append(inp[0].shape[0]))]):
+    with installed(forward=[(m.fc, lambda _m, inp, _o: sizes.append(inp[0].shape[0]))]):
         explain_batch(m, photo_batch(64), {"layer4": m.layer4}, methods=["ablationcam"], batch_size=50)
     assert sizes[0] == 1 and max(sizes) == 50 and sum(sizes[1:]) >= 512
 
@@ -294,7 +310,7 @@ def test_gradient_methods_share_one_forward_and_one_backward_per_class(monkeypat
         return real_grad(*a, **k)
 
     monkeypatch.setattr(torch.autograd, "grad", counting_grad)
-    methods = ["gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "eigengradcam", "eigencam", "cam"]
+    methods = ["gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "eigengradcam", "eigencam"]
     with installed(forward=[(m, lambda *_: forwards.append(1))]):
         res = explain_batch(m, photo_batch(64, n=2), {"layer4": m.layer4, "layer3": m.layer3}, methods=methods,
                             top_k=3)

@@ -131,8 +131,10 @@ def test_ray_engine_writes_the_local_engines_files_and_records(tmp_path, ray_add
     assert set(errors) == {"broken.jpg", "missing.png"} and "no such file" in errors["missing.png"]
     # Byte-identical files: PNGs and raw maps.
     local_files, ray_files = tree(tmp_path / "local"), tree(tmp_path / "ray")
-    local_files.pop("results.jsonl"), ray_files.pop("results.jsonl")
-    assert len(ray_files) == 6 * 5 and ray_files == local_files
+    for made_by_the_run in ("results.jsonl", "run.json"):  # run.json says when and with which engine
+        local_files.pop(made_by_the_run), ray_files.pop(made_by_the_run)
+    # Per image: the four PNGs, and with --save-raw the map's and the guided image's .npy.
+    assert len(ray_files) == 6 * 6 and ray_files == local_files
 
 
 def _actor_pids_of_this_ray() -> list[int]:

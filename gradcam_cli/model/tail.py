@@ -41,6 +41,12 @@ class _LayerTracer(fx.Tracer):
         super().__init__(autowrap_functions=functions)
         self.path = path
 
+    def call_module(self, m: nn.Module, forward, args, kwargs):
+        # Trace the module's own forward, not its __call__: hooks the caller put on the model must
+        # not run on proxies. A hook that changes an output makes the tail disagree with the model,
+        # and build_tail's check then falls back to whole forward passes.
+        return super().call_module(m, m.forward, args, kwargs)
+
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if qualname == self.path or (self._leaf_types and isinstance(m, self._leaf_types)):
             return True
