@@ -12,7 +12,7 @@ import pytest
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings")
 
 # Forward and input-gradient passes of a small conv net at batch 8 (activations of
-# 12.8 MB each); counts the minor page faults of passes 4 to 6, after warm-up.
+# 12.8 MB each); counts the minor page faults of each of passes 4 to 9, after warm-up.
 PROBE = r"""
 import json, resource, sys
 import torch
@@ -30,10 +30,12 @@ def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(3):
     one_pass()
-before = faults()
-for _ in range(3):
+per_pass = []
+for _ in range(6):
+    before = faults()
     one_pass()
-print(json.dumps({"applied": applied, "faults": faults() - before}))
+    per_pass.append(faults() - before)
+print(json.dumps({"applied": applied, "faults": per_pass}))
 """
 
 ONE_ACTIVATION = 8 * 32 * 112 * 112 * 4 // 4096  # pages
@@ -47,19 +49,23 @@ def _probe(mode: str, **env: str) -> dict:
 
 def test_default_malloc_faults_activations_in_every_pass() -> None:
     """The problem being fixed: without the setting, later passes still fault their memory in."""
-    assert _probe("default")["faults"] >= 3 * ONE_ACTIVATION
+    assert sum(_probe("default")["faults"]) >= 6 * ONE_ACTIVATION  # measured: 80 to 120 activations
 
 
 def test_kept_memory_is_reused_without_page_faults() -> None:
     result = _probe("tuned")
     assert result["applied"] is True
-    assert result["faults"] < ONE_ACTIVATION // 10
+    per_pass = sorted(result["faults"])
+    # A typical pass faults nothing in; now and then the heap, fragmented, grows by a block
+    # or two (measured: one or two activations in one pass of six), never by a pass's worth.
+    assert per_pass[len(per_pass) // 2] < ONE_ACTIVATION // 10
+    assert sum(per_pass) <= 3 * ONE_ACTIVATION
 
 
 def test_opt_out_leaves_malloc_alone() -> None:
     result = _probe("tuned", GRADCAM_DEFAULT_MALLOC="1")
     assert result["applied"] is False
-    assert result["faults"] >= 3 * ONE_ACTIVATION
+    assert sum(result["faults"]) >= 6 * ONE_ACTIVATION
 
 
 def test_the_gradcam_command_applies_it(monkeypatch: pytest.MonkeyPatch) -> None:

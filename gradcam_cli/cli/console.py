@@ -140,8 +140,8 @@ def summary_line(summary, stdout_closed: bool = False) -> str:
     if getattr(summary, "retried", 0):
         state += f" ({summary.retried} retried after a worker died)"
     return (f"gradcam: {summary.done} done, {summary.skipped} skipped, {summary.failed} failed of {summary.total}"
-            f"{state}; explain phase {summary.seconds:.1f} s ({summary.images_per_s:.2f} images/s); "
-            f"wall time {seconds_since_start():.1f} s since the process started")
+            f"{state}; explain phase {summary.seconds:.2f} s ({summary.images_per_s:.2f} images/s); "
+            f"wall time {seconds_since_start():.2f} s since the process started")
 
 
 def seconds_since_start() -> float:
