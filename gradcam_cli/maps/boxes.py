@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import cv2
-import numpy as np
+if TYPE_CHECKING:  # options.py imports BBOX_MODES: `gradcam --help` must not pay for OpenCV and numpy
+    import numpy as np
 
 BBox = tuple[int, int, int, int]  # (x0, y0, x1, y1), original pixels, x1/y1 exclusive
 BBOX_MODES = ("largest", "all")
@@ -22,6 +23,9 @@ class Region:
 
 def regions_from_map(map01: np.ndarray, threshold: float) -> list[Region]:
     """Every 8-connected region where the map is ``>= threshold`` (and positive), largest first."""
+    import cv2
+    import numpy as np
+
     values = np.nan_to_num(map01)
     mask = (values >= threshold) & (values > 0)
     if not mask.any():
