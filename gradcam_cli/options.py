@@ -18,6 +18,9 @@ from .output.files import KINDS
 
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 PRECISIONS = ("fp32", "fp16", "bf16")
+# crop: the model's eval transform (resize, center crop); full: the whole photo at the same scale, no crop
+# (models that take other input sizes only); auto: full where the model takes it, crop otherwise.
+VIEWS = ("auto", "crop", "full")
 MANIFEST = "results.jsonl"
 
 
@@ -67,6 +70,7 @@ class ExplainOptions:
     batch_size: int = 1  # images per forward pass
     perturbation_batch_size: int = 32  # perturbed copies per extra forward pass (scorecam, ablationcam, occlusion)
     precision: str = "fp32"
+    view: str = "crop"
 
     def validate(self) -> None:
         """Every check that needs no model; raises :class:`UsageError` with a one-line message."""
@@ -95,6 +99,8 @@ class ExplainOptions:
                              f"({self.occlusion_window}), so some pixels would never be occluded")
         if self.precision not in PRECISIONS:
             raise UsageError(f"--precision {self.precision}: unknown; choose from {', '.join(PRECISIONS)}")
+        if self.view not in VIEWS:
+            raise UsageError(f"--view {self.view}: unknown; choose from {', '.join(VIEWS)}")
 
     def _check_method_combinations(self) -> None:
         infos = [METHODS[m] for m in self.methods]
@@ -112,6 +118,29 @@ class ExplainOptions:
     def method_settings(self) -> dict:
         """The per-method parameters the engine hands to the methods."""
         return {"occlusion_window": self.occlusion_window, "occlusion_stride": self.occlusion_stride}
+
+
+@dataclass
+class EvaluateOptions:
+    """What ``gradcam evaluate`` measures, on top of the explanations' own options."""
+
+    annotations: str | os.PathLike = ""  # CSV, a folder of Pascal VOC XML files, or a COCO instances JSON
+    faithfulness: bool = False  # deletion/insertion, ROAD, Average Drop: extra forward passes
+    faithfulness_steps: int = 20  # points per perturbation curve, each one batched forward pass
+    sanity: bool = False  # cascading model randomisation
+    sanity_images: int = 16  # the first N evaluated images go through the randomised models
+    pointing_tolerance: int = 15  # pixels (Zhang et al. 2016)
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        if not str(self.annotations):
+            raise UsageError("--annotations: give a CSV, a folder of Pascal VOC XML files or a COCO JSON")
+        if self.faithfulness_steps < 2:
+            raise UsageError(f"--faithfulness-steps {self.faithfulness_steps}: must be at least 2")
+        if self.sanity_images < 1:
+            raise UsageError(f"--sanity-images {self.sanity_images}: must be at least 1")
+        if self.pointing_tolerance < 0:
+            raise UsageError(f"--pointing-tolerance {self.pointing_tolerance}: must be 0 or more")
 
 
 @dataclass

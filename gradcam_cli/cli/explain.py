@@ -14,7 +14,7 @@ from .app import (DeviceOpt, FoldBnOpt, LabelsOpt, MemoryFormatOpt, ModelOpt, Nu
 
 E = {f: default_of(ExplainOptions, f) for f in ("top_k", "alpha", "bbox_threshold", "batch_size", "precision",
                                                   "occlusion_window", "occlusion_stride", "perturbation_batch_size",
-                                                  "outputs", "bbox_mode")}
+                                                  "outputs", "bbox_mode", "view")}
 M = {f: default_of(ModelOptions, f) for f in ("pretrained", "device", "memory_format", "fold_bn")}
 J = {f: default_of(JobOptions, f) for f in ("workers",)}
 
@@ -45,6 +45,9 @@ def explain(
         "--bbox-threshold", help="Box = largest region where the normalised map >= this (0..1].")] = E["bbox_threshold"],
     bbox_mode: Annotated[str, typer.Option(
         "--bbox-mode", help="largest: one box; all: every region above the threshold, each with its share.")] = E["bbox_mode"],
+    view: Annotated[str, typer.Option(
+        "--view", help="crop: the model's resize and center crop; full: the whole photo, uncropped (models that "
+                       "take any input size); auto: full where the model allows it.")] = E["view"],
     save_raw: Annotated[bool, typer.Option("--save-raw", help="Also write the float map as .npy.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
     skip_existing: Annotated[bool, typer.Option(
@@ -86,7 +89,7 @@ def explain(
             smooth=smooth, occlusion_window=occlusion_window, occlusion_stride=occlusion_stride,
             outputs=tuple(k.strip() for k in outputs.split(",") if k.strip()), alpha=alpha,
             bbox_threshold=bbox_threshold, bbox_mode=bbox_mode, save_raw=save_raw, overwrite=overwrite, batch_size=batch_size,
-            perturbation_batch_size=perturbation_batch_size, precision=precision)
+            perturbation_batch_size=perturbation_batch_size, precision=precision, view=view)
         job = JobOptions(workers=workers, skip_existing=skip_existing, fail_fast=fail_fast,
                          shard=parse_shard(shard) if shard else None)
         for checked in (model_opts, options):
