@@ -7,7 +7,7 @@ layer) once per view in a fresh process, then prints:
     MaxBoxAcc, MaxBoxAccV2, the best threshold, the pointing game (and, with --faithfulness,
     deletion / insertion AUC, ROAD, Average Drop);
   * the threshold sweep averaged over the methods: BoxAcc at IoU 0.3/0.5/0.7 and their mean per
-    threshold, and the threshold where that mean peaks (what the --bbox-threshold default follows);
+    threshold, and the threshold it suggests (what the --bbox-threshold default follows);
   * the two views side by side (what the --view default follows).
 
     python benchmarks/quality.py                               # localisation, both views (CPU: minutes)
@@ -52,9 +52,10 @@ def _f(v) -> str:
     return "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
-def method_table(view: str, rows: list[dict], faithfulness: bool) -> None:
+def method_table(view: str, rows: list[dict], faithfulness: bool, sanity: bool) -> None:
     head = ["method", "top-1 loc", "GT-known loc", "MaxBoxAcc", "MaxBoxAccV2", "best τ", "pointing"]
-    head += ["deletion ↓", "insertion ↑", "ROAD ↑", "avg drop ↓", "sanity ρ ↓"] if faithfulness else []
+    head += ["deletion ↓", "insertion ↑", "ROAD ↑", "avg drop ↓"] if faithfulness else []
+    head += ["sanity ρ ↓", "flagged"] if sanity else []
     first = rows[0]
     print(f"\n### view {view}: {first['images']} photos, {first['samples']} labelled classes; loc at IoU ≥ 0.5 and "
           f"τ = {first['bbox_threshold']}; pointing-game chance {first['pointing_game_baseline']:.3f}\n")
@@ -63,26 +64,34 @@ def method_table(view: str, rows: list[dict], faithfulness: bool) -> None:
         cells = [r["method"], _f(r["top1_loc"]["0.5"]), _f(r["gt_known_loc"]["0.5"]), _f(r["maxboxacc"]),
                  _f(r["maxboxacc_v2"]), _f(r["best_threshold"]), _f(r["pointing_game"])]
         if faithfulness:
-            last = r["sanity"][-1]["spearman"] if r.get("sanity") else None
-            cells += [_f(r["deletion_auc"]), _f(r["insertion_auc"]), _f(r["road"]), _f(r["average_drop"]), _f(last)]
+            cells += [_f(r["deletion_auc"]), _f(r["insertion_auc"]), _f(r["road"]), _f(r["average_drop"])]
+        if sanity:
+            cells += [_f(r["sanity"][-1]["spearman"]), "yes" if r["sanity_flagged"] else "no"]
         print("| " + " | ".join(cells) + " |")
 
 
 def sweep_table(view: str, rows: list[dict]) -> float:
-    """BoxAcc per threshold averaged over the methods; returns the threshold where the mean over δ peaks."""
+    """BoxAcc per threshold averaged over the methods and over δ; returns the threshold it suggests.
+
+    Eight labelled objects make a jagged curve, so the curve is first averaged over a window of
+    ±0.05; the suggestion is the multiple of 0.05 closest to that curve's peak among the thresholds
+    within 0.005 of it (the peak itself when there is none).
+    """
     taus = np.array(rows[0]["sweep"]["threshold"])
     acc = {d: np.mean([r["sweep"][f"boxacc_{d}"] for r in rows], axis=0) for d in DELTAS}
     mean = np.mean([acc[d] for d in DELTAS], axis=0)
-    best = float(mean.max())
-    plateau = taus[np.isclose(mean, best)]
-    choice = float(plateau[len(plateau) // 2])  # the middle of the best plateau
+    smooth = np.convolve(np.pad(mean, 5, mode="edge"), np.ones(11) / 11, mode="valid")
+    peak = int(smooth.argmax())
+    near = taus[smooth >= smooth[peak] - 0.005]
+    round_ones = [t for t in near if abs(t * 20 - round(t * 20)) < 1e-9]
+    choice = float(min(round_ones, key=lambda t: abs(t - taus[peak]))) if round_ones else float(taus[peak])
     print(f"\n### threshold sweep, view {view}, BoxAcc averaged over {len(rows)} methods\n")
-    print("| τ | IoU ≥ 0.3 | IoU ≥ 0.5 | IoU ≥ 0.7 | mean |\n|---|---|---|---|---|")
+    print("| τ | IoU ≥ 0.3 | IoU ≥ 0.5 | IoU ≥ 0.7 | mean | mean over τ ± 0.05 |\n|---|---|---|---|---|---|")
     for tau in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7):
         i = int(np.argmin(np.abs(taus - tau)))
-        print(f"| {tau:.2f} | " + " | ".join(f"{acc[d][i]:.3f}" for d in DELTAS) + f" | {mean[i]:.3f} |")
-    print(f"\nbest mean BoxAcc {best:.3f} for τ in [{plateau.min():.2f}, {plateau.max():.2f}] "
-          f"({len(plateau)} thresholds); middle: {choice:.2f}")
+        print(f"| {tau:.2f} | " + " | ".join(f"{acc[d][i]:.3f}" for d in DELTAS) + f" | {mean[i]:.3f} | {smooth[i]:.3f} |")
+    print(f"\nraw peak {mean.max():.3f} at τ = {taus[int(mean.argmax())]:.2f}; smoothed peak {smooth[peak]:.3f} at "
+          f"τ = {taus[peak]:.2f}, within 0.005 of it for τ in [{near.min():.2f}, {near.max():.2f}]; suggested: {choice:.2f}")
     return choice
 
 
@@ -106,7 +115,7 @@ def main() -> None:
     summary = {}
     for view in args.views.split(","):
         rows = evaluate(view, args)
-        method_table(view, rows, args.faithfulness)
+        method_table(view, rows, args.faithfulness, args.sanity)
         choice = sweep_table(view, rows)
         summary[view] = (choice, np.mean([r["maxboxacc_v2"] for r in rows]), np.mean([r["maxboxacc"] for r in rows]),
                          np.mean([r["gt_known_loc"]["0.5"] for r in rows]), np.mean([r["pointing_game"] for r in rows]))

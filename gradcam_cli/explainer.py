@@ -198,8 +198,8 @@ def same_size_groups(tensors: Sequence[torch.Tensor]) -> list[list[int]]:
 def full_view_failure(loaded: LoadedModel) -> str | None:
     """Why the model cannot take the full view (``None`` when it can), from one probe forward pass.
 
-    The probe is the input the full view makes of a 4:3 photo: a model
-    with a fixed-size head or position embedding fails on it or returns other logits.
+    The probe is the input the full view makes of a 4:3 photo: a model with a fixed-size head or
+    position embedding fails on it or returns other logits.
     """
     config = loaded.preprocess
     geometry = full_geometry(4 * max(config.input_size) + 1, 3 * max(config.input_size), config)

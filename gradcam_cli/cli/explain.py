@@ -42,12 +42,12 @@ def explain(
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o", readable=False, help="Where outputs and results.jsonl go.")] = Path("gradcam_out"),
     alpha: Annotated[float, typer.Option("--alpha", help="Heatmap weight in the overlay (0..1).")] = E["alpha"],
     bbox_threshold: Annotated[float, typer.Option(
-        "--bbox-threshold", help="Box = largest region where the normalised map >= this (0..1].")] = E["bbox_threshold"],
+        "--bbox-threshold", help="Box = largest region where the normalised map >= this (0..1]; 0.2 measured best.")] = E["bbox_threshold"],
     bbox_mode: Annotated[str, typer.Option(
         "--bbox-mode", help="largest: one box; all: every region above the threshold, each with its share.")] = E["bbox_mode"],
     view: Annotated[str, typer.Option(
-        "--view", help="crop: the model's resize and center crop; full: the whole photo, uncropped (models that "
-                       "take any input size); auto: full where the model allows it.")] = E["view"],
+        "--view", help="full: the whole photo at the model's scale, uncropped (models that take any input size); "
+                       "crop: the model's own resize and center crop; auto: full where the model allows it.")] = E["view"],
     save_raw: Annotated[bool, typer.Option("--save-raw", help="Also write the float map as .npy.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
     skip_existing: Annotated[bool, typer.Option(
