@@ -176,7 +176,7 @@ def _report(explainer, measured, output_dir: Path, summary) -> list[dict]:
     from ..evaluate.report import PER_IMAGE_FILE, SUMMARY_FILE, SWEEP_FILE, per_image_csv, summarise, sweep_csv
     from ..output.files import write_all_atomic
 
-    summaries = [summarise(measured, key, explainer.options.bbox_threshold) for key in measured.keys]
+    summaries = [summarise(measured, key) for key in measured.keys]
     files = {
         output_dir / SUMMARY_FILE: "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in summaries).encode(),
         output_dir / PER_IMAGE_FILE: per_image_csv(measured, explainer.loaded.labels),

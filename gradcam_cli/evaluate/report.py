@@ -49,7 +49,7 @@ def top1(m: Measurements, key: Key) -> tuple[float | None, dict[float, float | N
     return right / len(images), {d: located[d] / len(images) for d in IOU_THRESHOLDS}
 
 
-def summarise(m: Measurements, key: Key, operating: float) -> dict:
+def summarise(m: Measurements, key: Key) -> dict:
     """The object ``--json`` prints for one (method, layer)."""
     loc = m.localisation[key]
     largest = np.stack([s.iou_largest for s in loc]) if loc else np.zeros((0, len(SWEEP)))
@@ -59,7 +59,7 @@ def summarise(m: Measurements, key: Key, operating: float) -> dict:
     maxboxacc, best = max_box_acc(largest) if loc else (None, None)
     out = {
         "method": key[0], "layer": key[1], "view": m.view, "images": len(m.images()), "samples": len(loc),
-        "bbox_threshold": operating, "top1_cls": _num(classification), "top1_loc": _by_delta(top1_loc),
+        "bbox_threshold": m.threshold, "top1_cls": _num(classification), "top1_loc": _by_delta(top1_loc),
         "gt_known_loc": _by_delta({d: float(np.mean(ious >= d)) if loc else None for d in IOU_THRESHOLDS}),
         "mean_iou": _mean(ious), "maxboxacc": _num(maxboxacc), "maxboxacc_v2": _num(max_box_acc_v2(any_box)) if loc else None,
         "best_threshold": best,

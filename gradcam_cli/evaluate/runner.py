@@ -51,6 +51,7 @@ class Measurements:
 
     keys: list[Key]
     view: str
+    threshold: float  # the operating box threshold (--bbox-threshold) of the samples' `iou`
     samples: list[Sample] = field(default_factory=list)
     localisation: dict[Key, list[SampleLocalisation]] = field(default_factory=dict)
     faithfulness: dict[Key, list[Curves]] = field(default_factory=dict)
@@ -86,7 +87,7 @@ def evaluate_images(explainer: Explainer, items: Sequence[InputImage], annotatio
     message = on_message or (lambda m: None)
     summary = JobSummary(total=len(items))
     started = time.perf_counter()
-    state = Measurements(explainer.map_keys(), explainer.view)
+    state = Measurements(explainer.map_keys(), explainer.view, explainer.options.bbox_threshold)
     for key in state.keys:
         state.localisation[key], state.faithfulness[key] = [], []
     truths: dict[InputImage, ImageTruth] = {}
@@ -159,7 +160,6 @@ def _measure_batch(explainer: Explainer, batch: Sequence[_Loaded], truths: Seque
     samples = [Sample(loaded.item.path, c, predicted[b], float(probs[b, c]))
                for b, loaded in enumerate(batch) for c in padded[b][:counts[b]]]
     truth_boxes, near = _ground_truth(batch, truths, padded, counts, options.pointing_tolerance)
-    operating = explainer.options.bbox_threshold
     located: dict[Key, list[SampleLocalisation]] = {}
     over_input: dict[Key, torch.Tensor] = {}
     for key, raw in result.maps.items():
@@ -167,7 +167,7 @@ def _measure_batch(explainer: Explainer, batch: Sequence[_Loaded], truths: Seque
         located[key] = []
         for b, loaded in enumerate(batch):
             placed = place_on_original(scaled[b][:counts[b], None], loaded.geometry)[:, 0].cpu().numpy()
-            located[key] += [localise(placed[k], truth_boxes[b][k], near[b][k], operating) for k in range(counts[b])]
+            located[key] += [localise(placed[k], truth_boxes[b][k], near[b][k], state.threshold) for k in range(counts[b])]
         if options.faithfulness or options.sanity:
             over_input[key] = upsample_to(scaled, tuple(inputs.shape[-2:]))
     curves = _faithfulness(explainer, inputs, padded, counts, probs, over_input, state.keys, options) \
