@@ -103,6 +103,12 @@ def test_bad_annotations_are_one_line_usage_errors(tmp_path, samples, content, e
     assert not (tmp_path / "out").exists()
 
 
+def test_inputs_none_of_which_is_annotated_are_a_usage_error(tmp_path, samples) -> None:
+    result = run("evaluate", samples / "bird.png", "-a", BOXES, "-o", tmp_path / "out")
+    assert result.exit_code == 2 and "none of the 1 input images is annotated there" in result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_missing_or_malformed_annotation_files(tmp_path, samples) -> None:
     assert "no such file or folder" in run("evaluate", samples / "cat.png", "-a", tmp_path / "nope.csv").output
     (tmp_path / "bad.json").write_text("{\"images\": []}")

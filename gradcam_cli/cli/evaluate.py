@@ -104,6 +104,9 @@ def evaluate(
         from ..explainer import Explainer
 
         truth = read_annotations(annotations)
+        if not any(truth.for_image(item.path) for item in items):
+            raise UsageError(f"--annotations {annotations}: none of the {len(items)} input images is annotated there "
+                             "(matched by path, or by file name where only one annotated file has it)")
         explainer = Explainer.from_options(model_opts, options)
         truth.resolve(explainer.loaded.labels, explainer.loaded.num_classes)
     except UsageError as err:
