@@ -13,17 +13,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .engine import EngineState, check_cam_applies, explain_batch
+from .engine import BatchExplanation, EngineState, check_cam_applies, explain_batch, logits_of
+from .errors import UsageError
 from .maps.boxes import BBox, Region, no_box_reason, regions_from_map
 from .maps.placement import place_on_original
-from .maps.preprocess import CropGeometry, to_model_input
+from .maps.preprocess import CropGeometry, full_geometry, to_model_input
 from .maps.scale import normalize_minmax, upsample_to
 from .methods import INPUT_LAYER, METHODS
 from .model.device import autocast_for, host_to_device, model_device
 from .model.fusion import unfold_conv
 from .model.labels import resolve_class
 from .model.layers import LayerInfo, default_layer, layer_layouts, resolve_layer, trace_layers
-from .model.layout import Layout
+from .model.layout import Layout, Tokens
 from .model.loading import LoadedModel
 from .model.stages import expand_stages
 from .options import ExplainOptions, ModelOptions, check_request
@@ -68,7 +69,8 @@ class Explainer:
         self.layers = self._resolve_layers() if any(m.uses_layer for m in self.methods) else {}
         self.classes = [resolve_class(c, loaded.labels, loaded.num_classes) for c in dict.fromkeys(opts.classes)]
         self.guided = "guided" in opts.outputs
-        self.state = EngineState()
+        self.view = self._resolve_view(opts.view)
+        self.states: dict[tuple[int, int], EngineState] = {}  # by input size: the full view's inputs vary
         autocast_for(self.device, opts.precision)  # refuses a precision the device cannot run
         if any(m.name == "cam" for m in self.methods):
             check_cam_applies(loaded.model, self.layers, loaded.preprocess.input_size, self.layouts)
@@ -106,7 +108,10 @@ class Explainer:
         """The hooked layers' layouts for inputs of ``input_size`` (a token grid follows the input's size)."""
         size = (int(input_size[0]), int(input_size[1]))
         if size not in self._layouts_at:
-            self._layouts_at[size] = layer_layouts(self.loaded.model, self.layers, size) if self.layers else {}
+            if all(not isinstance(layout, Tokens) for layout in self.layouts.values()):
+                self._layouts_at[size] = self.layouts  # a grid's layout does not depend on its size: no probe pass
+            else:
+                self._layouts_at[size] = layer_layouts(self.loaded.model, self.layers, size) if self.layers else {}
         return self._layouts_at[size]
 
     def _unfold_hooked_convs(self, paths: Sequence[str]) -> None:
@@ -114,6 +119,17 @@ class Explainer:
         for pair in [p for p in self.loaded.folded if p.conv_path in paths]:
             unfold_conv(self.loaded.model, pair)
             self.loaded.folded.remove(pair)
+
+    def _resolve_view(self, view: str) -> str:
+        """``crop`` or ``full``: the full view only for a model that takes another input size."""
+        if view == "crop":
+            return view
+        failure = full_view_failure(self.loaded)
+        if failure is None:
+            return "full"
+        if view == "auto":
+            return "crop"
+        raise UsageError(f"--view full: {self.loaded.name} {failure}; use --view crop")
 
     @property
     def device(self) -> torch.device:
@@ -135,26 +151,41 @@ class Explainer:
 
     def prepare(self, photo: np.ndarray) -> tuple[torch.Tensor, CropGeometry]:
         """The model's input for one photo (CPU tensor) and where it came from; safe to run in a worker."""
-        return to_model_input(photo, self.loaded.preprocess)
+        return to_model_input(photo, self.loaded.preprocess, self.view)
 
     def explain_arrays(self, photos: Sequence[np.ndarray]) -> list[list[Explanation]]:
         """Explain RGB uint8 photos in one batch; one list of explanations per photo."""
         prepared = [self.prepare(p) for p in photos]
         return self.explain_prepared([t for t, _ in prepared], [g for _, g in prepared])
 
+    def run_engine(self, inputs: torch.Tensor, classes: torch.Tensor | None = None) -> BatchExplanation:
+        """The engine on one batch of equally sized inputs on the model's device; ``classes`` ``(B, K)``
+        replaces the explainer's classes (one set per image)."""
+        opts = self.options
+        state = self.states.setdefault(tuple(inputs.shape[-2:]), EngineState())
+        return explain_batch(
+            self.loaded.model, inputs, self.layers, classes=self.classes if classes is None else classes,
+            top_k=opts.top_k, methods=[m.name for m in self.methods], guided=self.guided, precision=opts.precision,
+            smooth=opts.smooth, settings=opts.method_settings, batch_size=opts.perturbation_batch_size, state=state,
+            layouts=self.layouts_for(tuple(inputs.shape[-2:])),
+        )
+
     def explain_prepared(self, tensors: Sequence[torch.Tensor],
                          geometries: Sequence[CropGeometry]) -> list[list[Explanation]]:
-        """Explain already preprocessed photos in one forward pass."""
+        """Explain already preprocessed photos, one forward pass per input size (one in the crop view)."""
+        groups = same_size_groups(tensors)
+        if len(groups) > 1:
+            out: list[list[Explanation]] = [[] for _ in tensors]
+            for group in groups:
+                for i, exps in zip(group, self.explain_prepared([tensors[i] for i in group],
+                                                                [geometries[i] for i in group])):
+                    out[i] = exps
+            return out
         inputs = host_to_device(torch.stack(list(tensors)), self.device)
         opts = self.options
-        result = explain_batch(
-            self.loaded.model, inputs, self.layers, classes=self.classes, top_k=opts.top_k,
-            methods=[m.name for m in self.methods], guided=self.guided, precision=opts.precision,
-            smooth=opts.smooth, settings=opts.method_settings, batch_size=opts.perturbation_batch_size,
-            state=self.state, layouts=self.layouts_for(tuple(inputs.shape[-2:])),
-        )
+        result = self.run_engine(inputs)
         probs = torch.softmax(result.logits, dim=1)
-        out: list[list[Explanation]] = [[] for _ in geometries]
+        out = [[] for _ in geometries]
         for (method, layer), raw in result.maps.items():
             scaled, empty = normalize_minmax(raw.float())  # (B, K, h, w)
             for b, geometry in enumerate(geometries):
@@ -203,6 +234,35 @@ class Explainer:
                 raw.append(None)
             images.append(guided_image(placed, consume=True)[0].cpu().numpy())
         return images, raw
+
+
+def same_size_groups(tensors: Sequence[torch.Tensor]) -> list[list[int]]:
+    """Indices of the tensors that share one size, in order of first appearance (one batch each)."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault(tuple(t.shape), []).append(i)
+    return list(groups.values())
+
+
+def full_view_failure(loaded: LoadedModel) -> str | None:
+    """Why the model cannot take the full view (``None`` when it can), from one probe forward pass.
+
+    The probe is the input the full view makes of a 4:3 photo: a model with a fixed-size head or
+    position embedding fails on it or returns other logits.
+    """
+    config = loaded.preprocess
+    geometry = full_geometry(4 * max(config.input_size) + 1, 3 * max(config.input_size), config)
+    width, height = geometry.resized_size
+    probe = torch.zeros(1, 3, height, width, device=model_device(loaded.model))
+    try:
+        with torch.inference_mode():
+            logits = logits_of(loaded.model(probe))
+    except Exception as err:  # each architecture fails in its own way; the cause goes into the message
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        return f"takes only its {config.input_size[0]}x{config.input_size[1]} input (a {height}x{width} probe failed: {first})"
+    if tuple(logits.shape) != (1, loaded.num_classes):
+        return f"returns logits of shape {tuple(logits.shape)} for a {height}x{width} input"
+    return None
 
 
 def _warnings(logits: torch.Tensor, raw: torch.Tensor, empty: bool) -> tuple[str, ...]:

@@ -1,6 +1,6 @@
 """Bad images, bad requests, untrusted files and write faults: each ends in one clear line or a valid output.
 
-docs/what-happens-when.md lists every case with the test that backs it.
+README.md ("What happens when…") lists every case with the test that backs it.
 """
 
 import builtins

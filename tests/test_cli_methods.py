@@ -35,10 +35,12 @@ def test_every_method_in_one_run_writes_its_files_and_records(tmp_path, samples)
     layered = [m for m in METHODS if m != "cam"]  # CAM needs the layer before global pooling: its own run below
     flags = [x for m in layered for x in ("--method", m)]
     # blocks.2 has 40 channels, so Score-CAM and Ablation-CAM stay cheap; occlusion works on the input.
+    # The crop view: every photo a 224 x 224 input, so every grid known here.
     result = run("explain", photos, "-o", tmp_path / "out", "--json", "--layer", "blocks.2", *flags,
-                 "--occlusion-window", "56", "--occlusion-stride", "56", "--outputs", "heatmap,bbox")
+                 "--occlusion-window", "56", "--occlusion-stride", "56", "--outputs", "heatmap,bbox", "--view", "crop")
     assert result.exit_code == 0, result.output
-    cam = run("explain", photos, "-o", tmp_path / "out", "--json", "--method", "cam", "--outputs", "heatmap,bbox")
+    cam = run("explain", photos, "-o", tmp_path / "out", "--json", "--method", "cam", "--outputs", "heatmap,bbox",
+              "--view", "crop")
     assert cam.exit_code == 0, cam.output
     recs = records(result) + records(cam)
     assert len(recs) == 2 * len(METHODS)

@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 
 from gradcam_cli.cli import app
 from gradcam_cli.errors import ImageError, UsageError
+from gradcam_cli.options import ExplainOptions, default_of
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
 runner = CliRunner()
@@ -350,8 +351,10 @@ def test_a_map_without_a_box_says_why(tmp_path):
     [record] = stdout_records(result)
     assert record["bbox"] is None and record["map_empty"] is False
     [why] = record["warnings"]
-    assert why.startswith("no box: no pixel of the photo reaches --bbox-threshold 0.5 (the highest is ")
-    assert "the 1x1 photo has fewer pixels than the map's 7x7 cells" in why
+    threshold = default_of(ExplainOptions, "bbox_threshold")
+    assert why.startswith(f"no box: no pixel of the photo reaches --bbox-threshold {threshold} (the highest is ")
+    height, width = record["grid"]
+    assert f"the 1x1 photo has fewer pixels than the map's {height}x{width} cells" in why
 
 
 # --- requests -----------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ the CLI runs join it with ``--ray-address``. Inputs are small.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import pytest
+import torch
 from PIL import Image
 
 from gradcam_cli.options import EngineOptions
@@ -340,3 +342,63 @@ def test_gpus_per_actor_places_each_actor_on_its_own_gpu(tmp_path, ray_address):
     task = ExplainTask(task.model, task.options, str(tmp_path / "cpu"))
     summary = run_on_ray(task, items, open_folder(tmp_path / "cpu"), JobOptions(), cpu_plan, batch_size=2)
     assert summary.failed == 0 and [a["device"] for a in summary.actors] == ["cpu"] and summary.actors[0]["gpus"] == []
+
+
+@needs_ray
+def test_evaluate_on_ray_measures_what_the_local_engine_measures(tmp_path, ray_address):
+    """Faithfulness and sanity included; a broken photo fails alone, an unannotated one is skipped."""
+    src = photo_folder(tmp_path / "photos", 6)
+    (src / "set1" / "broken.jpg").write_bytes((src / "set0" / "img00.jpg").read_bytes()[:300])
+    (src / "set0" / "unlabelled.jpg").write_bytes((src / "set0" / "img00.jpg").read_bytes())
+    boxes = tmp_path / "boxes.csv"
+    rows = [f"{src / f'set{i % 2}' / f'img{i // 2:02d}.jpg'},{i * 100},10,5,{60 + 8 * i},{70 + 3 * i}" for i in range(6)]
+    rows.append(f"{src / 'set0' / 'img01.jpg'},7,50,40,110,88")  # a second class on one photo
+    rows.append(f"{src / 'set1' / 'broken.jpg'},1,0,0,10,10")
+    boxes.write_text("file,class,x0,y0,x1,y1\n" + "\n".join(rows) + "\n")
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)  # one set of weights for every process: random init would differ between them
+    save_file(timm.create_model("test_efficientnet").state_dict(), tmp_path / "weights.safetensors")
+    common = ["evaluate", src, "-r", "-a", boxes, "--json", "-b", "2", "--device", "cpu",
+              "--weights", tmp_path / "weights.safetensors", "--model", "test_efficientnet", "--method", "gradcam", "--method", "scorecam", "--faithfulness",
+              "--faithfulness-steps", "4", "--sanity", "--sanity-images", "2"]
+    local = gradcam(*common, "-o", tmp_path / "local", extra_env={"OMP_NUM_THREADS": "1"})
+    # The sanity check runs in the driver: one torch thread there too, for the same rounding.
+    ray_run = gradcam(*common, "-o", tmp_path / "ray", "--engine", "ray", "--ray-address", ray_address,
+                      "--actors", "2", extra_env={"OMP_NUM_THREADS": "1"})
+    assert local.returncode == ray_run.returncode == 1, ray_run.stderr
+    summary = "6 done, 1 skipped, 1 failed of 8"
+    assert summary in local.stderr and summary in ray_run.stderr, ray_run.stderr
+    assert "unlabelled.jpg: no annotations; skipped" in ray_run.stderr and "broken.jpg" in ray_run.stderr
+    assert "Traceback" not in ray_run.stderr
+    local_rows, ray_rows = jsonl(local.stdout), jsonl(ray_run.stdout)
+    assert [(r["method"], r["layer"], r["images"], r["samples"]) for r in ray_rows] == \
+        [(r["method"], r["layer"], r["images"], r["samples"]) for r in local_rows] == \
+        [("gradcam", "bn2", 6, 7), ("scorecam", "bn2", 6, 7)]
+    for got, want in zip(ray_rows, local_rows):
+        assert got.keys() == want.keys()
+        for key in got:  # other processes, other thread counts: float rounding apart
+            if isinstance(want[key], float):
+                assert got[key] == pytest.approx(want[key], abs=1e-4), key
+        assert [s["randomised"] for s in got["sanity"]] == [s["randomised"] for s in want["sanity"]]
+        assert len(got["sanity"]) > 1 and [s["spearman"] for s in got["sanity"]] == \
+            pytest.approx([s["spearman"] for s in want["sanity"]], abs=1e-4)
+    # Per sample and method, in input order: the same files, classes and predictions, the same figures.
+    table = {}
+    for engine in ("local", "ray"):
+        with open(tmp_path / engine / "per_image.csv", newline="") as fh:
+            table[engine] = list(csv.reader(fh))
+    assert len(table["ray"]) == len(table["local"]) == 1 + 2 * 7
+    for got, want in zip(table["ray"], table["local"]):
+        assert got[:6] == want[:6]
+        assert [float(v) for v in got[6:]] == pytest.approx([float(v) for v in want[6:]], abs=1e-4) \
+            if got[0] != "file" else got == want
+
+
+def test_dataset_rows_have_a_column_for_every_field_of_a_record():
+    from gradcam_cli.job.ray_engine import RECORD_COLUMNS
+
+    schema = json.loads((Path(__file__).resolve().parents[1] / "gradcam_cli" / "record.schema.json").read_text())
+    fields = {name for variant in schema["oneOf"] for name in variant["properties"]}
+    assert fields | {"skipped"} == set(RECORD_COLUMNS)

@@ -169,10 +169,12 @@ def test_report_of_2000_results_is_made_and_opens_fast(browser, tmp_path, sample
 def test_report_survives_a_moved_folder_and_shows_the_evaluation(sample_report, tmp_path, monkeypatch):
     moved = tmp_path / "elsewhere" / "out"
     shutil.copytree(sample_report, moved)
-    (moved / "evaluation").mkdir(exist_ok=True)
-    Image.new("RGB", (40, 30), (200, 30, 30)).save(moved / "evaluation" / "deletion_curve.png")
-    evaluation = {"images": 8, "methods": {"gradcam": {"deletion_auc": 0.1234, "insertion_auc": 0.6543}}}
-    (moved / "evaluation.json").write_text(json.dumps(evaluation))
+    samples = Path(__file__).resolve().parents[1] / "sample_images"
+    evaluated = CliRunner().invoke(app, ["evaluate", str(samples / "cat.png"), str(samples / "cat_and_dog.png"),
+                                         "-a", str(Path(__file__).parent / "data" / "sample_boxes.csv"), "--quiet",
+                                         "--method", "gradcam", "--method", "layercam", "-o", str(moved / "evaluation")])
+    assert evaluated.exit_code == 0, evaluated.output
+    rows = [json.loads(line) for line in (moved / "evaluation" / "evaluation.jsonl").read_text().splitlines()]
     monkeypatch.chdir(tmp_path)  # neither the run's folder nor the new one
     summary = build_report(moved)
     assert (summary.records, summary.failed, summary.images) == (16, 1, 9)
@@ -182,7 +184,10 @@ def test_report_survives_a_moved_folder_and_shows_the_evaluation(sample_report, 
     paths = [Path(path) for r in explained for path in [*r["f"].values(), r["t"]]]
     assert all(not p.is_absolute() and ".." not in p.parts and (moved / p).is_file() for p in paths)
     page = (moved / "index.html").read_text()
-    assert "deletion_auc" in page and "0.1234" in page and 'src="evaluation/deletion_curve.png"' in page
+    assert "from evaluation/evaluation.jsonl" in page and 'src="evaluation/sweep.png"' in page
+    for row in rows:  # one table row per method and layer, with its figures
+        assert f"{row['method']} · {row['layer']}" in page
+        assert f"<td>{row['maxboxacc']:.4g}</td>" in page and f"<td>{row['pointing_game']:.4g}</td>" in page
     assert "&lt;img src=x onerror=alert(1)&gt;.jpg" in page and BAD_NAME not in page  # escaped by the template
     (moved / "run.json").unlink()  # an older folder: the paths are found from the folder itself
     build_report(moved)

@@ -52,7 +52,8 @@ def test_expand_keeps_other_layers_and_drops_duplicates():
 
 def test_explainer_explains_every_stage_from_one_forward_pass(samples):
     loaded = load_model()  # the real EfficientNet-Lite0
-    explainer = Explainer(loaded, ExplainOptions(layers=("stages",), outputs=()))
+    # The crop view: the model's 224 x 224 input, whose stage grids are known.
+    explainer = Explainer(loaded, ExplainOptions(layers=("stages",), outputs=(), view="crop"))
     assert list(explainer.layers) == ["blocks.0", "blocks.1", "blocks.2", "blocks.4", "blocks.6"]
     assert explainer.layer_order == ["input", "blocks.0", "blocks.1", "blocks.2", "blocks.4", "blocks.6"]
     calls = []

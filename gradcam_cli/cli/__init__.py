@@ -6,7 +6,7 @@ Heavy libraries (torch, timm, OpenCV) are imported inside the commands so that
 
 from __future__ import annotations
 
-from . import explain, layers, methods, report  # noqa: F401  (each registers its command)
+from . import evaluate, explain, layers, methods, report  # noqa: F401  (each registers its command)
 from .app import app
 
 __all__ = ["app", "main"]

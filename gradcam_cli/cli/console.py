@@ -55,6 +55,47 @@ def _install_stop_handlers(stop: threading.Event) -> dict:
     return previous
 
 
+def restore_handlers(previous: dict) -> None:
+    for sig, old in previous.items():
+        signal.signal(sig, old)
+
+
+def start_progress(total: int, verb: str, quiet: bool):
+    """A progress bar on stderr when it is a terminal (``None`` otherwise): ``(progress, update)``."""
+    if quiet or not sys.stderr.isatty():
+        return None, lambda summary: None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn(f"[bold]{verb}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                        console=Console(stderr=True), transient=True)
+    task = progress.add_task(verb, total=total, rate="")
+    progress.start()
+    start = time.perf_counter()
+
+    def update(summary) -> None:
+        rate = f"{summary.done / max(1e-9, time.perf_counter() - start):.2f} img/s" if summary.done else ""
+        progress.update(task, completed=summary.done + summary.failed + summary.skipped, rate=rate)
+
+    return progress, update
+
+
+def print_summary(summary, closed: bool = False) -> None:
+    """The one-line summary that ends every run, on stderr."""
+    print(summary_line(summary, closed), file=sys.stderr, flush=True)
+
+
+def exit_code(summary, closed: bool = False) -> int:
+    """0 all done, 1 some image failed, 130 interrupted (a closed stdout pipe is not an interruption)."""
+    failed = summary.failed or summary.manifest_error
+    if closed:
+        return EXIT_FAILED if failed else EXIT_OK
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if failed else EXIT_OK
+
+
 def run_with_console(explainer, items, output_dir: Path, job, *, as_json: bool, quiet: bool, table: bool,
                      run=None) -> int:
     """Run the job with terminal reporting; returns the exit code.
@@ -66,19 +107,8 @@ def run_with_console(explainer, items, output_dir: Path, job, *, as_json: bool, 
     run = run or run_job
     stop = threading.Event()
     out = _Stdout(stop)
-    err_is_tty = sys.stderr.isatty()
     rows: list[dict] = []
-    progress = None
-    task = None
-    if err_is_tty and not quiet:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        progress = Progress(TextColumn("[bold]explaining"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
-                            console=Console(stderr=True), transient=True)
-        task = progress.add_task("explain", total=len(items), rate="")
-        progress.start()
+    progress, on_progress = start_progress(len(items), "explaining", quiet)
 
     def on_record(record: dict) -> None:
         if as_json:
@@ -89,13 +119,6 @@ def run_with_console(explainer, items, output_dir: Path, job, *, as_json: bool, 
             message = f"gradcam: {record['error']}"
             (progress.console.print(message, markup=False, highlight=False) if progress
              else print(message, file=sys.stderr, flush=True))
-
-    start = time.perf_counter()
-
-    def on_progress(summary) -> None:
-        if progress is not None:
-            rate = f"{summary.done / max(1e-9, time.perf_counter() - start):.2f} img/s" if summary.done else ""
-            progress.update(task, completed=summary.done + summary.failed + summary.skipped, rate=rate)
 
     previous = _install_stop_handlers(stop)
     try:
@@ -116,21 +139,16 @@ def run_with_console(explainer, items, output_dir: Path, job, *, as_json: bool, 
             return EXIT_USAGE
         raise
     finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+        restore_handlers(previous)
     if progress:
         progress.stop()
     if rows and not out.closed:
         _print_table(rows, output_dir) if sys.stdout.isatty() else _print_lines(rows, out)
     if not quiet:
-        print(summary_line(summary, out.closed), file=sys.stderr, flush=True)
+        print_summary(summary, out.closed)
     if summary.manifest_error:
         print(f"gradcam: error: {summary.manifest_error}", file=sys.stderr, flush=True)
-    if out.closed:
-        return EXIT_OK if summary.failed == 0 and not summary.manifest_error else EXIT_FAILED
-    if summary.interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_FAILED if summary.failed or summary.manifest_error else EXIT_OK
+    return exit_code(summary, out.closed)
 
 
 def summary_line(summary, stdout_closed: bool = False) -> str:

@@ -291,8 +291,8 @@ def _outcome_columns(outcomes: Sequence[Outcome]) -> dict:
 
 
 RECORD_COLUMNS = ("input", "model", "weights", "layer", "method", "class_specific", "rank", "class_index", "class_name",
-                  "probability", "score", "bbox", "boxes", "image_size", "grid", "map_empty", "files", "time_s",
-                  "warnings", "skipped", "error")
+                  "probability", "score", "bbox", "boxes", "image_size", "output_size", "grid", "layout",
+                  "prefix_tokens", "map_empty", "files", "time_s", "warnings", "skipped", "error")
 
 
 def _record_columns(outcomes: Sequence[Outcome]) -> dict:
@@ -310,7 +310,10 @@ def map_with_actors(ds, make_task: Callable, plan: PoolPlan, batch_size: int, le
         # max_restarts / max_task_retries have no named parameter yet: they go as remote args.
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
         return ds.map_batches(TaskActor, fn_constructor_args=(make_task, ledger, plan.threads, output),
-                              batch_size=batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=plan.actors),
+                              batch_size=batch_size, batch_format="numpy",
+                              # One batch per actor at a time: batches queued behind one that kills its actor
+                              # would die with it and spend their one retry on another's fault.
+                              compute=ActorPoolStrategy(size=plan.actors, max_tasks_in_flight_per_actor=1),
                               num_cpus=plan.cpus, num_gpus=plan.gpus or None, max_restarts=-1, max_task_retries=1,
                               runtime_env=_threads_env(plan.threads))
 
@@ -329,22 +332,21 @@ def item_row(index: int, item: InputImage) -> dict:
     return {"index": index, "path": item.path, "rel": str(item.rel), "stem": item.unique_stem or ""}
 
 
-def run_on_ray(make_task: Callable, items: Sequence[InputImage], output: tuple, job: JobOptions, plan: PoolPlan,
+def run_on_ray(make_task: Callable, items: Sequence[InputImage], output: tuple | None, job: JobOptions, plan: PoolPlan,
                batch_size: int, on_record: Callable[[Record], None] | None = None,
                on_progress: Callable[[JobSummary], None] | None = None,
                stop: threading.Event | None = None) -> RaySummary:
     """Run ``make_task``'s batch function over ``items`` on the connected Ray cluster.
 
     ``output``: ``(files, root)`` from ``output.store.open_folder``; the manifest goes
-    there. Every image ends as records, an error record, or skipped, as with ``run_job``.
+    there (``None``: no manifest, the caller keeps what ``on_record`` receives). Every image ends as records, an error record, or skipped, as with ``run_job``.
     """
     import ray
 
     stop = stop or threading.Event()
-    files, root = output
     summary = RaySummary(total=len(items))
     started, started_wall = time.perf_counter(), time.time()
-    manifest = Manifest(root / job.manifest_name, files)
+    manifest = Manifest(output[1] / job.manifest_name, output[0]) if output is not None else None
     report = _Reporter(summary, manifest, job, on_record, on_progress, stop)
     report.progress(summary)
     ledger = ray.remote(num_cpus=0)(Ledger).remote()
@@ -458,7 +460,8 @@ class _Reporter:
             summary.failed += failed
             summary.done += not failed
             for r in records:
-                self.manifest.add(r)
+                if self.manifest is not None:
+                    self.manifest.add(r)
                 self.emit(r)
             if failed and self.job.fail_fast:
                 summary.stopped_on_failure = True
@@ -469,6 +472,8 @@ class _Reporter:
             self.last_checkpoint = time.perf_counter()
 
     def write_manifest(self) -> None:
+        if self.manifest is None:
+            return
         try:
             self.manifest.write()
         except OSError as err:

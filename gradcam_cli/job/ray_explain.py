@@ -58,7 +58,7 @@ class ExplainBatches:
         items = [item_of(r) for r in rows]
         skip = [self.skip_existing and outputs_complete(self.explainer, it, self.root, self.files) for it in items]
         todo = [(r, it) for r, it, s in zip(rows, items, skip) if not s]
-        decode = lambda pair: self._decoded(*pair)  # noqa: E731
+        decode = lambda pair: decode_row(self.explainer, *pair)  # noqa: E731
         loaded = list(self.pool.map(decode, todo) if self.pool else map(decode, todo))
         results = iter(explain_loaded(self.explainer, loaded, self.root, self.pool, self.files))
         outcomes = []
@@ -71,14 +71,16 @@ class ExplainBatches:
             outcomes.append(Outcome(index, result.result() if isinstance(result, Future) else result, source=item.path))
         return outcomes
 
-    def _decoded(self, row: dict, item: InputImage) -> _Loaded:
-        data = row.get("bytes")
-        if data is None and "://" in item.path:
-            try:
-                data = read_uri(item.path)
-            except (OSError, ValueError) as err:  # missing, unreachable, or not a URI pyarrow knows
-                return _Loaded(item, error=f"{item.path}: cannot read ({' '.join(str(err).split())[:200]})")
-        return _load(self.explainer, item, data)
+
+def decode_row(explainer, row: dict, item: InputImage) -> _Loaded:
+    """One row's photo, decoded and preprocessed: from the row's bytes, a URI, or a local path."""
+    data = row.get("bytes")
+    if data is None and "://" in item.path:
+        try:
+            data = read_uri(item.path)
+        except (OSError, ValueError) as err:  # missing, unreachable, or not a URI pyarrow knows
+            return _Loaded(item, error=f"{item.path}: cannot read ({' '.join(str(err).split())[:200]})")
+    return _load(explainer, item, data)
 
 
 def actor_model_options(model: ModelOptions) -> ModelOptions:

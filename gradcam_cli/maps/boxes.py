@@ -41,6 +41,33 @@ def regions_from_map(map01: np.ndarray, threshold: float) -> list[Region]:
     return sorted(found, key=lambda r: (-r.area, r.box))
 
 
+def region_boxes(values: np.ndarray, threshold: float) -> list[BBox]:
+    """The boxes of :func:`regions_from_map`, in its order (largest first), without the masses.
+
+    For a sweep over many thresholds: when the regions' outer borders (OpenCV's contours, whose
+    8-connected outer boundaries match the 8-connected regions one to one) show a single region,
+    its bounding rectangle is the answer, found several times faster than by labelling every
+    pixel; with more regions their pixel areas are needed to order them, and they are labelled.
+    ``values`` must be finite (no NaN).
+    """
+    import cv2
+    import numpy as np
+
+    mask = ((values >= threshold) & (values > 0)).view(np.uint8)
+    contours, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    outer = [c for c, h in zip(contours, hierarchy[0])
+             if h[3] < 0] if hierarchy is not None else []
+    if len(outer) <= 1:
+        return [_box_of(*cv2.boundingRect(c)) for c in outer]
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    found = [(-int(stats[i, 4]), _box_of(*(int(v) for v in stats[i, :4]))) for i in range(1, count)]
+    return [box for _, box in sorted(found)]
+
+
+def _box_of(x: int, y: int, w: int, h: int) -> BBox:
+    return (x, y, x + w, y + h)
+
+
 def bbox_from_map(map01: np.ndarray, threshold: float) -> BBox | None:
     """Box around the largest connected region where the map is >= ``threshold`` (of its max, 1)."""
     regions = regions_from_map(map01, threshold)

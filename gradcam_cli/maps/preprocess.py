@@ -2,6 +2,11 @@
 
 We resize and crop ourselves rather than through an opaque transform pipeline so
 that every map can be placed back onto the original photo pixel for pixel.
+
+Two views of a photo: ``crop`` is the eval transform as the model's authors define it;
+``full`` resizes the same way (the shorter side to the transform's resize target, the
+aspect ratio kept) but crops nothing, so the model sees, and the map covers, the whole
+photo. Only models that take inputs of other sizes can be given the full view.
 """
 
 from __future__ import annotations
@@ -73,8 +78,26 @@ def _resized_size(width: int, height: int, resize: tuple[int, int] | int) -> tup
     return resize[1], resize[0]
 
 
-def geometry_for(width: int, height: int, config: PreprocessConfig) -> CropGeometry:
-    """The resize and center crop that ``config`` applies to a ``width x height`` photo."""
+# In the full view a photo's longer side is at most this many times the model's input side, so a
+# panorama or a 1-pixel strip cannot become a gigantic input; such photos are seen at a smaller scale.
+FULL_VIEW_MAX_ASPECT = 4
+
+
+def full_geometry(width: int, height: int, config: PreprocessConfig) -> CropGeometry:
+    """The whole ``width x height`` photo at the scale the crop view sees it: resized, not cropped."""
+    short = config.resize if isinstance(config.resize, int) else min(config.resize)
+    rw, rh = _resized_size(width, height, short)
+    longest = FULL_VIEW_MAX_ASPECT * max(config.input_size)
+    if max(rw, rh) > longest:
+        scale = longest / max(width, height)
+        rw, rh = max(1, round(width * scale)), max(1, round(height * scale))
+    return CropGeometry((width, height), (rw, rh), (0, 0, rw, rh))
+
+
+def geometry_for(width: int, height: int, config: PreprocessConfig, view: str = "crop") -> CropGeometry:
+    """The resize and center crop that ``config`` applies to a ``width x height`` photo (``view="full"``: no crop)."""
+    if view == "full":
+        return full_geometry(width, height, config)
     rw, rh = _resized_size(width, height, config.resize)
     ch, cw = config.input_size
     # torchvision's CenterCrop rounding; a crop larger than the image pads symmetrically.
@@ -83,10 +106,10 @@ def geometry_for(width: int, height: int, config: PreprocessConfig) -> CropGeome
     return CropGeometry((width, height), (rw, rh), (left, top, cw, ch))
 
 
-def to_model_input(rgb: np.ndarray, config: PreprocessConfig) -> tuple[torch.Tensor, CropGeometry]:
+def to_model_input(rgb: np.ndarray, config: PreprocessConfig, view: str = "crop") -> tuple[torch.Tensor, CropGeometry]:
     """``(H, W, 3) uint8`` photo -> normalised ``(3, h, w)`` float tensor and its geometry."""
     height, width = rgb.shape[:2]
-    geometry = geometry_for(width, height, config)
+    geometry = geometry_for(width, height, config, view)
     img = Image.fromarray(rgb)
     left, top, cw, ch = geometry.crop_box
     rw, rh = geometry.resized_size

@@ -74,3 +74,8 @@ def write_all_atomic(files: dict[Path, bytes]) -> None:
             except OSError:
                 pass
         raise
+
+
+# What `gradcam evaluate` writes into its output folder (the HTML report reads them back).
+EVALUATION_SUMMARY, EVALUATION_PER_IMAGE, EVALUATION_SWEEP = "evaluation.jsonl", "per_image.csv", "sweep.csv"
+EVALUATION_PLOTS = ("sweep.png", "curves.png", "sanity.png")

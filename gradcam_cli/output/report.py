@@ -13,8 +13,8 @@ page makes no request that leaves the folder):
 - ``report/thumbs/``: one small JPEG per result, made once: a thumbnail newer than its
   picture is kept. A picture already as small as a thumbnail is used as it is.
 
-Evaluation files looked for: ``evaluation.json`` in the folder or in ``evaluation/``, and the
-plots ``evaluation/*.png`` and ``evaluation*.png``.
+The evaluation shown is what ``gradcam evaluate -o DIR`` wrote, with DIR the output folder
+itself or its ``evaluation/`` folder: ``evaluation.jsonl`` as a table, and its plots.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..errors import UsageError
-from .files import write_bytes_atomic
+from .files import EVALUATION_PLOTS, EVALUATION_SUMMARY, write_bytes_atomic
 from .runinfo import read_run_info
 
 INDEX = "index.html"
@@ -251,50 +251,50 @@ def _make_thumbnail(thumb: Path, source: Path) -> bool:
     return True
 
 
+# The columns of the evaluation table: (key in evaluation.jsonl, heading); dict values are read at IoU 0.5.
+_EVALUATION_COLUMNS = (("images", "images"), ("samples", "samples"), ("view", "view"), ("top1_loc", "top-1 loc"),
+                       ("gt_known_loc", "GT-known loc"), ("mean_iou", "mIoU"), ("maxboxacc", "MaxBoxAcc"),
+                       ("maxboxacc_v2", "MaxBoxAccV2"), ("best_threshold", "best threshold"),
+                       ("pointing_game", "pointing game"), ("deletion_auc", "deletion AUC"),
+                       ("insertion_auc", "insertion AUC"), ("road", "ROAD"), ("average_drop", "average drop"),
+                       ("increase_in_confidence", "increase in confidence"), ("sanity_last", "sanity ρ (all randomised)"))
+
+
 def evaluation(output_dir: Path) -> dict | None:
-    """What ``gradcam evaluate`` left in the folder: ``evaluation.json`` (here or in ``evaluation/``) as tables,
-    and the plots ``evaluation/*.png`` and ``evaluation*.png``; None when there is neither."""
-    data, source = None, None
-    for candidate in (output_dir / "evaluation.json", output_dir / "evaluation" / "evaluation.json"):
-        if candidate.is_file():
-            try:
-                data, source = json.loads(candidate.read_text(encoding="utf-8")), candidate.relative_to(output_dir)
-            except (OSError, ValueError) as err:
-                data, source = {"error": f"cannot read {candidate.name}: {err}"}, candidate.relative_to(output_dir)
+    """What ``gradcam evaluate`` left in the folder or in its ``evaluation/`` folder: one row per method and
+    layer from ``evaluation.jsonl``, and its plots; None when there is neither."""
+    for folder in (output_dir, output_dir / "evaluation"):
+        summary = folder / EVALUATION_SUMMARY
+        plots = [folder / name for name in EVALUATION_PLOTS if (folder / name).is_file()]
+        if summary.is_file() or plots:
             break
-    plots = sorted((output_dir / "evaluation").glob("*.png")) + sorted(output_dir.glob("evaluation*.png"))
-    if data is None and not plots:
+    else:
         return None
-    return {"source": str(source) if source else None, "tables": metric_tables(data) if data is not None else [],
+    tables = []
+    if summary.is_file():
+        try:
+            rows = [json.loads(line) for line in summary.read_text(encoding="utf-8").splitlines() if line.strip()]
+            tables.append(_evaluation_table(rows))
+        except (OSError, ValueError, AttributeError, TypeError) as err:
+            tables.append({"title": "metrics", "columns": ["value"],
+                           "rows": [["error", f"cannot read {EVALUATION_SUMMARY}: {err}"]]})
+    source = summary if summary.is_file() else folder
+    return {"source": source.relative_to(output_dir).as_posix(), "tables": tables,
             "plots": [{"src": p.relative_to(output_dir).as_posix(), "name": p.stem} for p in plots]}
 
 
-def metric_tables(data, title: str = "metrics", depth: int = 0) -> list[dict]:
-    """Any JSON as tables: scalars as name/value rows, a mapping of mappings (or a list of mappings) as a
-    matrix with a row per entry, anything nested deeper as its own tables, three levels at most."""
-    if _scalar(data):
-        return [{"title": title, "columns": ["value"], "rows": [["", _shown(data)]]}]
-    entries = list(data.items()) if isinstance(data, dict) else [(str(i), v) for i, v in enumerate(data)]
-    tables = []
-    scalars = [(k, v) for k, v in entries if _scalar(v) or (isinstance(v, list) and all(_scalar(x) for x in v))]
-    if scalars:
-        tables.append({"title": title, "columns": ["value"], "rows": [[k, _shown(v)] for k, v in scalars]})
-    nested = [(k, v) for k, v in entries if (k, v) not in scalars]
-    flat = [(k, v) for k, v in nested if isinstance(v, dict) and all(_scalar(x) for x in v.values())]
-    if flat:
-        columns = list(dict.fromkeys(c for _, v in flat for c in v))
-        tables.append({"title": title if not scalars else f"{title} by entry", "columns": columns,
-                       "rows": [[k, *(_shown(v.get(c)) for c in columns)] for k, v in flat]})
-    for key, value in nested:
-        if (key, value) in flat:
-            continue
-        if depth >= 2:
-            tables.append({"title": f"{title} / {key}", "columns": ["value"],
-                           "rows": [["", json.dumps(value, ensure_ascii=False)[:2000]]]})
-        else:
-            tables.extend(metric_tables(value, f"{title} / {key}" if depth or title != "metrics" else str(key),
-                                        depth + 1))
-    return tables
+def _evaluation_table(rows: list[dict]) -> dict:
+    """One row per method and layer; columns no row has a value for are left out."""
+    def value(row: dict, key: str):
+        if key == "sanity_last":
+            return (row.get("sanity") or [{}])[-1].get("spearman")
+        found = row.get(key)
+        return found.get("0.5") if isinstance(found, dict) else found
+
+    columns = [(k, h) for k, h in _EVALUATION_COLUMNS if any(value(r, k) is not None for r in rows)]
+    return {"title": "per method and layer (localisation at IoU 0.5)", "columns": [h for _, h in columns],
+            "rows": [[f"{r.get('method')} · {r.get('layer')}", *(_shown(value(r, k)) for k, _ in columns)]
+                     for r in rows]}
 
 
 def _scalar(value) -> bool:
