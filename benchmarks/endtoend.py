@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """End to end, as a user runs it: `gradcam explain` on a folder vs a pytorch-grad-cam script.
 
-    .venv/bin/python benchmarks/endtoend.py [--photos 64] [--batch-size 8] [--runs 5] [--keep DIR]
+    .venv/bin/python benchmarks/endtoend.py [--photos 64] [--batch-size 8] [--runs 5] [--view crop] [--keep DIR]
 
 Builds a folder of photos (copies of sample_images/*, resized so the longer side is
 300-640 px, seeded), then times, each in its own process, from launch to exit:
@@ -94,6 +94,8 @@ def main() -> int:
                     help="set OMP_NUM_THREADS for every command (default: inherited; torch then uses all cores). "
                          "On a busy machine 1 avoids OpenMP's pathological slow-down under oversubscription")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--view", default=None,
+                    help="gradcam's --view (default: the CLI's; `crop` sees what the script sees, a 224 crop)")
     ap.add_argument("--keep", type=Path, default=None, help="build the folder and outputs here and keep them")
     args = ap.parse_args()
     if not GRADCAM.exists():
@@ -116,8 +118,9 @@ def main() -> int:
         sizes = [max(s) for _, s in made]
         print(f"folder: {len(made)} photos from {SAMPLES.relative_to(REPO)}, longer side {min(sizes)}-{max(sizes)} px")
 
+        view = ["--view", args.view] if args.view else []
         ours_cmd = [str(GRADCAM), "explain", str(folder), "-o", str(out_ours), "--overwrite",
-                    "--batch-size", str(args.batch_size)]
+                    "--batch-size", str(args.batch_size), *view]
         pgc_cmd = [sys.executable, str(REPO / "benchmarks" / "pgc_script.py"), str(folder), str(out_pgc)]
         walls: dict[str, list[float]] = {"ours": [], "pgc": []}
         cpus: dict[str, list[float]] = {"ours": [], "pgc": []}
@@ -134,7 +137,7 @@ def main() -> int:
         c_ours, c_pgc = statistics.median(cpus["ours"]), statistics.median(cpus["pgc"])
         n = len(made)
         print(f"\n   {'command (median of ' + str(args.repeats) + ')':<58} {'wall s':>8} {'s/photo':>8} {'CPU s':>8} {'PNGs':>5}")
-        print(f"   {'gradcam explain DIR -o OUT --overwrite --batch-size ' + str(args.batch_size):<58} "
+        print(f"   {'gradcam explain DIR -o OUT --overwrite --batch-size ' + str(args.batch_size) + ' '.join(['', *view]):<58} "
               f"{t_ours:>8.1f} {t_ours / n:>8.3f} {c_ours:>8.1f} {n_ours:>5}")
         print(f"   {'python benchmarks/pgc_script.py DIR OUT2':<58} {t_pgc:>8.1f} {t_pgc / n:>8.3f} {c_pgc:>8.1f} {n_pgc:>5}")
         print(f"   ratio pgc_script / gradcam: wall {t_pgc / t_ours:.2f}x, CPU {c_pgc / c_ours:.2f}x  "
@@ -148,7 +151,7 @@ def main() -> int:
         one.mkdir()
         shutil.copy(folder / made[0][0], one / made[0][0])
         one_cmds = {"ours": [str(GRADCAM), "explain", str(one), "-o", str(root / "one_ours"), "--overwrite",
-                             "--batch-size", str(args.batch_size)],
+                             "--batch-size", str(args.batch_size), *view],
                     "pgc": [sys.executable, str(REPO / "benchmarks" / "pgc_script.py"), str(one), str(root / "one_pgc")]}
         first = {side: timed(cmd)[0] for side, cmd in one_cmds.items()}
         net_ours, net_pgc = t_ours - first["ours"], t_pgc - first["pgc"]
