@@ -4,7 +4,8 @@ Python API (the CLI is a thin layer over it)::
 
     from gradcam_cli import explain
     [result] = explain("resnet50", "dog.jpg", methods=["gradcam", "scorecam"], pretrained=False)
-    result.maps["gradcam", "layer4"]   # (H, W) float32 in [0, 1], aligned with the photo
+    result.maps["gradcam", "layer4"]   # (K, H, W) float32 in [0, 1], one map per class, aligned with the photo
+    result.map("gradcam")              # (H, W): the top class
 
     from gradcam_cli import load_model, Explainer, ExplainOptions, load_rgb
     explainer = Explainer(load_model("resnet50", pretrained=False), ExplainOptions(top_k=2))
