@@ -110,6 +110,21 @@ def test_engine_ray_without_ray_installed_is_a_usage_error(tmp_path):
 
 
 @needs_ray
+def test_without_an_address_a_ray_instance_of_its_own_runs_the_job(tmp_path):
+    """The embedded default, as on a laptop: no cluster to join (this test runs before the file's shared instance)."""
+    src = photo_folder(tmp_path / "photos", 2)
+    environment = {k: v for k, v in env().items() if not k.startswith("RAY_")}
+    done = subprocess.run([sys.executable, "-m", "gradcam_cli", "explain", src, "-r", "--json", "--outputs", "heatmap",
+                           "-o", tmp_path / "out", "--engine", "ray", "--device", "cpu"],
+                          capture_output=True, text=True, env=environment)
+    assert done.returncode == 0, done.stderr
+    records = jsonl(done.stdout)
+    assert sorted(Path(r["input"]).relative_to(src).as_posix() for r in records) == ["set0/img00.jpg", "set1/img00.jpg"]
+    assert all(Path(r["files"]["heatmap"]).is_file() for r in records)
+    assert "2 done, 0 skipped, 0 failed of 2" in done.stderr and "Traceback" not in done.stderr
+
+
+@needs_ray
 def test_ray_engine_writes_the_local_engines_files_and_records(tmp_path, ray_address):
     src = photo_folder(tmp_path / "photos", 6)
     (src / "set1" / "broken.jpg").write_bytes((src / "set0" / "img00.jpg").read_bytes()[:300])
