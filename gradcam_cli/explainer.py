@@ -8,7 +8,7 @@ writes no file and prints nothing (``job/`` and ``output/`` do).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -17,14 +17,14 @@ from .engine import BatchExplanation, EngineState, check_cam_applies, explain_ba
 from .errors import UsageError
 from .maps.boxes import BBox, Region, no_box_reason, regions_from_map
 from .maps.placement import place_on_original
-from .maps.preprocess import CropGeometry, full_geometry, to_model_input
+from .maps.preprocess import CropGeometry, PreprocessConfig, full_geometry, to_model_input
 from .maps.scale import normalize_minmax, upsample_to
 from .methods import INPUT_LAYER, METHODS
 from .model.device import autocast_for, host_to_device, model_device
 from .model.fusion import unfold_conv
 from .model.labels import resolve_class
 from .model.layers import LayerInfo, default_layer, layer_layouts, resolve_layer, trace_layers
-from .model.layout import Layout, Tokens
+from .model.layout import Layout, Tokens, patch_size
 from .model.loading import LoadedModel
 from .model.stages import expand_stages
 from .options import ExplainOptions, ModelOptions, check_request
@@ -69,6 +69,7 @@ class Explainer:
         self.layers = self._resolve_layers() if any(m.uses_layer for m in self.methods) else {}
         self.classes = [resolve_class(c, loaded.labels, loaded.num_classes) for c in dict.fromkeys(opts.classes)]
         self.guided = "guided" in opts.outputs
+        self.preprocess = replace(loaded.preprocess, size_multiple=patch_size(loaded.model) or (1, 1))
         self.view = self._resolve_view(opts.view)
         self.states: dict[tuple[int, int], EngineState] = {}  # by input size: the full view's inputs vary
         autocast_for(self.device, opts.precision)  # refuses a precision the device cannot run
@@ -124,7 +125,7 @@ class Explainer:
         """``crop`` or ``full``: the full view only for a model that takes another input size."""
         if view == "crop":
             return view
-        failure = full_view_failure(self.loaded)
+        failure = full_view_failure(self.loaded, self.preprocess)
         if failure is None:
             return "full"
         if view == "auto":
@@ -151,7 +152,7 @@ class Explainer:
 
     def prepare(self, photo: np.ndarray) -> tuple[torch.Tensor, CropGeometry]:
         """The model's input for one photo (CPU tensor) and where it came from; safe to run in a worker."""
-        return to_model_input(photo, self.loaded.preprocess, self.view)
+        return to_model_input(photo, self.preprocess, self.view)
 
     def explain_arrays(self, photos: Sequence[np.ndarray]) -> list[list[Explanation]]:
         """Explain RGB uint8 photos in one batch; one list of explanations per photo."""
@@ -244,13 +245,14 @@ def same_size_groups(tensors: Sequence[torch.Tensor]) -> list[list[int]]:
     return list(groups.values())
 
 
-def full_view_failure(loaded: LoadedModel) -> str | None:
+def full_view_failure(loaded: LoadedModel, config: PreprocessConfig | None = None) -> str | None:
     """Why the model cannot take the full view (``None`` when it can), from one probe forward pass.
 
     The probe is the input the full view makes of a 4:3 photo: a model with a fixed-size head or
-    position embedding fails on it or returns other logits.
+    position embedding fails on it or returns other logits. ``config``: the preprocessing to probe
+    (default: the model's own).
     """
-    config = loaded.preprocess
+    config = config or loaded.preprocess
     geometry = full_geometry(4 * max(config.input_size) + 1, 3 * max(config.input_size), config)
     width, height = geometry.resized_size
     probe = torch.zeros(1, 3, height, width, device=model_device(loaded.model))

@@ -660,3 +660,22 @@ def test_explain_a_transformer_with_no_layer(tmp_path, samples, name, layer, gri
     assert record["layer"] == layer and record["grid"] == grid
     assert record["layout"] == layout and record["prefix_tokens"] == prefix
     assert not record["map_empty"]
+
+
+def test_the_full_view_of_a_dynamic_model_is_cut_to_whole_patches() -> None:
+    """The input's sides are multiples of the patch, so the token grid covers the input exactly and the map lines
+    up with the photo: a photo whose scaled size is not (here 40 x 59 for a 64 x 94 photo) is scaled to one that is."""
+    model = tiny_vit(dynamic_img_size=True)
+    loaded = LoadedModel(model, "custom/tiny", PreprocessConfig((32, 48), 40), 5, None, "random")
+    explainer = Explainer(loaded, ExplainOptions(outputs=(), view="full"))
+    assert explainer.view == "full"
+    patch = model.patch_embed.patch_size
+    photo = np.zeros((64, 94, 3), np.uint8)
+    photo[20:40, 30:60] = 255
+    tensor, geometry = explainer.prepare(photo)
+    height, width = tensor.shape[-2:]
+    assert height % patch[0] == 0 and width % patch[1] == 0 and (height, width) == (40, 56)
+    assert geometry.resized_size == (width, height) and geometry.crop_box == (0, 0, width, height)
+    [[e]] = explainer.explain_prepared([tensor], [geometry])
+    assert e.grid == (height // patch[0], width // patch[1])
+    assert explainer.layouts_for((height, width))["blocks.1.norm1"] == Tokens(e.grid, 1)

@@ -37,6 +37,9 @@ class PreprocessConfig:
     interpolation: str = "bilinear"
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # The full view's input sides are multiples of these (height, width): a patch embedding's patch size, so
+    # that the token grid covers the input exactly and the map lines up with the photo to the pixel.
+    size_multiple: tuple[int, int] = (1, 1)
 
     @classmethod
     def from_timm(cls, cfg: dict) -> "PreprocessConfig":
@@ -91,6 +94,8 @@ def full_geometry(width: int, height: int, config: PreprocessConfig) -> CropGeom
     if max(rw, rh) > longest:
         scale = longest / max(width, height)
         rw, rh = max(1, round(width * scale)), max(1, round(height * scale))
+    mh, mw = config.size_multiple
+    rw, rh = max(mw, round(rw / mw) * mw), max(mh, round(rh / mh) * mh)  # the aspect moves by half a patch at most
     return CropGeometry((width, height), (rw, rh), (0, 0, rw, rh))
 
 

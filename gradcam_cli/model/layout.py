@@ -147,6 +147,17 @@ def _pair(value: object) -> Grid | None:
     return None
 
 
+def patch_size(model: nn.Module) -> Grid | None:
+    """The (height, width) of a patch embedding's patches (timm's ``patch_embed``, torchvision's ViT), or None."""
+    for name in ("patch_embed", "stem"):
+        embed = getattr(model, name, None)
+        patch = _pair(getattr(embed, "patch_size", None))
+        if embed is not None and patch is not None and hasattr(embed, "grid_size"):
+            return patch
+    patch = _pair(getattr(model, "patch_size", None))
+    return patch if patch is not None and isinstance(getattr(model, "image_size", None), int) else None
+
+
 def _patch_grid(model: nn.Module, input_size: Grid) -> Grid | None:
     """The patch grid at ``input_size`` from a timm patch embedding or torchvision's ViT fields."""
     for name in ("patch_embed", "stem"):
