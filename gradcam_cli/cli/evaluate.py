@@ -149,20 +149,16 @@ def _on_ray(model_opts, options, engine_opts):
     """``--engine ray``: the images measured by actors on the cluster, gathered here in input order; then the
     sanity check, on this machine, over the first ``--sanity-images`` images (called as ``evaluate_images``)."""
     from ..evaluate.ray_task import MEASURED, EvaluateTask, measurements_of
-    from ..evaluate.runner import Measurements, evaluate_images
+    from ..evaluate.runner import Measurements, annotated, evaluate_images
     from ..job.ray_engine import plan_pool, ray_session, run_on_ray
+    from ..job.runner import JobSummary
 
     def run(explainer, items, annotations, measure, job, *, stop, on_progress, on_message):
-        truths = {it.path: annotations.for_image(it.path) for it in items}
-        annotated = [it for it in items if truths[it.path] is not None]
+        skipped = JobSummary()
+        truths = annotated(items, annotations, skipped, on_message)
         task = EvaluateTask(model_opts, options, replace(measure, sanity=False),
-                            {path: t for path, t in truths.items() if t is not None}, workers=job.workers)
-        state = Measurements(explainer.map_keys(), explainer.view, options.bbox_threshold)
-        for key in state.keys:
-            state.localisation[key], state.faithfulness[key] = [], []
-        for item in items:
-            if truths[item.path] is None:
-                on_message(f"{item.path}: no annotations; skipped")
+                            {item.path: truth for item, truth in truths.items()}, workers=job.workers)
+        state = Measurements.of(explainer)
 
         def on_record(record: dict) -> None:
             if MEASURED in record:
@@ -171,11 +167,11 @@ def _on_ray(model_opts, options, engine_opts):
                 on_message(record.get("error", f"{record.get('input')}: failed"))
 
         with ray_session(engine_opts):
-            summary = run_on_ray(task, annotated, None, job, plan_pool(engine_opts), options.batch_size, on_record,
+            summary = run_on_ray(task, list(truths), None, job, plan_pool(engine_opts), options.batch_size, on_record,
                                  on_progress, stop)
-        summary.total, summary.skipped = len(items), summary.skipped + len(items) - len(annotated)
+        summary.total, summary.skipped = len(items), summary.skipped + skipped.skipped
         if measure.sanity and state.samples and not stop.is_set():
-            firsts = annotated[:measure.sanity_images]
+            firsts = list(truths)[:measure.sanity_images]
             state.sanity = evaluate_images(explainer, firsts, annotations, replace(measure, faithfulness=False),
                                            job, stop=stop)[0].sanity
         return state, summary

@@ -57,6 +57,14 @@ class Measurements:
     faithfulness: dict[Key, list[Curves]] = field(default_factory=dict)
     sanity: dict[Key, SanityCurve] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, explainer: Explainer) -> "Measurements":
+        """Nothing measured yet, for every (method, layer) of ``explainer``."""
+        state = cls(explainer.map_keys(), explainer.view, explainer.options.bbox_threshold)
+        for key in state.keys:
+            state.localisation[key], state.faithfulness[key] = [], []
+        return state
+
     def images(self) -> dict[str, list[int]]:
         """Sample indices by image, in order."""
         out: dict[str, list[int]] = {}
@@ -87,44 +95,20 @@ def evaluate_images(explainer: Explainer, items: Sequence[InputImage], annotatio
     message = on_message or (lambda m: None)
     summary = JobSummary(total=len(items))
     started = time.perf_counter()
-    state = Measurements(explainer.map_keys(), explainer.view, explainer.options.bbox_threshold)
-    for key in state.keys:
-        state.localisation[key], state.faithfulness[key] = [], []
-    truths: dict[InputImage, ImageTruth] = {}
-    for item in items:
-        truth = annotations.for_image(item.path)
-        if truth is None:
-            summary.skipped += 1
-            message(f"{item.path}: no annotations; skipped")
-        else:
-            truths[item] = truth
+    state = Measurements.of(explainer)
+    truths = annotated(items, annotations, summary, message)
     progress(summary)
     kept: list[_Kept] = []
     loaders = ThreadPoolExecutor(job.workers, thread_name_prefix="gradcam-load") if job.workers > 0 else None
     try:
-        todo = list(truths)
-        for batch in _prefetched_batches(explainer, todo, explainer.options.batch_size, loaders, stop):
+        for batch in _prefetched_batches(explainer, list(truths), explainer.options.batch_size, loaders, stop):
             for b in batch:
                 if b.error is not None:
                     summary.failed += 1
                     message(b.error)
             good = [b for b in batch if b.error is None]
             for group in same_size_groups([b.tensor for b in good]):
-                chunk = [good[i] for i in group]
-                room = options.sanity_images - sum(len(k.inputs) for k in kept) if options.sanity else 0
-                try:  # nothing is added to the measurements until the whole chunk is measured
-                    measured, kept_part = measure_batch(explainer, chunk, [truths[b.item] for b in chunk], options,
-                                                        max(0, room))
-                    measured.add_to(state)
-                    kept += [kept_part] if kept_part is not None else []
-                    summary.done += len(chunk)
-                except GradcamError:
-                    raise
-                except Exception as err:  # e.g. out of memory: this batch fails, the pass goes on
-                    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-                    for b in chunk:
-                        summary.failed += 1
-                        message(f"{b.item.path}: model failed ({type(err).__name__}: {first})")
+                _measure_chunk(explainer, [good[i] for i in group], truths, options, state, kept, summary, message)
             progress(summary)
             if summary.failed and job.fail_fast:
                 summary.stopped_on_failure = True
@@ -139,6 +123,38 @@ def evaluate_images(explainer: Explainer, items: Sequence[InputImage], annotatio
         state.sanity = sanity_curves(explainer, kept, state.keys)
     summary.seconds = time.perf_counter() - started
     return state, summary
+
+
+def annotated(items: Sequence[InputImage], annotations: Annotations, summary: JobSummary,
+              message: Callable[[str], None]) -> dict[InputImage, ImageTruth]:
+    """The items that have annotations, with them; the others counted as skipped and reported."""
+    truths: dict[InputImage, ImageTruth] = {}
+    for item in items:
+        truth = annotations.for_image(item.path)
+        if truth is None:
+            summary.skipped += 1
+            message(f"{item.path}: no annotations; skipped")
+        else:
+            truths[item] = truth
+    return truths
+
+
+def _measure_chunk(explainer, chunk, truths, options, state, kept, summary, message) -> None:
+    """Same-sized photos measured together; nothing is added to ``state`` unless the whole chunk is measured."""
+    room = options.sanity_images - sum(len(k.inputs) for k in kept) if options.sanity else 0
+    try:
+        measured, kept_part = measure_batch(explainer, chunk, [truths[b.item] for b in chunk], options, max(0, room))
+    except GradcamError:
+        raise
+    except Exception as err:  # e.g. out of memory: this batch fails, the pass goes on
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        for b in chunk:
+            summary.failed += 1
+            message(f"{b.item.path}: model failed ({type(err).__name__}: {first})")
+        return
+    measured.add_to(state)
+    kept += [kept_part] if kept_part is not None else []
+    summary.done += len(chunk)
 
 
 def _padded_classes(truths: Sequence[ImageTruth]) -> list[list[int]]:
