@@ -56,10 +56,11 @@ def test_kept_memory_is_reused_without_page_faults() -> None:
     result = _probe("tuned")
     assert result["applied"] is True
     per_pass = sorted(result["faults"])
-    # A typical pass faults nothing in; now and then the heap, fragmented, grows by a block
-    # or two (measured: one or two activations in one pass of six), never by a pass's worth.
+    # A typical pass faults nothing in; now and then the heap, fragmented, grows by a block or two
+    # (measured over 18 launches: 0, 1 or 2 activations in six passes), where one pass with the C
+    # library's defaults faults in about 12 activations.
     assert per_pass[len(per_pass) // 2] < ONE_ACTIVATION // 10
-    assert sum(per_pass) <= 3 * ONE_ACTIVATION
+    assert sum(per_pass) <= 4 * ONE_ACTIVATION
 
 
 def test_opt_out_leaves_malloc_alone() -> None:
