@@ -58,7 +58,7 @@ def test_kept_memory_is_reused_without_page_faults() -> None:
     per_pass = sorted(result["faults"])
     # A typical pass faults nothing in; now and then the heap, fragmented, grows by a block or two
     # (measured over 18 launches: 0, 1 or 2 activations in six passes), where one pass with the C
-    # library's defaults faults in about 12 activations.
+    # library's defaults faults in 7 to 29 activations (measured).
     assert per_pass[len(per_pass) // 2] < ONE_ACTIVATION // 10
     assert sum(per_pass) <= 4 * ONE_ACTIVATION
 
