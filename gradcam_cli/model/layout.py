@@ -147,32 +147,36 @@ def _pair(value: object) -> Grid | None:
     return None
 
 
-def patch_size(model: nn.Module) -> Grid | None:
-    """The (height, width) of a patch embedding's patches (timm's ``patch_embed``, torchvision's ViT), or None."""
+def _patch_embedding(model: nn.Module) -> tuple[nn.Module | None, Grid] | None:
+    """A timm patch embedding (``patch_embed`` or ``stem``) and its patch size, or torchvision ViT's patch size
+    (with no embedding module to ask); None for a model without one."""
     for name in ("patch_embed", "stem"):
         embed = getattr(model, name, None)
         patch = _pair(getattr(embed, "patch_size", None))
         if embed is not None and patch is not None and hasattr(embed, "grid_size"):
-            return patch
+            return embed, patch
     patch = _pair(getattr(model, "patch_size", None))
-    return patch if patch is not None and isinstance(getattr(model, "image_size", None), int) else None
+    if patch is not None and isinstance(getattr(model, "image_size", None), int):  # torchvision ViT
+        return None, patch
+    return None
+
+
+def patch_size(model: nn.Module) -> Grid | None:
+    """The (height, width) of the model's patches, or None."""
+    found = _patch_embedding(model)
+    return found[1] if found else None
 
 
 def _patch_grid(model: nn.Module, input_size: Grid) -> Grid | None:
     """The patch grid at ``input_size`` from a timm patch embedding or torchvision's ViT fields."""
-    for name in ("patch_embed", "stem"):
-        embed = getattr(model, name, None)
-        patch = _pair(getattr(embed, "patch_size", None))
-        if embed is None or patch is None or not hasattr(embed, "grid_size"):
-            continue
-        dynamic = getattr(embed, "dynamic_feat_size", None)
-        if callable(dynamic):  # timm: floor, or ceil with dynamic padding
-            return _pair(tuple(dynamic(tuple(input_size))))
-        return input_size[0] // patch[0], input_size[1] // patch[1]
-    patch = _pair(getattr(model, "patch_size", None))
-    if patch is not None and isinstance(getattr(model, "image_size", None), int):  # torchvision ViT
-        return input_size[0] // patch[0], input_size[1] // patch[1]
-    return None
+    found = _patch_embedding(model)
+    if found is None:
+        return None
+    embed, patch = found
+    dynamic = getattr(embed, "dynamic_feat_size", None)
+    if callable(dynamic):  # timm: floor, or ceil with dynamic padding
+        return _pair(tuple(dynamic(tuple(input_size))))
+    return input_size[0] // patch[0], input_size[1] // patch[1]
 
 
 def _prefix_count(model: nn.Module) -> int | None:
