@@ -57,7 +57,7 @@ def scaled(maps) -> torch.Tensor:
 
 
 def ours_fn(loaded, x, layer, method, batch_size):
-    from gradcam_cli.engine import explain_batch
+    from gradcam_cli.passes import explain_batch
 
     module = loaded.model.get_submodule(layer)
     return lambda: explain_batch(loaded.model, x, {layer: module}, methods=[method], settings=PGC_SETTINGS,

@@ -7,7 +7,7 @@ Builds a folder of photos (as benchmarks/endtoend.py does: copies of sample_imag
 longer side 300-640 px, seeded), loads the default model, then explains the folder
 (four PNGs per photo) with:
 
-  * the local engine (``run_job``, the model already loaded), in a process of its own
+  * the local engine (``run_explain``, the model already loaded), in a process of its own
     session: on a shared Linux host (CFS autogroups) each session gets its own CPU share,
     and Ray's workers run in one of their own, so this keeps the comparison fair;
   * the Ray engine (``run_on_ray``) with 1 and with 2 actors on one local Ray instance,
@@ -51,8 +51,8 @@ def local_run(photos: Path, out: Path, args) -> dict:
 def local_job(photos: Path, out: Path, options, model_opts) -> dict:
     from gradcam_cli.allocator import keep_freed_memory
     from gradcam_cli.explainer import Explainer
-    from gradcam_cli.job.inputs import collect_inputs
-    from gradcam_cli.job.runner import run_job
+    from gradcam_cli.io.inputs import collect_inputs
+    from gradcam_cli.job.explain import run_explain
     from gradcam_cli.options import JobOptions
 
     keep_freed_memory()  # as the gradcam command does at start
@@ -60,24 +60,29 @@ def local_job(photos: Path, out: Path, options, model_opts) -> dict:
     explainer = Explainer.from_options(model_opts, options)
     explainer.explain_arrays([__import__("numpy").zeros((64, 64, 3), "uint8")])  # warm-up, as in a long job
     start = time.perf_counter()
-    summary = run_job(explainer, items, out, JobOptions())
+    summary = run_explain(explainer, items, out, JobOptions())
     seconds = time.perf_counter() - start
     assert summary.done == len(items), summary
     return {"seconds": seconds, "rate": len(items) / seconds}
 
 
 def ray_run(items, out: Path, options, model_opts, actors: int, threads: int | None) -> dict:
-    from gradcam_cli.job.ray_engine import plan_pool, run_on_ray
-    from gradcam_cli.job.ray_explain import ExplainTask
-    from gradcam_cli.options import EngineOptions, JobOptions
-    from gradcam_cli.output.store import open_folder
+    from gradcam_cli.io.manifest import Manifest
+    from gradcam_cli.job.bookkeeper import Bookkeeper
+    from gradcam_cli.job.explain import ExplainTask
+    from gradcam_cli.job.ray.executor import run_on_ray
+    from gradcam_cli.job.ray.pool import plan_pool
+    from gradcam_cli.options import EngineOptions
 
     plan = plan_pool(EngineOptions(engine="ray", actors=actors))
     if threads:
         plan = replace(plan, threads=threads)
     task = ExplainTask(model_opts, options, str(out))
     start = time.perf_counter()
-    summary = run_on_ray(task, items, open_folder(out), JobOptions(), plan, options.batch_size)
+    out.mkdir(parents=True, exist_ok=True)
+    book = Bookkeeper(len(items), Manifest(out / "results.jsonl").open())
+    run_on_ray(task, items, book, plan, batch_size=options.batch_size)
+    summary = book.close()
     seconds = time.perf_counter() - start
     assert summary.done == len(items), summary
     return {"seconds": seconds, "rate": len(items) / seconds, "startup": summary.startup_s,
@@ -85,32 +90,42 @@ def ray_run(items, out: Path, options, model_opts, actors: int, threads: int | N
 
 
 class NullTask:
-    """A task that does nothing: one small record per row (the Ray path's own cost)."""
+    """A task that does nothing: one small record per input (the Ray path's own cost)."""
+
+    device = "cpu"
 
     def __call__(self):
-        return self.batch
+        return self
 
-    @staticmethod
-    def batch(rows: list[dict]) -> list:
-        from gradcam_cli.job.ray_engine import Outcome
+    def skip(self, item) -> bool:
+        return False
 
-        return [Outcome(r["index"], [{"input": r["path"]}]) for r in rows]
+    def decode(self, item, data=None):
+        from gradcam_cli.job.task import Decoded
+
+        return Decoded(item)
+
+    def run(self, batch, writers) -> list:
+        from gradcam_cli.job.task import Outcome
+
+        return [Outcome(0, [{"input": d.item.path}]) for d in batch]
 
 
 def null_run(count: int, batch_size: int) -> dict:
     import ray.cloudpickle
 
-    from gradcam_cli.job.inputs import InputImage
-    from gradcam_cli.job.ray_engine import PoolPlan, run_on_ray
-    from gradcam_cli.options import JobOptions
-    from gradcam_cli.output.store import open_folder
+    from gradcam_cli.io.inputs import InputImage
+    from gradcam_cli.job.bookkeeper import Bookkeeper
+    from gradcam_cli.job.ray.executor import run_on_ray
+    from gradcam_cli.job.ray.pool import PoolPlan
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this script
     items = [InputImage(f"photo{i}.jpg", PurePosixPath(f"photo{i}.jpg")) for i in range(count)]
-    with tempfile.TemporaryDirectory(prefix="gradcam-ray-null-") as tmp:
-        start = time.perf_counter()
-        summary = run_on_ray(NullTask(), items, open_folder(tmp), JobOptions(), PoolPlan(1, 1.0, 0.0, 1), batch_size)
-        seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    book = Bookkeeper(len(items), None)
+    run_on_ray(NullTask(), items, book, PoolPlan(1, 1.0, 0.0, 1), batch_size=batch_size)
+    summary = book.close()
+    seconds = time.perf_counter() - start
     assert summary.done == count, summary
     return {"per_image_ms": 1000 * (seconds - summary.startup_s) / count, "startup": summary.startup_s}
 
@@ -133,8 +148,8 @@ def main() -> int:
 
     import ray
 
-    from gradcam_cli.job.inputs import collect_inputs
-    from gradcam_cli.job.ray_engine import ray_session
+    from gradcam_cli.io.inputs import collect_inputs
+    from gradcam_cli.job.ray.session import ray_session
     from gradcam_cli.options import EngineOptions, ExplainOptions, ModelOptions
 
     options = ExplainOptions(batch_size=args.batch_size)

@@ -11,7 +11,11 @@ Python API (the CLI is a thin layer over it)::
     explainer = Explainer(load_model("resnet50", pretrained=False), ExplainOptions(top_k=2))
     [explanations] = explainer.explain_arrays([load_rgb("dog.jpg")])
 
-Lower level: ``explain_batch`` (engine) on a preprocessed tensor (pass
+    from gradcam_cli import evaluate
+    evaluation = evaluate("resnet50", "photos/", "boxes.csv", methods=["gradcam", "layercam"], engine="ray")
+    evaluation.summary("layercam")["pointing_game"]
+
+Lower level: ``explain_batch`` (the passes of one batch) on a preprocessed tensor (pass
 ``layouts=layer_layouts(model, layers, input_size)`` for transformer layers), and the
 methods' pure functions on tensors in ``gradcam_cli.methods.<name>``.
 """
@@ -25,7 +29,9 @@ from .version import __version__
 
 _EXPORTS = {
     "explain": "api",
+    "evaluate": "api",
     "ImageResult": "api",
+    "Evaluation": "api",
     "load_model": "model.loading",
     "LoadedModel": "model.loading",
     "DEFAULT_MODEL": "model.loading",
@@ -35,9 +41,11 @@ _EXPORTS = {
     "ModelOptions": "options",
     "JobOptions": "options",
     "METHODS": "methods",
-    "explain_batch": "engine",
-    "BatchExplanation": "engine",
-    "load_rgb": "job.images",
+    "EvaluateOptions": "options",
+    "EngineOptions": "options",
+    "explain_batch": "passes",
+    "BatchExplanation": "passes",
+    "load_rgb": "io.images",
     "trace_layers": "model.layers",
     "default_layer": "model.layers",
     "resolve_layer": "model.layers",
@@ -54,16 +62,16 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .allocator import keep_freed_memory
-    from .api import ImageResult, explain
-    from .engine import BatchExplanation, explain_batch
+    from .api import Evaluation, ImageResult, evaluate, explain
     from .errors import GradcamError, ImageError, MethodError, UsageError
     from .explainer import Explainer, Explanation
-    from .job.images import load_rgb
+    from .io.images import load_rgb
     from .methods import METHODS
     from .model.device import resolve_device
     from .model.layers import default_layer, layer_layouts, resolve_layer, trace_layers
     from .model.loading import DEFAULT_MODEL, LoadedModel, load_model
-    from .options import ExplainOptions, JobOptions, ModelOptions
+    from .options import EngineOptions, EvaluateOptions, ExplainOptions, JobOptions, ModelOptions
+    from .passes import BatchExplanation, explain_batch
 
 
 def __getattr__(name: str):

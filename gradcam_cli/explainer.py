@@ -13,16 +13,16 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from .engine import BatchExplanation, EngineState, check_cam_applies, explain_batch, logits_of
-from .errors import UsageError
-from .maps.boxes import BBox, Region, no_box_reason, regions_from_map
+from .passes import BatchExplanation, PassState, cam_failures, explain_batch, logits_of
+from .errors import MethodError, UsageError
+from .maps.boxes import WHOLE_PHOTO_SHARE, BBox, Region, box_share, no_box_reason, regions_from_map, whole_photo_note
 from .maps.placement import place_on_original
 from .maps.preprocess import CropGeometry, PreprocessConfig, full_geometry, to_model_input
 from .maps.scale import normalize_minmax, upsample_to
 from .methods import INPUT_LAYER, METHODS
 from .model.device import autocast_for, host_to_device, model_device
 from .model.fusion import unfold_conv
-from .model.labels import resolve_class
+from .model.labels import resolve_classes
 from .model.layers import LayerInfo, default_layer, layer_layouts, resolve_layer, trace_layers
 from .model.layout import Layout, Tokens, patch_size
 from .model.loading import LoadedModel
@@ -53,6 +53,8 @@ class Explanation:
     guided_raw: np.ndarray | None = None  # (H, W, 3) float32 guided gradient x map, kept with --save-raw
     layout: str = "channels_first"  # how the layer's output was read as the grid: channels_last, tokens, input
     prefix_tokens: int = 0  # class/distillation/register tokens left out of a token grid
+    view: str = "crop"  # what the model saw: its own eval transform (crop), or the whole photo (full)
+    box_covers_photo: bool = False  # the box spans at least WHOLE_PHOTO_SHARE of the photo: it singles out nothing
 
 
 class Explainer:
@@ -67,14 +69,26 @@ class Explainer:
         self.layouts: dict[str, Layout] = {}  # per hooked layer, at the model's input size
         self._layouts_at: dict[tuple[int, int], dict[str, Layout]] = {}
         self.layers = self._resolve_layers() if any(m.uses_layer for m in self.methods) else {}
-        self.classes = [resolve_class(c, loaded.labels, loaded.num_classes) for c in dict.fromkeys(opts.classes)]
+        self.classes = resolve_classes(opts.classes, loaded.labels, loaded.num_classes)
         self.guided = "guided" in opts.outputs
         self.preprocess = replace(loaded.preprocess, size_multiple=patch_size(loaded.model) or (1, 1))
         self.view = self._resolve_view(opts.view)
-        self.states: dict[tuple[int, int], EngineState] = {}  # by input size: the full view's inputs vary
+        self.states: dict[tuple[int, int], PassState] = {}  # by input size: the full view's inputs vary
         autocast_for(self.device, opts.precision)  # refuses a precision the device cannot run
-        if any(m.name == "cam" for m in self.methods):
-            check_cam_applies(loaded.model, self.layers, loaded.preprocess.input_size, self.layouts)
+        self.skipped = self._cam_skipped() if any(m.name == "cam" for m in self.methods) else {}
+
+    def _cam_skipped(self) -> dict[tuple[str, str], str]:
+        """CAM at the layers its head does not follow: skipped, with the reason; at none of them, refused."""
+        failures = cam_failures(self.loaded.model, self.layers, self.loaded.preprocess.input_size, self.layouts)
+        if failures and len(failures) == len(self.layers):
+            raise MethodError(next(iter(failures.values())))
+        return {("cam", layer): reason for layer, reason in failures.items()}
+
+    @property
+    def notices(self) -> list[str]:
+        """What a user should hear before the run: the (method, layer) pairs skipped, and why."""
+        return [f"--method {m} skipped at layer {layer!r}: {reason.split(': ', 1)[-1]}"
+                for (m, layer), reason in self.skipped.items()]
 
     @classmethod
     def from_options(cls, model: ModelOptions, options: ExplainOptions) -> "Explainer":
@@ -142,7 +156,8 @@ class Explainer:
 
     def map_keys(self) -> list[tuple[str, str]]:
         """Every (method, layer) this explainer produces, in output order."""
-        return [(m.name, path) for m in self.methods for path in (self.layers if m.uses_layer else [INPUT_LAYER])]
+        return [(m.name, path) for m in self.methods for path in (self.layers if m.uses_layer else [INPUT_LAYER])
+                if (m.name, path) not in self.skipped]
 
     @property
     def layer_order(self) -> list[str]:
@@ -154,21 +169,27 @@ class Explainer:
         """The model's input for one photo (CPU tensor) and where it came from; safe to run in a worker."""
         return to_model_input(photo, self.preprocess, self.view)
 
+    @staticmethod
+    def prepare_tensor(tensor: torch.Tensor) -> tuple[torch.Tensor, CropGeometry]:
+        """A ``(3, H, W)`` tensor that already is the model's input, with the geometry of its own size."""
+        h, w = tensor.shape[-2:]
+        return tensor.detach().float().cpu(), CropGeometry((w, h), (w, h), (0, 0, w, h))
+
     def explain_arrays(self, photos: Sequence[np.ndarray]) -> list[list[Explanation]]:
         """Explain RGB uint8 photos in one batch; one list of explanations per photo."""
         prepared = [self.prepare(p) for p in photos]
         return self.explain_prepared([t for t, _ in prepared], [g for _, g in prepared])
 
-    def run_engine(self, inputs: torch.Tensor, classes: torch.Tensor | None = None) -> BatchExplanation:
-        """The engine on one batch of equally sized inputs on the model's device; ``classes`` ``(B, K)``
+    def run_passes(self, inputs: torch.Tensor, classes: torch.Tensor | None = None) -> BatchExplanation:
+        """The passes of one batch of equally sized inputs on the model's device; ``classes`` ``(B, K)``
         replaces the explainer's classes (one set per image)."""
         opts = self.options
-        state = self.states.setdefault(tuple(inputs.shape[-2:]), EngineState())
+        state = self.states.setdefault(tuple(inputs.shape[-2:]), PassState())
         return explain_batch(
             self.loaded.model, inputs, self.layers, classes=self.classes if classes is None else classes,
             top_k=opts.top_k, methods=[m.name for m in self.methods], guided=self.guided, precision=opts.precision,
             smooth=opts.smooth, settings=opts.method_settings, batch_size=opts.perturbation_batch_size, state=state,
-            layouts=self.layouts_for(tuple(inputs.shape[-2:])),
+            layouts=self.layouts_for(tuple(inputs.shape[-2:])), skip=frozenset(self.skipped),
         )
 
     def explain_prepared(self, tensors: Sequence[torch.Tensor],
@@ -184,7 +205,7 @@ class Explainer:
             return out
         inputs = host_to_device(torch.stack(list(tensors)), self.device)
         opts = self.options
-        result = self.run_engine(inputs)
+        result = self.run_passes(inputs)
         probs = torch.softmax(result.logits, dim=1)
         out = [[] for _ in geometries]
         for (method, layer), raw in result.maps.items():
@@ -196,20 +217,31 @@ class Explainer:
                     if result.guided is not None else ([None] * placed.shape[0],) * 2
                 for k in range(placed.shape[0]):
                     c = int(result.classes[b, k])
-                    regions = regions_from_map(placed[k], opts.bbox_threshold)
-                    out[b].append(Explanation(
-                        class_index=c, class_name=self.class_name(c), probability=float(probs[b, c]),
-                        score=float(result.logits[b, c]), layer=layer, method=method, map=placed[k],
-                        empty=bool(empty[b, k]), bbox=regions[0].box if regions else None,
-                        regions=tuple(regions if opts.bbox_mode == "all" else regions[:1]),
-                        guided=guided[k], guided_raw=guided_raw[k], rank=k + 1, grid=tuple(raw.shape[-2:]),
-                        **self._layout_fields(layer),
-                        warnings=_warnings(result.logits[b], raw[b, k], bool(empty[b, k]))
-                        + (() if regions or empty[b, k] else
-                           (no_box_reason(placed[k], opts.bbox_threshold, tuple(raw.shape[-2:])),)),
-                        class_specific=METHODS[method].class_specific,
-                    ))
+                    out[b].append(self._explanation(
+                        (method, layer), raw[b, k], placed[k], bool(empty[b, k]), (c, k + 1),
+                        (float(result.logits[b, c]), float(probs[b, c]), result.logits[b]), (guided[k], guided_raw[k])))
         return out
+
+    def _explanation(self, key: tuple[str, str], raw: torch.Tensor, placed: np.ndarray, empty: bool,
+                     class_rank: tuple[int, int], scores: tuple, guided: tuple) -> Explanation:
+        """One (image, method, layer, class) result: the placed map, its boxes, and what is wrong with it."""
+        (method, layer), (c, rank), (score, probability, logits) = key, class_rank, scores
+        opts = self.options
+        regions = regions_from_map(placed, opts.bbox_threshold)
+        bbox = regions[0].box if regions else None
+        grid = tuple(raw.shape[-2:])
+        warnings = _warnings(logits, raw, empty)
+        if not (regions or empty):
+            warnings += (no_box_reason(placed, opts.bbox_threshold, grid),)
+        covers = bool(bbox) and box_share(bbox, placed.shape) >= WHOLE_PHOTO_SHARE
+        if covers:
+            warnings += (whole_photo_note(bbox, placed.shape),)
+        return Explanation(
+            class_index=c, class_name=self.class_name(c), probability=probability, score=score, layer=layer,
+            method=method, map=placed, empty=empty, bbox=bbox,
+            regions=tuple(regions if opts.bbox_mode == "all" else regions[:1]), guided=guided[0],
+            guided_raw=guided[1], rank=rank, grid=grid, **self._layout_fields(layer), warnings=warnings,
+            class_specific=METHODS[method].class_specific, view=self.view, box_covers_photo=covers)
 
     def _layout_fields(self, layer: str) -> dict:
         """How the map's grid was read from the layer's output, for the record."""

@@ -55,8 +55,9 @@ def explain_dataset(
     """
     import ray
 
-    from .job.ray_engine import map_with_actors, plan_pool
-    from .job.ray_explain import ExplainTask, check_device
+    from .job.explain import ExplainTask
+    from .job.ray.executor import map_with_actors
+    from .job.ray.pool import check_device, plan_pool
 
     opts = options or ExplainOptions(methods=tuple(methods), layers=tuple(layers), classes=tuple(classes), top_k=top_k,
                                      outputs=tuple(outputs))
@@ -67,6 +68,5 @@ def explain_dataset(
     check_device(model_opts.device, gpus_per_actor)
     if not ray.is_initialized():
         ray.init()
-    task = ExplainTask(model_opts, opts, None if output_dir is None else str(output_dir), filesystem, workers,
-                       skip_existing)
-    return map_with_actors(ds, task, plan_pool(engine), opts.batch_size, output="records")
+    task = ExplainTask(model_opts, opts, None if output_dir is None else str(output_dir), filesystem, skip_existing)
+    return map_with_actors(ds, task, plan_pool(engine), opts.batch_size, output="records", workers=workers)

@@ -13,7 +13,7 @@ from torch import nn
 timm = pytest.importorskip("timm")
 
 from gradcam_cli import explain  # noqa: E402
-from gradcam_cli.job.images import load_rgb  # noqa: E402
+from gradcam_cli.io.images import load_rgb  # noqa: E402
 from gradcam_cli.maps.preprocess import PreprocessConfig  # noqa: E402
 
 

@@ -19,11 +19,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from gradcam_cli.cli import app
 from gradcam_cli.errors import ImageError, UsageError
-from gradcam_cli.job.images import load_rgb
+from gradcam_cli.io.images import load_rgb
 from helpers import BrightnessNet
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
@@ -191,7 +191,7 @@ def test_loader_refuses_bad_image_with_one_line(bad_files, case):
 def test_truncated_images_are_never_allowed():
     from PIL import ImageFile
 
-    import gradcam_cli.job.runner  # noqa: F401  everything the CLI imports, timm and torchvision included
+    import gradcam_cli.job.explain  # noqa: F401  everything the CLI imports, timm and torchvision included
     import gradcam_cli.explainer  # noqa: F401
     import timm  # noqa: F401
     import torchvision  # noqa: F401
@@ -363,9 +363,9 @@ def _brightness_explainer(outputs):
 
 @pytest.mark.parametrize("orientation", [6, 8])
 def test_exif_rotated_photo_heatmap_and_box_line_up(tmp_path, orientation):
-    from gradcam_cli.job.runner import run_job
+    from gradcam_cli.job.explain import run_explain
     from gradcam_cli.options import JobOptions
-    from gradcam_cli.job.inputs import collect_inputs
+    from gradcam_cli.io.inputs import collect_inputs
 
     # Stored pixels: landscape 200x120, bright block at the top centre (x 80..120, y 10..40).
     stored = np.full((120, 200, 3), 20, dtype=np.uint8)
@@ -391,7 +391,7 @@ def test_exif_rotated_photo_heatmap_and_box_line_up(tmp_path, orientation):
     # Through a job: every output has the rotated size, and the heatmap is hot where the block is.
     recs = []
     out = tmp_path / "out"
-    summary = run_job(explainer, collect_inputs([str(path)]), out, JobOptions(workers=0), on_record=recs.append)
+    summary = run_explain(explainer, collect_inputs([str(path)]), out, JobOptions(workers=0), on_record=recs.append)
     assert summary.done == 1 and recs[0]["image_size"] == [120, 200] and recs[0]["bbox"] == list(e.bbox)
     for kind, file in recs[0]["files"].items():
         with Image.open(file) as img:
@@ -658,7 +658,7 @@ SEGMENTS = st.sampled_from(["..", ".", "", "a", "b c", "ü", "-x", "C:", "\\", "
 @given(st.lists(st.lists(SEGMENTS, min_size=1, max_size=8).map(lambda s: "/".join(s) + "/img.jpg"),
                 min_size=1, max_size=4), st.booleans())
 def test_collected_output_locations_never_climb_out(paths, absolute):
-    from gradcam_cli.job.inputs import collect_inputs
+    from gradcam_cli.io.inputs import collect_inputs
 
     args = ["/" + p if absolute else p for p in paths]
     items = collect_inputs(["-"], stdin=io.BytesIO("\n".join(args).encode()))
@@ -743,4 +743,14 @@ def test_manifest_write_fault_is_one_line_not_a_traceback(tmp_path, three_photos
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert result.exit_code == 1
     assert "results.jsonl" in result.stderr and "No space left on device" in result.stderr
+    # No partial file; the records that could not reach the manifest are kept in its journal, and the
+    # next run folds them in: none is lost.
+    assert _leftovers(out) == [".results.jsonl.journal"]
+    journal = [json.loads(line) for line in (out / ".results.jsonl.journal").read_text().splitlines()]
+    assert sorted(Path(r["input"]).name for r in journal) == ["a.jpg", "b.jpg", "c.jpg"]
+    monkeypatch.setattr(os, "replace", real_replace)
+    again = run("explain", three_photos, "-o", out, "--outputs", "heatmap", "--device", "cpu", "--skip-existing")
+    assert again.exit_code == 0 and "0 done, 3 skipped" in again.stderr, again.stderr
+    manifest = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(Path(r["input"]).name for r in manifest) == ["a.jpg", "b.jpg", "c.jpg"]
     assert _leftovers(out) == []

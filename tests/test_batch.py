@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from gradcam_cli.job.inputs import collect_inputs, in_shard
+from gradcam_cli.io.inputs import collect_inputs, in_shard
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
 GRADCAM = str(Path(sys.executable).with_name("gradcam"))
@@ -189,7 +189,7 @@ def test_overwrite_and_skip_existing_conflict(tmp_path):
 
 @pytest.mark.parametrize("mode", ["L", "P", "RGBA", "I;16", "CMYK", "LA"])
 def test_any_mode_becomes_rgb(tmp_path, mode):
-    from gradcam_cli.job.images import load_rgb
+    from gradcam_cli.io.images import load_rgb
 
     src = Image.open(SAMPLES / "samoyed.png").convert("RGB")
     if mode == "I;16":
@@ -208,7 +208,7 @@ def test_any_mode_becomes_rgb(tmp_path, mode):
 
 
 def test_formats_and_exif_orientation(tmp_path):
-    from gradcam_cli.job.images import load_rgb
+    from gradcam_cli.io.images import load_rgb
 
     src = Image.open(SAMPLES / "samoyed.png").convert("RGB").resize((120, 80))
     for ext in ("webp", "bmp", "tiff", "gif"):

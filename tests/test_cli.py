@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from gradcam_cli.cli import app
 

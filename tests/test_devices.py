@@ -16,12 +16,12 @@ import torch
 from gradcam_cli import ExplainOptions, Explainer, load_model, load_rgb
 from gradcam_cli.maps.scale import normalize_minmax
 from gradcam_cli.model.device import host_to_device, resolve_device
-from gradcam_cli.engine import explain_batch, input_memory_format
+from gradcam_cli.passes import explain_batch, input_memory_format
 from gradcam_cli.errors import MethodError, UsageError
 from gradcam_cli.model.loading import choose_memory_format, load_architecture
 from gradcam_cli.maps.preprocess import to_model_input
 
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from gradcam_cli.cli import app
 

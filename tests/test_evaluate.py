@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 from torch import nn
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from gradcam_cli.cli import app
 
@@ -42,7 +42,7 @@ def _voc(folder: Path, name: str, objects_: list[tuple[str, tuple[int, int, int,
 
 
 def test_csv_voc_and_coco_give_the_same_boxes(tmp_path) -> None:
-    from gradcam_cli.evaluate.annotations import read_annotations
+    from gradcam_cli.metrics.annotations import read_annotations
     from gradcam_cli.model.labels import imagenet_labels
 
     csv_path = tmp_path / "boxes.csv"
@@ -74,7 +74,7 @@ def test_csv_voc_and_coco_give_the_same_boxes(tmp_path) -> None:
 
 
 def test_a_path_wins_over_a_file_name_and_two_files_of_one_name_need_paths(tmp_path) -> None:
-    from gradcam_cli.evaluate.annotations import read_annotations
+    from gradcam_cli.metrics.annotations import read_annotations
 
     (tmp_path / "a").mkdir()
     path = tmp_path / "boxes.csv"
@@ -188,13 +188,17 @@ def test_an_earlier_evaluation_is_not_replaced_without_overwrite(fixture_run, sa
     assert result.exit_code == 2 and "evaluation.jsonl exists from an earlier evaluation" in result.output
 
 
-def test_a_corrupt_image_fails_alone_and_the_table_is_printed(tmp_path, samples) -> None:
+def test_a_corrupt_image_fails_alone_and_the_results_are_printed(tmp_path, samples) -> None:
     bad = tmp_path / "cat.png"  # annotated by name in the fixture
     bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     result = run("evaluate", bad, samples / "samoyed.png", "-a", BOXES, "-o", tmp_path / "out")
     assert result.exit_code == 1
-    assert "cat.png: corrupt PNG file" in result.output or "cat.png: cannot decode" in result.output
-    assert "MaxBoxAcc" in result.output and "1 done, 0 skipped, 1 failed of 2" in result.output
+    assert "cat.png: corrupt PNG file" in result.stderr or "cat.png: cannot decode" in result.stderr
+    assert "1 done, 0 skipped, 1 failed of 2" in result.stderr
+    # Off a terminal (as here), one tab-separated line per method and layer, as explain prints its records.
+    [line] = result.stdout.splitlines()
+    cells = line.split("\t")
+    assert cells[:2] == ["gradcam", "bn2"] and len(cells) == 10 and all(c == "-" or float(c) >= 0 for c in cells[2:])
 
 
 # ---------------------------------------------------------------- a model whose right answer is known
@@ -224,8 +228,8 @@ class RegionNet(nn.Module):
 def _synthetic_job(tmp_path, count=6):
     """Noise photos with a bright patch in the region and a brighter one outside it (which the model
     never sees), their boxes, and the model as gradcam loads one."""
-    from gradcam_cli.evaluate.annotations import read_annotations
-    from gradcam_cli.job.inputs import collect_inputs
+    from gradcam_cli.metrics.annotations import read_annotations
+    from gradcam_cli.io.inputs import collect_inputs
     from gradcam_cli.maps.preprocess import PreprocessConfig
     from gradcam_cli.model.loading import LoadedModel
 
@@ -247,15 +251,15 @@ def _synthetic_job(tmp_path, count=6):
 
 
 def test_a_model_that_looks_at_one_region(tmp_path) -> None:
-    from gradcam_cli.evaluate.report import summarise
-    from gradcam_cli.evaluate.runner import evaluate_images
+    from gradcam_cli.metrics.report import summarise
+    from gradcam_cli.job.evaluate import evaluate_job
     from gradcam_cli.explainer import Explainer
     from gradcam_cli.options import EvaluateOptions, ExplainOptions, JobOptions
 
     loaded, items, annotations = _synthetic_job(tmp_path)
     explainer = Explainer(loaded, ExplainOptions(methods=("hirescam", "layercam", "eigencam"), layers=("features",),
                                                  outputs=(), batch_size=4, bbox_threshold=0.5))
-    measured, summary = evaluate_images(explainer, items, annotations,
+    measured, summary = evaluate_job(explainer, items, annotations,
                                         EvaluateOptions(annotations="x", faithfulness=True, faithfulness_steps=8),
                                         JobOptions(workers=0))
     assert summary.done == 6 and summary.failed == 0
@@ -275,7 +279,7 @@ def test_a_model_that_looks_at_one_region(tmp_path) -> None:
 
 
 def test_methods_and_layers_share_one_forward_pass_per_batch(tmp_path) -> None:
-    from gradcam_cli.evaluate.runner import evaluate_images
+    from gradcam_cli.job.evaluate import evaluate_job
     from gradcam_cli.explainer import Explainer
     from gradcam_cli.options import EvaluateOptions, ExplainOptions, JobOptions
 
@@ -285,23 +289,23 @@ def test_methods_and_layers_share_one_forward_pass_per_batch(tmp_path) -> None:
     explainer = Explainer(loaded, ExplainOptions(methods=("gradcam", "hirescam", "layercam"),
                                                  layers=("features", "features.0"), outputs=(), batch_size=4))
     calls.clear()
-    measured, _ = evaluate_images(explainer, items, annotations, EvaluateOptions(annotations="x"), JobOptions(workers=0))
+    measured, _ = evaluate_job(explainer, items, annotations, EvaluateOptions(annotations="x"), JobOptions(workers=0))
     assert calls == [4, 2] and len(measured.keys) == 6  # 6 images in batches of 4: one forward pass each
     calls.clear()
-    evaluate_images(explainer, items, annotations, EvaluateOptions(annotations="x", faithfulness=True,
+    evaluate_job(explainer, items, annotations, EvaluateOptions(annotations="x", faithfulness=True,
                                                                    faithfulness_steps=5), JobOptions(workers=0))
     assert len(calls) == 2 + 2 * 5  # each batch: its forward pass, then 5 for every curve of all six maps
 
 
 def test_a_stop_request_ends_after_the_batch_in_flight(tmp_path) -> None:
-    from gradcam_cli.evaluate.runner import evaluate_images
+    from gradcam_cli.job.evaluate import evaluate_job
     from gradcam_cli.explainer import Explainer
     from gradcam_cli.options import EvaluateOptions, ExplainOptions, JobOptions
 
     loaded, items, annotations = _synthetic_job(tmp_path)
     stop = threading.Event()
     explainer = Explainer(loaded, ExplainOptions(methods=("gradcam",), outputs=(), batch_size=2))
-    measured, summary = evaluate_images(explainer, items, annotations, EvaluateOptions(annotations="x", sanity=True),
+    measured, summary = evaluate_job(explainer, items, annotations, EvaluateOptions(annotations="x", sanity=True),
                                         JobOptions(workers=0), stop=stop,
                                         on_progress=lambda s: s.done and stop.set())
     assert summary.interrupted and summary.done == 2 and len(measured.samples) == 2
@@ -325,8 +329,8 @@ class InputLookingNet(nn.Module):
 
 
 def test_sanity_flags_maps_that_do_not_change_and_leaves_the_model_alone(tmp_path) -> None:
-    from gradcam_cli.evaluate.report import summarise
-    from gradcam_cli.evaluate.runner import evaluate_images
+    from gradcam_cli.metrics.report import summarise
+    from gradcam_cli.job.evaluate import evaluate_job
     from gradcam_cli.explainer import Explainer
     from gradcam_cli.options import EvaluateOptions, ExplainOptions, JobOptions
 
@@ -338,7 +342,7 @@ def test_sanity_flags_maps_that_do_not_change_and_leaves_the_model_alone(tmp_pat
     rng_before = torch.get_rng_state()
     explainer = Explainer(loaded, ExplainOptions(methods=("eigencam", "gradcam"), layers=("pre", "body.2"),
                                                  outputs=(), batch_size=3))
-    measured, _ = evaluate_images(explainer, items, annotations,
+    measured, _ = evaluate_job(explainer, items, annotations,
                                   EvaluateOptions(annotations="x", sanity=True, sanity_images=4), JobOptions(workers=0))
     found = {key: summarise(measured, key) for key in measured.keys}
     steps = [s["randomised"] for s in found["eigencam", "pre"]["sanity"]]

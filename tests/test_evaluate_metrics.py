@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gradcam_cli.evaluate.faithfulness import (ROAD_PERCENTAGES, FaithfulnessSample, measure_faithfulness,
+from gradcam_cli.metrics.faithfulness import (ROAD_PERCENTAGES, FaithfulnessSample, measure_faithfulness,
                                                noisy_linear_imputation, step_counts)
-from gradcam_cli.evaluate.localisation import (SWEEP, box_accuracy, box_ious, localise, max_box_acc, max_box_acc_v2,
+from gradcam_cli.metrics.localisation import (SWEEP, box_accuracy, box_ious, localise, max_box_acc, max_box_acc_v2,
                                                near_boxes, pointing_hit)
 from gradcam_cli.maps.boxes import region_boxes, regions_from_map
 
@@ -354,7 +354,7 @@ def test_average_drop_and_increase_match_torchcam_and_pytorch_grad_cam() -> None
 def test_spearman_and_ssim_match_quantus() -> None:
     from quantus.functions.similarity_func import correlation_spearman, ssim as quantus_ssim
 
-    from gradcam_cli.evaluate.sanity import spearman, ssim
+    from gradcam_cli.metrics.sanity import spearman, ssim
 
     rng = np.random.default_rng(0)
     for _ in range(5):
@@ -382,7 +382,7 @@ def _explain_fn(layer: str, size):
     def explain(model, inputs, targets, **kwargs):
         explainer = Explainer(_loaded(model, size), ExplainOptions(layers=(layer,), outputs=()))
         x = torch.as_tensor(inputs)
-        result = explainer.run_engine(x, torch.as_tensor(targets)[:, None])
+        result = explainer.run_passes(x, torch.as_tensor(targets)[:, None])
         maps = upsample_to(normalize_minmax(result.maps["gradcam", layer])[0], size)
         return maps.numpy()  # (B, 1, H, W)
 
@@ -392,8 +392,8 @@ def _explain_fn(layer: str, size):
 def test_cascading_randomisation_matches_quantus_mprt() -> None:
     import quantus
 
-    from gradcam_cli.evaluate.runner import _Kept, sanity_curves
-    from gradcam_cli.evaluate.sanity import module_units
+    from gradcam_cli.metrics.measure import SanityImages, sanity_curves
+    from gradcam_cli.metrics.sanity import module_units
 
     size = (16, 16)
     torch.manual_seed(6)
@@ -413,7 +413,7 @@ def test_cascading_randomisation_matches_quantus_mprt() -> None:
     from gradcam_cli.options import ExplainOptions
 
     explainer = Explainer(_loaded(model, size), ExplainOptions(layers=("conv2",), outputs=()))
-    kept = [_Kept(inputs, classes[:, None], [[0]] * 4, {("gradcam", "conv2"): original})]
+    kept = [SanityImages(inputs, classes[:, None], [1] * 4, {("gradcam", "conv2"): original})]
     ours = sanity_curves(explainer, kept, [("gradcam", "conv2")], units_of=module_units, reset=quantus_reset)
     curve = ours["gradcam", "conv2"]
     metric = quantus.MPRT(similarity_func=quantus.similarity_func.correlation_spearman, layer_order="top_down",

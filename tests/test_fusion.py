@@ -11,7 +11,7 @@ from torch import nn
 
 from gradcam_cli import ExplainOptions, Explainer, load_model
 from gradcam_cli.maps.scale import normalize_minmax
-from gradcam_cli.engine import explain_batch
+from gradcam_cli.passes import explain_batch
 from gradcam_cli.model.fusion import FoldedNormAct, find_conv_bn_pairs, fold_batchnorm, unfold_conv
 from gradcam_cli.model.layers import default_layer, trace_layers
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageFont
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from gradcam_cli.cli import app
 from gradcam_cli.explainer import Explanation

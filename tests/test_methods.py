@@ -29,7 +29,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa:
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection  # noqa: E402
 
 from gradcam_cli.capture import ActivationCapture  # noqa: E402
-from gradcam_cli.engine import explain_batch  # noqa: E402
+from gradcam_cli.passes import explain_batch  # noqa: E402
 from gradcam_cli.methods.base import first_component  # noqa: E402
 from helpers import max_diff, oracle_model as model, scaled  # noqa: E402
 

@@ -26,7 +26,7 @@ from captum.attr import Occlusion  # noqa: E402
 from pytorch_grad_cam import AblationCAM, ScoreCAM  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
-from gradcam_cli.engine import EngineState, explain_batch  # noqa: E402
+from gradcam_cli.passes import PassState, explain_batch  # noqa: E402
 from gradcam_cli.maps.scale import normalize_minmax  # noqa: E402
 from gradcam_cli.model.hooks import installed  # noqa: E402
 from gradcam_cli.model.tail import LayerTail, WholeNetworkTail  # noqa: E402
@@ -206,7 +206,7 @@ def test_ablationcam_with_pytorch_grad_cams_ablation_value() -> None:
 @pytest.mark.parametrize("name,path", [("resnet18", "layer4"), ("convnext_tiny", "stages.2"), ("lite0", "blocks.4")])
 def test_ablationcam_runs_only_the_network_after_the_layer(name, path) -> None:
     m = model(name)
-    state = EngineState()
+    state = PassState()
     calls = []
     batch = 16
     with installed(forward=[(m, lambda *_: calls.append(1))]):
@@ -231,7 +231,7 @@ def test_a_tail_that_cannot_be_traced_falls_back_to_whole_forward_passes() -> No
 
     torch.manual_seed(0)
     m = Branchy().eval()
-    state = EngineState()
+    state = PassState()
     x = photo_batch(16, n=2)
     res = explain_batch(m, x, {"features": m.features}, methods=["ablationcam"], state=state)
     assert isinstance(state.tails["features"], WholeNetworkTail)

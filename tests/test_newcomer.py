@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from gradcam_cli.cli import app
 from gradcam_cli.errors import ImageError, UsageError
@@ -127,7 +127,7 @@ def test_a_missing_input_does_not_move_the_other_outputs(tmp_path, how):
 def test_stdin_paths_lose_their_line_ending_only():
     import io
 
-    from gradcam_cli.job.inputs import read_stdin_paths
+    from gradcam_cli.io.inputs import read_stdin_paths
 
     crlf = b"trailing space.png \r\nends in cr.png\r\r\nplain.png\r\n\r\n   \nlast.png"
     assert read_stdin_paths(False, io.BytesIO(crlf)) == [
@@ -209,7 +209,7 @@ def test_huge_png_is_explained_at_a_bounded_size(tmp_path):
 # Decodes a photo in a fresh process and reports the peak memory the decode added, in MiB.
 DECODE = """
 import json, resource, sys
-from gradcam_cli.job.images import load_photo
+from gradcam_cli.io.images import load_photo
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 small, full = load_photo(sys.argv[1], max_pixels=int(sys.argv[2]))
 grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
@@ -241,7 +241,7 @@ def png_declaring(width: int, height: int) -> bytes:
 
 @pytest.mark.parametrize("width,height", [(11_000, 11_000), (20_000, 20_000)])  # above the limit, above twice it
 def test_the_pixel_limit_is_stated_once(tmp_path, width, height):
-    from gradcam_cli.job.images import MAX_PIXELS, load_rgb
+    from gradcam_cli.io.images import MAX_PIXELS, load_rgb
 
     path = tmp_path / "too_big.png"
     path.write_bytes(png_declaring(width, height))
@@ -305,7 +305,7 @@ def test_a_really_unreadable_subfolder(tree, tmp_path):
 
 
 def test_image_formats_pillow_cannot_read_here_are_reported(tmp_path, monkeypatch):
-    from gradcam_cli.job import images
+    from gradcam_cli.io import images
 
     folder = tmp_path / "mixed"
     folder.mkdir()
@@ -330,7 +330,7 @@ def test_heic_and_avif_photos_are_read(tmp_path, monkeypatch):
     pillow_heif = pytest.importorskip("pillow_heif")
     from PIL import features
 
-    from gradcam_cli.job import images
+    from gradcam_cli.io import images
 
     photo = np.zeros((40, 60, 3), np.uint8)
     photo[:, :30] = (200, 30, 30)
@@ -537,13 +537,12 @@ def test_the_summary_reports_wall_time_since_start_and_the_explain_rate(piped_ru
 @pytest.mark.parametrize("command", ["explain", "layers", "methods"])
 def test_help_shows_every_default_in_full(command):
     import click
-    import typer
 
     env = dict(os.environ, COLUMNS="80", TERMINAL_WIDTH="80")
     text = gradcam(command, "--help", env=env).stdout
     assert "…" not in text
     flat = "".join(text.split())
-    cmd = typer.main.get_command(app).commands[command]
+    cmd = app.commands[command]
     ctx = click.Context(cmd, info_name=command)
     for param in cmd.params:
         record = param.get_help_record(ctx)

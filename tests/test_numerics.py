@@ -11,9 +11,9 @@ from PIL import Image
 from torch import nn
 
 from gradcam_cli import Explainer, ExplainOptions
-from gradcam_cli.job.runner import run_job
+from gradcam_cli.job.explain import run_explain
 from gradcam_cli.options import JobOptions
-from gradcam_cli.job.inputs import collect_inputs
+from gradcam_cli.io.inputs import collect_inputs
 from gradcam_cli.model.loading import LoadedModel
 from gradcam_cli.maps.preprocess import PreprocessConfig
 
@@ -53,7 +53,7 @@ def loaded(fault: str) -> LoadedModel:
 def test_faulty_models_give_valid_records_and_images(tmp_path, fault):
     explainer = Explainer(loaded(fault), ExplainOptions(save_raw=True))
     records = []
-    summary = run_job(explainer, collect_inputs([str(SAMPLES / "samoyed.png")]), tmp_path,
+    summary = run_explain(explainer, collect_inputs([str(SAMPLES / "samoyed.png")]), tmp_path,
                       JobOptions(workers=0), on_record=records.append)
     assert summary.failed == 0 and summary.done == 1
     [rec] = records

@@ -30,7 +30,7 @@ from pytorch_grad_cam.guided_backprop import GuidedBackpropReLUModel  # noqa: E4
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
 from gradcam_cli.maps.scale import normalize_minmax  # noqa: E402
-from gradcam_cli.engine import explain_batch  # noqa: E402
+from gradcam_cli.passes import explain_batch  # noqa: E402
 from gradcam_cli.errors import MethodError  # noqa: E402
 from gradcam_cli.model.layers import default_layer, trace_layers  # noqa: E402
 

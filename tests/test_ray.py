@@ -217,21 +217,36 @@ def test_a_killed_actor_is_replaced_and_no_image_is_lost_or_duplicated(tmp_path,
 
 @dataclass
 class DiesOnce:
-    """A task for the engine that kills its own actor in the middle of the batch holding image 5: once, or always."""
+    """A task whose worker kills its own actor in the middle of the batch holding image 5: once, or always."""
 
     marker: str
     always: bool = False
 
     def __call__(self):
-        return self.batch
+        return DyingWorker(self)
 
-    def batch(self, rows: list[dict]) -> list:
-        from gradcam_cli.job.ray_engine import Outcome
 
-        if any(r["index"] == 5 for r in rows) and (self.always or not os.path.exists(self.marker)):
-            Path(self.marker).touch()
+class DyingWorker:
+    device = "cpu"
+
+    def __init__(self, task: DiesOnce) -> None:
+        self.task = task
+
+    def skip(self, item) -> bool:
+        return False
+
+    def decode(self, item, data=None):
+        from gradcam_cli.job.task import Decoded
+
+        return Decoded(item)
+
+    def run(self, batch, writers) -> list:
+        from gradcam_cli.job.task import Outcome
+
+        if any(d.item.path == "img5.png" for d in batch) and (self.task.always or not os.path.exists(self.task.marker)):
+            Path(self.task.marker).touch()
             os.kill(os.getpid(), signal.SIGKILL)
-        return [Outcome(r["index"], [{"input": r["path"], "pid": os.getpid()}]) for r in rows]
+        return [Outcome(0, [{"input": d.item.path, "pid": os.getpid()}]) for d in batch]
 
 
 @needs_ray
@@ -239,9 +254,11 @@ class DiesOnce:
 def test_the_batch_of_a_dead_actor_is_retried_once_then_reported(tmp_path, ray_address, always):
     import ray.cloudpickle
 
-    from gradcam_cli.job.inputs import InputImage
-    from gradcam_cli.job.ray_engine import PoolPlan, run_on_ray
-    from gradcam_cli.options import JobOptions
+    from gradcam_cli.io.inputs import InputImage
+    from gradcam_cli.io.manifest import Manifest
+    from gradcam_cli.job.bookkeeper import Bookkeeper
+    from gradcam_cli.job.ray.executor import run_on_ray
+    from gradcam_cli.job.ray.pool import PoolPlan
     from gradcam_cli.output.store import open_folder
 
     from pyarrow.fs import LocalFileSystem, SubTreeFileSystem
@@ -251,9 +268,10 @@ def test_the_batch_of_a_dead_actor_is_retried_once_then_reported(tmp_path, ray_a
     plan = PoolPlan(actors=2, cpus=0.5, gpus=0, threads=1)
     records = []
     (tmp_path / "store").mkdir()
-    output = open_folder("out", SubTreeFileSystem(str(tmp_path / "store"), LocalFileSystem()))  # the manifest too
-    summary = run_on_ray(DiesOnce(str(tmp_path / "died"), always), items, output, JobOptions(), plan,
-                         batch_size=4, on_record=records.append)
+    files, root = open_folder("out", SubTreeFileSystem(str(tmp_path / "store"), LocalFileSystem()))  # the manifest too
+    book = Bookkeeper(len(items), Manifest(root / "results.jsonl", files).open(), on_record=records.append)
+    run_on_ray(DiesOnce(str(tmp_path / "died"), always), items, book, plan, batch_size=4)
+    summary = book.close()
     assert jsonl((tmp_path / "store" / "out" / "results.jsonl").read_text()) == records
     assert summary.retried == 4 and any(a["restarted"] for a in summary.actors)  # the batch of images 4-7, once
     if not always:
@@ -334,11 +352,12 @@ def test_gpus_per_actor_places_each_actor_on_its_own_gpu(tmp_path, ray_address):
     gpus = int(ray.cluster_resources().get("GPU", 0))
     if not gpus:
         pytest.skip("needs a GPU in the Ray cluster")
-    from gradcam_cli.job.inputs import collect_inputs
-    from gradcam_cli.job.ray_engine import plan_pool, run_on_ray
-    from gradcam_cli.job.ray_explain import ExplainTask
-    from gradcam_cli.options import ExplainOptions, JobOptions, ModelOptions
-    from gradcam_cli.output.store import open_folder
+    from gradcam_cli.io.inputs import collect_inputs
+    from gradcam_cli.job.bookkeeper import Bookkeeper
+    from gradcam_cli.job.explain import ExplainTask
+    from gradcam_cli.job.ray.executor import run_on_ray
+    from gradcam_cli.job.ray.pool import plan_pool
+    from gradcam_cli.options import ExplainOptions, ModelOptions
 
     plan = plan_pool(EngineOptions(engine="ray", gpus_per_actor=1))
     assert plan.actors == gpus and plan.gpus == 1
@@ -346,7 +365,9 @@ def test_gpus_per_actor_places_each_actor_on_its_own_gpu(tmp_path, ray_address):
     items = collect_inputs([str(src)], recursive=True)
     task = ExplainTask(ModelOptions("resnet18", pretrained=False), ExplainOptions(outputs=("heatmap",)),
                        str(tmp_path / "out"))
-    summary = run_on_ray(task, items, open_folder(tmp_path / "out"), JobOptions(), plan, batch_size=2)
+    book = Bookkeeper(len(items), None)
+    run_on_ray(task, items, book, plan, batch_size=2)
+    summary = book.close()
     assert summary.done == len(items) and summary.failed == 0
     placed = [a["gpus"] for a in summary.actors]
     assert len(placed) == gpus and all(len(g) == 1 for g in placed)
@@ -355,7 +376,9 @@ def test_gpus_per_actor_places_each_actor_on_its_own_gpu(tmp_path, ray_address):
     # Without a GPU share an actor stays off the GPUs (Ray would not stop it using one).
     cpu_plan = plan_pool(EngineOptions(engine="ray", actors=1))
     task = ExplainTask(task.model, task.options, str(tmp_path / "cpu"))
-    summary = run_on_ray(task, items, open_folder(tmp_path / "cpu"), JobOptions(), cpu_plan, batch_size=2)
+    book = Bookkeeper(len(items), None)
+    run_on_ray(task, items, book, cpu_plan, batch_size=2)
+    summary = book.close()
     assert summary.failed == 0 and [a["device"] for a in summary.actors] == ["cpu"] and summary.actors[0]["gpus"] == []
 
 
@@ -412,7 +435,7 @@ def test_evaluate_on_ray_measures_what_the_local_engine_measures(tmp_path, ray_a
 
 
 def test_dataset_rows_have_a_column_for_every_field_of_a_record():
-    from gradcam_cli.job.ray_engine import RECORD_COLUMNS
+    from gradcam_cli.job.ray.actor import RECORD_COLUMNS
 
     schema = json.loads((Path(__file__).resolve().parents[1] / "gradcam_cli" / "record.schema.json").read_text())
     fields = {name for variant in schema["oneOf"] for name in variant["properties"]}

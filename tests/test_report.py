@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from gradcam_cli.cli import app
 from gradcam_cli.output.report import build_report

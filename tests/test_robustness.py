@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from gradcam_cli.errors import ImageError
-from gradcam_cli.job.images import load_rgb
+from gradcam_cli.io.images import load_rgb
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
 
@@ -115,9 +115,9 @@ def _rss_bytes() -> int:
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc to read the resident set size")
 def test_soak_300_images_flat_memory_and_no_hooks_left(tmp_path, default_loaded):
     from gradcam_cli import Explainer, ExplainOptions
-    from gradcam_cli.job.runner import run_job
+    from gradcam_cli.job.explain import run_explain
     from gradcam_cli.options import JobOptions
-    from gradcam_cli.job.inputs import collect_inputs
+    from gradcam_cli.io.inputs import collect_inputs
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -139,7 +139,7 @@ def test_soak_300_images_flat_memory_and_no_hooks_left(tmp_path, default_loaded)
         if count in (50, 300):
             rss[count] = _rss_bytes()
 
-    summary = run_job(explainer, items, tmp_path / "out", JobOptions(workers=2), on_record=on_record)
+    summary = run_explain(explainer, items, tmp_path / "out", JobOptions(workers=2), on_record=on_record)
     assert summary.done == 300 and summary.failed == 0
     growth = (rss[300] - rss[50]) / rss[50]
     assert growth < 0.10, f"RSS grew {growth:.1%}: {rss[50] >> 20} MiB after 50 images, {rss[300] >> 20} MiB after 300"

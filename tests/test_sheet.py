@@ -8,7 +8,7 @@ import jsonschema
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from gradcam_cli.cli import app
 from gradcam_cli.explainer import Explanation

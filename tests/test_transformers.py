@@ -27,11 +27,11 @@ pytest.importorskip("pytorch_grad_cam")
 
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, XGradCAM  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
-from typer.testing import CliRunner  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
 
 from gradcam_cli import explain  # noqa: E402
 from gradcam_cli.cli import app  # noqa: E402
-from gradcam_cli.engine import explain_batch  # noqa: E402
+from gradcam_cli.passes import explain_batch  # noqa: E402
 from gradcam_cli.errors import MethodError, UsageError  # noqa: E402
 from gradcam_cli.explainer import Explainer  # noqa: E402
 from gradcam_cli.maps.preprocess import CropGeometry, PreprocessConfig  # noqa: E402

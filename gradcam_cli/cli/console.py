@@ -1,6 +1,7 @@
-"""The terminal side of a job: JSON lines on stdout, progress and summary on stderr, signals, exit codes.
+"""The terminal side of a job, for every command that runs one: records on stdout, messages, progress and
+the summary on stderr, signals, exit codes.
 
-Part of the CLI layer: it prints and maps outcomes to exit codes; the work is ``batch.run_job``.
+Part of the CLI layer: it prints and maps outcomes to exit codes; the work is the job's.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# Off a terminal, a long job says how far it is at most this often (a CI log shows it is alive).
+PROGRESS_LINE_S = 30.0
 
 
-class _Stdout:
+class Stdout:
     """Record lines to stdout, flushed; a closed pipe (``| head``) stops the job quietly."""
 
     def __init__(self, stop: threading.Event) -> None:
@@ -40,7 +44,7 @@ class _Stdout:
                 pass
 
 
-def _install_stop_handlers(stop: threading.Event) -> dict:
+def install_stop_handlers(stop: threading.Event) -> dict:
     """SIGINT/SIGTERM ask the job to stop after the batch in flight; a second SIGINT aborts."""
     previous = {}
 
@@ -60,19 +64,100 @@ def restore_handlers(previous: dict) -> None:
         signal.signal(sig, old)
 
 
+@dataclass
+class Console:
+    """One job's terminal: what is printed as the job goes, and the exit code at its end."""
+
+    verb: str  # "explaining", "evaluating"
+    total: int
+    as_json: bool = False
+    quiet: bool = False
+    rows: list[dict] = field(default_factory=list)  # records kept for the table at the end
+    stop: threading.Event = field(default_factory=threading.Event)
+    said: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.out = Stdout(self.stop)
+        self.progress, self._update = start_progress(self.total, self.verb, self.quiet)
+
+    def message(self, text: str) -> None:
+        """One line on stderr (``gradcam: text``), each distinct line once; none with ``--quiet``."""
+        if self.quiet or text in self.said:
+            return
+        self.said.add(text)
+        line = f"gradcam: {text}"
+        if self.progress:
+            self.progress.console.print(line, markup=False, highlight=False)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def record(self, record: dict) -> None:
+        """A record as the job makes it: streamed with ``--json``, else kept for the table; its error and
+        warnings said once on stderr."""
+        if self.as_json:
+            self.out.write_line(json.dumps(record, ensure_ascii=False, allow_nan=False))
+        elif "error" not in record:
+            self.rows.append(record)
+        if "error" in record:
+            self.message(str(record["error"]))
+        for warning in record.get("warnings") or ():
+            self.message(f"warning: {record['input']}: {warning}")
+
+    def on_progress(self, summary) -> None:
+        self._update(summary)
+
+    def run(self, job: Callable[["Console"], object]):
+        """``job(self)`` with the stop handlers installed; returns its result, or an exit code when it was
+        aborted (a second Ctrl-C) or refused mid-run (a usage error)."""
+        from ..errors import UsageError
+
+        previous = install_stop_handlers(self.stop)
+        try:
+            return job(self)
+        except KeyboardInterrupt:
+            self.close()
+            if not self.quiet:
+                print("gradcam: aborted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except UsageError as err:
+            self.close()
+            print(f"gradcam: error: {err}", file=sys.stderr)
+            return EXIT_USAGE
+        finally:
+            restore_handlers(previous)
+            self.close()
+
+    def close(self) -> None:
+        if self.progress:
+            self.progress.stop()
+            self.progress = None
+
+    def finish(self, summary) -> int:
+        """The summary line (and a manifest error) on stderr; returns the exit code."""
+        if not self.quiet:
+            for line in summary_lines(summary, self.out.closed):
+                print(line, file=sys.stderr, flush=True)
+        if summary.manifest_error:
+            print(f"gradcam: error: {summary.manifest_error}", file=sys.stderr, flush=True)
+        return exit_code(summary, self.out.closed)
+
+
 def start_progress(total: int, verb: str, quiet: bool):
-    """A progress bar on stderr when it is a terminal (``None`` otherwise): ``(progress, update)``."""
-    if quiet or not sys.stderr.isatty():
+    """``(progress bar or None, update)``: a bar on a terminal; off one, a line every
+    :data:`PROGRESS_LINE_S` seconds once a job runs that long; nothing with ``--quiet``."""
+    if quiet:
         return None, lambda summary: None
-    from rich.console import Console
+    start = time.perf_counter()
+    if not sys.stderr.isatty():
+        return None, _progress_lines(total, verb, start)
+    from rich.console import Console as RichConsole
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     progress = Progress(TextColumn(f"[bold]{verb}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
-                        console=Console(stderr=True), transient=True)
+                        console=RichConsole(stderr=True), transient=True)
     task = progress.add_task(verb, total=total, rate="")
     progress.start()
-    start = time.perf_counter()
 
     def update(summary) -> None:
         rate = f"{summary.done / max(1e-9, time.perf_counter() - start):.2f} img/s" if summary.done else ""
@@ -81,9 +166,25 @@ def start_progress(total: int, verb: str, quiet: bool):
     return progress, update
 
 
-def print_summary(summary, closed: bool = False) -> None:
-    """The one-line summary that ends every run, on stderr."""
-    print(summary_line(summary, closed), file=sys.stderr, flush=True)
+def _progress_lines(total: int, verb: str, start: float) -> Callable:
+    last = [start]
+
+    def update(summary) -> None:
+        now = time.perf_counter()
+        if now - last[0] < PROGRESS_LINE_S:
+            return
+        last[0] = now
+        finished = summary.done + summary.failed + summary.skipped
+        rate = summary.done / max(1e-9, now - start)
+        left = f"; about {_duration((total - finished) / rate)} left" if rate > 0 and finished < total else ""
+        print(f"gradcam: {verb} {finished} of {total} images, {rate:.2f} images/s{left}", file=sys.stderr,
+              flush=True)
+
+    return update
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 def exit_code(summary, closed: bool = False) -> int:
@@ -96,59 +197,16 @@ def exit_code(summary, closed: bool = False) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def run_with_console(explainer, items, output_dir: Path, job, *, as_json: bool, quiet: bool, table: bool,
-                     run=None) -> int:
-    """Run the job with terminal reporting; returns the exit code.
-
-    ``run``: the engine, called as ``run_job`` is (default: ``run_job``, in this process).
-    """
-    from ..job.runner import run_job
-
-    run = run or run_job
-    stop = threading.Event()
-    out = _Stdout(stop)
-    rows: list[dict] = []
-    progress, on_progress = start_progress(len(items), "explaining", quiet)
-
-    def on_record(record: dict) -> None:
-        if as_json:
-            out.write_line(json.dumps(record, ensure_ascii=False, allow_nan=False))
-        elif table and "error" not in record:
-            rows.append(record)
-        if "error" in record and not quiet:
-            message = f"gradcam: {record['error']}"
-            (progress.console.print(message, markup=False, highlight=False) if progress
-             else print(message, file=sys.stderr, flush=True))
-
-    previous = _install_stop_handlers(stop)
-    try:
-        summary = run(explainer, items, output_dir, job, on_record, on_progress, stop)
-    except KeyboardInterrupt:
-        if progress:
-            progress.stop()
-        if not quiet:
-            print("gradcam: aborted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Exception as err:  # usage errors found mid-run
-        from ..errors import UsageError
-
-        if progress:
-            progress.stop()
-        if isinstance(err, UsageError):
-            print(f"gradcam: error: {err}", file=sys.stderr)
-            return EXIT_USAGE
-        raise
-    finally:
-        restore_handlers(previous)
-    if progress:
-        progress.stop()
-    if rows and not out.closed:
-        _print_table(rows, output_dir) if sys.stdout.isatty() else _print_lines(rows, out)
-    if not quiet:
-        print_summary(summary, out.closed)
-    if summary.manifest_error:
-        print(f"gradcam: error: {summary.manifest_error}", file=sys.stderr, flush=True)
-    return exit_code(summary, out.closed)
+def summary_lines(summary, stdout_closed: bool = False) -> list[str]:
+    """The run's last lines: with ``--fail-fast``, what stopped it and what was in flight; then the summary."""
+    lines = []
+    if summary.stopped_on_failure:
+        flight = summary.finished_in_flight
+        lines.append(f"gradcam: --fail-fast: stopped at the first failure ({summary.first_failure}); "
+                     f"{len(flight)} image{'s' if len(flight) != 1 else ''} already under way finished"
+                     f"{': ' + ', '.join(flight[:5]) + (' ...' if len(flight) > 5 else '') if flight else ''}; "
+                     f"{summary.not_started} not started")
+    return lines + [summary_line(summary, stdout_closed)]
 
 
 def summary_line(summary, stdout_closed: bool = False) -> str:
@@ -177,30 +235,30 @@ def seconds_since_start() -> float:
 _IMPORTED = time.perf_counter()
 
 
-def _print_lines(rows: list[dict], out: _Stdout) -> None:
-    """Off a terminal: one tab-separated line per record (input, method, layer, class, probability, box), no
-    wrapping, so that grep, cut and awk see whole records."""
-    for d in rows:
-        prob = "-" if d["probability"] is None else f"{d['probability']:.3f}"
-        box = ",".join(map(str, d["bbox"])) if d["bbox"] else "-"
-        cls = f"{d['class_index']} {d['class_name'] or ''}".strip()
-        out.write_line("\t".join((d["input"], d["method"], d["layer"], cls, prob, box)))
-
-
-def _print_table(rows: list[dict], output_dir: Path) -> None:
-    from rich.console import Console
+def print_rows(rows: list[dict], out: Stdout, columns: list[tuple[str, Callable[[dict], object]]], title: str = "",
+               footer: str = "") -> None:
+    """Result rows: on a terminal, one table; off one, one tab-separated line per row with no header and no
+    wrapping, so that grep, cut and awk see whole rows. A cell is text (shown as it is, never as markup) or a
+    styled ``rich.text.Text``."""
+    if not rows or out.closed:
+        return
+    if not sys.stdout.isatty():
+        for row in rows:
+            out.write_line("\t".join(getattr(cell, "plain", cell) for cell in (render(row) for _, render in columns)))
+        return
+    from rich.console import Console as RichConsole
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(box=None, pad_edge=False)
-    table.add_column("input", overflow="fold")
-    for col in ("layer", "class", "prob", "bbox x0,y0,x1,y1"):
-        table.add_column(col, overflow="fold")
-    for d in rows:
-        table.add_row(d["input"], d["layer"], f"{d['class_index']} {d['class_name'] or ''}".strip(),
-                      "-" if d["probability"] is None else f"{d['probability']:.3f}", ",".join(map(str, d["bbox"])) if d["bbox"] else "-")
-    console = Console(soft_wrap=False)
+    table = Table(title=title or None, title_justify="left", box=None, pad_edge=False)
+    for heading, _ in columns:
+        table.add_column(heading, overflow="fold")
+    for row in rows:
+        table.add_row(*(escape(cell) if isinstance(cell, str) else cell for cell in (render(row) for _, render in columns)))
     try:
+        console = RichConsole(soft_wrap=False)
         console.print(table)
-        console.print(f"outputs in {output_dir}", highlight=False)
+        if footer:
+            console.print(footer, highlight=False, markup=False)
     except BrokenPipeError:
         pass

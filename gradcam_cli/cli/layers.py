@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
 
-import typer
+import click
 
-from .app import ModelOpt, NumClassesOpt, app, fail
+from ..options import ModelOptions
+from .app import app, fail
+from .params import declared
 
 
 @app.command()
-def layers(
-    model: ModelOpt = None,
-    num_classes: NumClassesOpt = None,
-    show_all: Annotated[bool, typer.Option("--all", help="Every module with a spatial output, not only blocks.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="A JSON list instead of a table.")] = False,
-    cache: Annotated[bool, typer.Option(
-        "--cache/--no-cache", help="Reuse the table from the last listing of this model (same library versions).")] = True,
-) -> None:
+@declared(ModelOptions, only=("name", "num_classes"))
+@click.option("--all", "show_all", is_flag=True, help="Every module with a spatial output, not only blocks.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list instead of a table.")
+@click.option("--cache/--no-cache", default=True, show_default=True,
+              help="Reuse the table from the last listing of this model (same library versions).")
+def layers(show_all: bool, as_json: bool, cache: bool, **values) -> None:
     """List the layers the methods can hook (spatial outputs: conv maps, channels-last grids, token grids),
     their shapes and grids, and the default. No download."""
     from ..model.listing import listed_paths
 
+    model, num_classes = values["ModelOptions__name"], values["ModelOptions__num_classes"]
     table = layer_table(model, num_classes, cache)
     default = table["default"]
     shown = set(listed_paths([(r["path"], r["type"]) for r in table["layers"]], default, show_all))
@@ -32,17 +32,21 @@ def layers(
                            "grid": r["grid"], "prefix_tokens": r["prefix_tokens"], "default": r["path"] == default}
                           for r in rows]))
         return
+    _print_layers(table, rows, default)
+
+
+def _print_layers(table: dict, rows: list[dict], default: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     h, w = table["input_size"]
-    out = Table(title=f"{table['name']} at {h}x{w}: hookable layers", box=None, pad_edge=False)
+    out = Table(title=escape(f"{table['name']} at {h}x{w}: hookable layers"), box=None, pad_edge=False)
     for col in ("layer", "type", "output", "grid", ""):
         out.add_column(col)
-    for r in rows:
-        out.add_row(r["path"], r["type"], "x".join(map(str, r["shape"])), r["grid_text"],
-                    "default" if r["path"] == default else "")
     cells = [(r["path"], r["type"], "x".join(map(str, r["shape"])), r["grid_text"]) for r in rows]
+    for r, row in zip(rows, cells):
+        out.add_row(*map(escape, row), "default" if r["path"] == default else "")
     width = sum(max([len(c[i]) for c in cells] + [6]) for i in range(4)) + 7 + 5 * 2  # never cut a path
     Console(soft_wrap=True, width=max(width, len(out.title) + 2)).print(out)
 

@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
 
-import typer
+import click
 
-from ..options import ExplainOptions, default_of
-from .app import ModelOpt, app
+from ..options import ExplainOptions, ModelOptions, default_of
+from .app import app
+from .params import declared
 
 
 @app.command()
-def methods(
-    model: ModelOpt = None,
-    layer: Annotated[Optional[str], typer.Option(
-        "--layer", "-l", help="With --model: costs for this layer (default: the model's default layer).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="A JSON list instead of a table.")] = False,
-) -> None:
+@declared(ModelOptions, only=("name",))
+@click.option("--layer", "-l", metavar="PATH",
+              help="With --model: costs for this layer (default: the model's default layer).")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list instead of a table.")
+def methods(layer: str | None, as_json: bool, **values) -> None:
     """List the explanation methods. With --model, the costs are counted for its layer (from the layer table)."""
     from ..methods import METHODS
     from ..methods.occlusion import window_count
 
+    model = values["ModelOptions__name"]
     channels = windows = None
     where = ""
     if model is not None or layer is not None:
@@ -41,11 +41,13 @@ def methods(
         print(json.dumps(rows))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    out = Table(title=f"explanation methods{where}", box=None, pad_edge=False)
+    out = Table(title=escape(f"explanation methods{where}"), box=None, pad_edge=False)
     for col in ("--method", "needs", "class", "passes per batch", "paper"):
         out.add_column(col, overflow="fold")
     for r in rows:
-        out.add_row(r["method"], r["needs"], "specific" if r["class_specific"] else "agnostic", r["cost"], r["paper"])
+        out.add_row(r["method"], r["needs"], "specific" if r["class_specific"] else "agnostic", r["cost"],
+                    escape(r["paper"]))
     Console(soft_wrap=True).print(out)

@@ -4,34 +4,35 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
 
-import typer
+import click
 
 from .app import app
 
 
 @app.command()
-def report(
-    output_dir: Annotated[Path, typer.Argument(help="An output folder of `gradcam explain` (holds results.jsonl).")],
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the report's path.")] = False,
-) -> None:
+@click.argument("output_dir", metavar="OUTDIR", type=click.Path(path_type=Path))
+@click.option("--quiet", "-q", is_flag=True, help="Print only the report's path.")
+def report(output_dir: Path, quiet: bool) -> None:
     """Write OUTDIR/index.html: sortable, filterable results with thumbnails, a page per image, failed images,
     the run's options and versions, and evaluation metrics when present. Opens offline, from file://.
+
+    OUTDIR is an output folder of `gradcam explain` (it holds results.jsonl).
 
     Exit codes: 0 written, 2 no results in OUTDIR (or it cannot be written).
     """
     code = write_report(output_dir, quiet)
     if code == 0:
         print(output_dir / "index.html")
-    raise typer.Exit(code)
+    raise click.exceptions.Exit(code)
 
 
-def write_report(output_dir: Path, quiet: bool) -> int:
+def write_report(output_dir: str | Path, quiet: bool) -> int:
     """Build the report; a one-line error and exit code 2 if it cannot be."""
     from ..errors import UsageError
     from ..output.report import build_report
 
+    output_dir = Path(output_dir)
     try:
         summary = build_report(output_dir)
     except UsageError as err:

@@ -9,6 +9,8 @@ if TYPE_CHECKING:  # numpy and OpenCV load in the functions: options.py imports 
     import numpy as np  # and `gradcam --help` or a bad request must not pay for them
 
 BBox = tuple[int, int, int, int]  # (x0, y0, x1, y1), original pixels, x1/y1 exclusive
+# A box over this share of the photo or more says nothing about where the evidence is: it is flagged.
+WHOLE_PHOTO_SHARE = 0.9
 
 
 @dataclass(frozen=True)
@@ -68,10 +70,16 @@ def _box_of(x: int, y: int, w: int, h: int) -> BBox:
     return (x, y, x + w, y + h)
 
 
-def bbox_from_map(map01: np.ndarray, threshold: float) -> BBox | None:
-    """Box around the largest connected region where the map is >= ``threshold`` (of its max, 1)."""
-    regions = regions_from_map(map01, threshold)
-    return regions[0].box if regions else None
+def box_share(box: BBox, shape: tuple[int, ...]) -> float:
+    """The part of a ``(H, W)`` photo a box covers."""
+    x0, y0, x1, y1 = box
+    return (x1 - x0) * (y1 - y0) / max(1, shape[0] * shape[1])
+
+
+def whole_photo_note(box: BBox, shape: tuple[int, ...]) -> str:
+    """The warning of a box that covers (nearly) the whole photo."""
+    return (f"the box covers {box_share(box, shape):.0%} of the photo: the map singles out no region "
+            f"(boxes of {WHOLE_PHOTO_SHARE:.0%} or more are flagged)")
 
 
 def no_box_reason(map01: np.ndarray, threshold: float, grid: tuple[int, int]) -> str:

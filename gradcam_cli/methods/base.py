@@ -3,7 +3,7 @@
 A method is a pure function from :class:`Evidence` to one of three results, as in
 the papers: channel weights ``w`` (the map is ``ReLU(sum_k w_k A_k)``), element-wise
 weighted activations (summed over channels), or a finished saliency map. The
-engine turns any of them into maps with :func:`to_map`, where ``--smooth eigen``
+passes turn any of them into maps with :func:`to_map`, where ``--smooth eigen``
 replaces the channel sum by the first principal component.
 
 Shapes: ``B`` images, ``K`` explained classes per image, ``C`` channels, ``h x w``
@@ -20,7 +20,7 @@ import torch
 
 
 class ForwardPasses(Protocol):
-    """Extra forward passes for the methods that perturb the input or a layer (engine.py runs them)."""
+    """Extra forward passes for the methods that perturb the input or a layer (passes.py runs them)."""
 
     inputs: torch.Tensor  # (B, 3, H, W) the model's input batch
     batch_size: int  # how many perturbed copies go through the network at once

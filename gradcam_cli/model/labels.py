@@ -119,3 +119,19 @@ def resolve_class(spec: str | int, labels: list[str] | None, num_classes: int) -
     by_spelling = [labels[aliases[a]] for a in close_names(wanted, aliases, n=5)]
     hint = did_you_mean(ranked_names(by_meaning, by_spelling, n=5), quote=True)
     raise UsageError(f"--class {text!r}: no class of that name{hint}")
+
+
+def resolve_classes(specs, labels: list[str] | None, num_classes: int) -> list[int]:
+    """``--class`` values to class indices, in order, each once. A value may be a comma-separated list
+    (``--class 243,tabby``), unless the whole value is itself a class's name (a label with a comma in it)."""
+    indices = []
+    for spec in specs:
+        text = str(spec)
+        try:
+            indices.append(resolve_class(text, labels, num_classes))
+        except UsageError:
+            parts = [p.strip() for p in text.split(",") if p.strip()]
+            if len(parts) < 2:
+                raise
+            indices += [resolve_class(p, labels, num_classes) for p in parts]
+    return list(dict.fromkeys(indices))

@@ -83,16 +83,25 @@ def get_font(size: int, bold: bool = False) -> ImageFont.ImageFont | ImageFont.F
         return ImageFont.load_default()
 
 
+def printable(text: str) -> str:
+    """``text`` as one line that a font can lay out: control characters and line or paragraph separators (a
+    file name may hold any of them) shown as the replacement character."""
+    import unicodedata
+
+    return "".join("\ufffd" if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs") else ch for ch in text)
+
+
 def text_width(text: str, size: int, bold: bool = False) -> int:
     """Width in pixels of ``text`` at ``size``."""
     with _LOCK:
-        return int(np.ceil(get_font(size, bold).getlength(text)))
+        return int(np.ceil(get_font(size, bold).getlength(printable(text))))
 
 
 def fit_text(text: str, size: int, width: int, bold: bool = False, min_size: int = MIN_TEXT_PX,
              shorten: bool = True) -> tuple[str, int]:
     """``(text, size)`` that fit in ``width`` pixels: a smaller size down to ``min_size``, then (if
     ``shorten``) an ellipsis in the middle (layer paths differ at both ends, so both ends are kept)."""
+    text = printable(text)
     while size > min_size and text_width(text, size, bold) > width:
         size = max(min_size, int(size * 0.9))
     if not shorten or text_width(text, size, bold) <= width or len(text) <= 3:
@@ -116,6 +125,7 @@ def text_patch(text: str, size: int, fg=(0, 0, 0), bg=(255, 255, 255), bold: boo
                pad: int = 0) -> np.ndarray:
     """``text`` rendered as an RGB uint8 patch of height ``line_height(size) + 2 * pad``."""
     height = line_height(size) + 2 * pad
+    text = printable(text)
     with _LOCK:
         font = get_font(size, bold)
         width = int(np.ceil(font.getlength(text))) + 2 * pad

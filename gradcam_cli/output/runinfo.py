@@ -16,7 +16,6 @@ from pathlib import Path
 
 from .files import write_bytes_atomic
 
-RUN_INFO = "run.json"
 VERSIONED = ("torch", "torchvision", "timm", "numpy", "pillow", "opencv-python-headless")
 
 
@@ -55,6 +54,8 @@ def run_info(explainer, option_sets: dict[str, object], output_dir: Path) -> dic
         "weights": explainer.loaded.weights,
         "device": str(explainer.device),
         "layers": list(explainer.layers),
+        "view": explainer.view,
+        "preprocess": asdict(explainer.preprocess),
         "options": {name: asdict(opts) if is_dataclass(opts) else opts for name, opts in option_sets.items()},
         "versions": versions(),
     }

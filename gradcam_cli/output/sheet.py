@@ -4,8 +4,8 @@ The grid: the photo first, then one column per layer in model order, one row per
 (and, when guided images were computed, a row of Guided <method> under it). Each cell is
 the overlay (or guided image) scaled so its longer side is :data:`CELL` pixels, titled
 ``layer · method``. A caption above names the input, class and probability; a colour bar
-at the right gives the colour map's scale. Cells with no explanation (occlusion works on
-the input, not on a layer) stay blank.
+at the right gives the colour map's scale. A method on the model's input (occlusion) has its
+map in the first cell of its row; cells with no explanation stay blank.
 """
 
 from __future__ import annotations
@@ -63,10 +63,18 @@ def sheet_rows(explanations) -> list[tuple[str, str]]:
 
 
 def sheet_columns(explanations, layer_order) -> list[str]:
-    """The layers present, in model order (``layer_order``), any others after them."""
+    """The layers present, in model order (``layer_order``), any others after them. A method on the model's
+    input (occlusion) has no column of its own when there are layers: its map sits in its row's first cell."""
     present = list(dict.fromkeys(e.layer for e in explanations))
     ordered = [layer for layer in layer_order if layer in present]
-    return ordered + [layer for layer in present if layer not in ordered]
+    columns = ordered + [layer for layer in present if layer not in ordered]
+    on_input = {e.layer for e in explanations if getattr(e, "layout", "") == "input"}
+    return [c for c in columns if c not in on_input] or columns
+
+
+def found_cells(explanations, columns: list[str]) -> dict[tuple[str, str], object]:
+    """Each explanation by (method, column): a map on the input goes in the first column."""
+    return {(e.method, e.layer if e.layer in columns else columns[0]): e for e in explanations}
 
 
 def cell_title(method: str, kind: str, layer: str, empty: bool = False) -> str:
@@ -78,7 +86,7 @@ def sheet_layout(photo_size: tuple[int, int], explanations, layer_order, caption
     """Where every cell, title, the caption and the colour bar go (the explanations of one image and class)."""
     cw, ch = cell_size(*photo_size)
     rows, cols = sheet_rows(explanations), sheet_columns(explanations, layer_order)
-    found = {(e.method, e.layer): e for e in explanations}
+    found = found_cells(explanations, cols)
     title_h = fonts.line_height(TITLE_PX) + 4
     top = PAD + (fonts.line_height(CAPTION_PX) + PAD if caption else 0)
     cells = []
@@ -90,7 +98,7 @@ def sheet_layout(photo_size: tuple[int, int], explanations, layer_order, caption
                 title, what = (PHOTO_TITLE, "photo") if r == 0 else ("", "blank")
             else:
                 e = found.get((method, cols[c - 1]))
-                title = cell_title(method, kind, cols[c - 1], bool(e and e.empty)) if e else ""
+                title = cell_title(method, kind, e.layer, bool(e.empty)) if e else ""
                 what = kind if e is not None else "blank"
             shown, _ = fonts.fit_text(title, TITLE_PX, cw, min_size=TITLE_PX) if title else ("", TITLE_PX)
             cells.append(Cell(r, c, Rect(x, y + title_h, cw, ch), shown, Rect(x, y, cw, title_h), what))
@@ -121,7 +129,7 @@ def render_sheet(photo: np.ndarray, explanations, layer_order, *, caption: str |
     small = cv2.resize(photo, (cw, ch), interpolation=cv2.INTER_AREA)
     rows = sheet_rows(explanations)
     cols = sheet_columns(explanations, layer_order)
-    found = {(e.method, e.layer): e for e in explanations}
+    found = found_cells(explanations, cols)
     for cell in layout.cells:
         picture = None
         if cell.kind == "photo":

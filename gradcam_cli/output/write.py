@@ -124,6 +124,8 @@ def encode_outputs(photo: np.ndarray, explanation, files: dict[str, Path], alpha
 def boxed(photo: np.ndarray, e, all_boxes: bool) -> np.ndarray:
     """The photo with the explanation's box (or, with ``all_boxes``, every region's, each with its share)."""
     label = f"{e.class_name or e.class_index} {e.probability:.2f}"
+    if getattr(e, "box_covers_photo", False):
+        label += " · box is the whole photo"
     if not all_boxes:
         return render.draw_bbox(photo, e.bbox, label)
     if not e.regions:

@@ -1,4 +1,4 @@
-"""One forward pass per batch, the backward passes it needs, then every requested method.
+"""The passes of one batch: one forward pass, the backward passes it needs, then every requested method.
 
 The forward pass records a graph only from where gradients are needed: parameters are
 frozen for the call and the hooked layer's output becomes the leaf of the graph (or
@@ -44,7 +44,7 @@ class BatchExplanation:
 
 
 @dataclass
-class EngineState:
+class PassState:
     """What an explainer keeps between batches: the tails built for Ablation-CAM, per layer."""
 
     tails: dict = field(default_factory=dict)
@@ -111,25 +111,31 @@ def _class_token_head(model: nn.Module) -> str:
     return ": it reads the class token, not the mean of the grid tokens" if reads_token else ""
 
 
-def check_cam_applies(model: nn.Module, layers: dict[str, nn.Module], input_size: tuple[int, int],
-                      layouts: dict | None = None) -> None:
-    """Refuse CAM up front, from one probe forward pass on a random image."""
+def cam_failures(model: nn.Module, layers: dict[str, nn.Module], input_size: tuple[int, int],
+                 layouts: dict | None = None) -> dict[str, str]:
+    """Why CAM does not apply at each layer where it does not (layer -> reason), from one probe forward pass on
+    a random image."""
     device = model_device(model)
     probe = torch.randn(1, 3, *input_size, generator=torch.Generator().manual_seed(0)).to(device, model_dtype(model))
     capture = ActivationCapture(layers, make_leaf=False)
+    failures = {}
     with capture.installed(), torch.inference_mode():
         logits = logits_of(model(probe))
         zero = torch.zeros(1, 1, dtype=torch.long, device=device)
         for path in layers:
             grid = (layouts or {}).get(path, CONV).to_grid(capture.outputs[path])
-            cam_class_weights(model, path, grid, logits, zero)
+            try:
+                cam_class_weights(model, path, grid, logits, zero)
+            except MethodError as err:
+                failures[path] = str(err)
+    return failures
 
 
 class _Passes:
     """The extra forward passes of Score-CAM, Ablation-CAM and occlusion, ``batch_size`` copies at a time."""
 
     def __init__(self, model: nn.Module, inputs: torch.Tensor, raw: dict[str, torch.Tensor], logits: torch.Tensor,
-                 layouts: dict, state: EngineState, batch_size: int, precision: str) -> None:
+                 layouts: dict, state: PassState, batch_size: int, precision: str) -> None:
         self.model, self.inputs, self.raw, self.logits = model, inputs, raw, logits
         self.layouts, self.state, self.batch_size, self.precision = layouts, state, batch_size, precision
         self._frontiers: dict[str, tuple] = {}
@@ -196,7 +202,7 @@ def _record_forward(model, inputs, layers, infos, guided, classes, top_k, precis
 
 
 def _run_methods(model, inputs, layers, infos, logits, chosen, raw, grads, layouts, state, settings, smooth,
-                 batch_size, precision) -> dict[tuple[str, str], torch.Tensor]:
+                 batch_size, precision, skip=frozenset()) -> dict[tuple[str, str], torch.Tensor]:
     """Every method on every layer (or on the input), under inference mode."""
     maps = {}
     with torch.inference_mode():
@@ -206,6 +212,8 @@ def _run_methods(model, inputs, layers, infos, logits, chosen, raw, grads, layou
         passes = _Passes(model, inputs, raw, logits, layouts, state, batch_size, precision)
         for info in infos:
             for path in (layers if info.uses_layer else [None]):
+                if (info.name, path) in skip:
+                    continue
                 evidence = Evidence(
                     classes=chosen, logits=logits, layer=path, activations=acts.get(path), gradients=grids.get(path),
                     passes=passes, settings=settings,
@@ -231,7 +239,8 @@ def explain_batch(
     settings: dict | None = None,
     layouts: dict | None = None,
     batch_size: int = 32,
-    state: EngineState | None = None,
+    state: PassState | None = None,
+    skip: frozenset[tuple[str, str]] = frozenset(),
 ) -> BatchExplanation:
     """Class maps for a ``(B, 3, H, W)`` batch: every method at every layer, from one forward pass.
 
@@ -241,6 +250,7 @@ def explain_batch(
     instead of their sum. ``batch_size`` bounds the perturbed copies per extra forward pass.
     ``layouts`` maps a layer path to how its output is laid out (``model/layout.py``;
     ``model.layers.layer_layouts`` detects them); a layer without one is read as ``(B, C, h, w)``.
+    ``skip``: (method, layer) pairs not to compute (CAM at a layer its head does not follow).
     """
     infos = [get_method(m) for m in dict.fromkeys(methods)]
     autocast_for(inputs.device, precision)  # refuses an unknown or unsupported precision before any work
@@ -249,8 +259,8 @@ def explain_batch(
     inputs = inputs.contiguous(memory_format=input_memory_format(model))
     layers = layers if any(i.uses_layer for i in infos) else {}
     common = dict(layers=layers, infos=infos, precision=precision)
-    run = dict(layouts=layouts or {}, state=state or EngineState(), settings=settings or {}, smooth=smooth,
-               batch_size=batch_size)
+    run = dict(layouts=layouts or {}, state=state or PassState(), settings=settings or {}, smooth=smooth,
+               batch_size=batch_size, skip=skip)
     logits, chosen, raw, grads, guided_out = _record_forward(model, inputs, guided=guided, classes=classes,
                                                              top_k=top_k, **common)
     maps = _run_methods(model, inputs, logits=logits, chosen=chosen, raw=raw, grads=grads, **common, **run)

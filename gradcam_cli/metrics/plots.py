@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .runner import Measurements
+from .measure import Measurements
 
 
 def _figure(rows: int = 1, cols: int = 1, width: float = 6.4):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..maps.boxes import region_boxes
+from ..maps.boxes import WHOLE_PHOTO_SHARE, box_share, region_boxes
 from .annotations import Box
 
 IOU_THRESHOLDS = (0.3, 0.5, 0.7)
@@ -41,6 +41,7 @@ class SampleLocalisation:
     iou: float  # the largest region's box at the operating threshold
     hit: bool  # pointing game
     baseline: float  # a random point's chance of a hit
+    whole_photo: bool = False  # the box at the operating threshold covers (nearly) the whole photo
 
 
 def box_ious(boxes: np.ndarray, truths: np.ndarray) -> np.ndarray:
@@ -102,7 +103,9 @@ def localise(map01: np.ndarray, truths: np.ndarray, near: np.ndarray, operating:
         largest[i], best[i] = _ious_at(values, truths, tau)
     at_operating = largest[levels.index(operating)] if operating in levels else _ious_at(values, truths, operating)[0]
     baseline = float(near.mean()) if near.size else 0.0
-    return SampleLocalisation(largest, best, float(at_operating), pointing_hit(values, near), baseline)
+    boxes = region_boxes(values, operating) if operating <= top else []
+    whole = bool(boxes) and box_share(boxes[0], values.shape) >= WHOLE_PHOTO_SHARE
+    return SampleLocalisation(largest, best, float(at_operating), pointing_hit(values, near), baseline, whole)
 
 
 def _ious_at(values: np.ndarray, truths: np.ndarray, tau: float) -> tuple[float, float]:

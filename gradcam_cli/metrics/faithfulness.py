@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine import logits_of
+from ..model.outputs import logits_of
 from ..model.device import autocast_for, input_memory_format
 
 ROAD_PERCENTAGES = (10, 20, 30, 40, 50, 60, 70, 80, 90)

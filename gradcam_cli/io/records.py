@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # the command imports this module before it decides to load numpy and torch
+    import numpy as np
 
 
 def explanation_record(model_name: str, weights: str, source: str, photo: np.ndarray, e, files: dict,
@@ -32,6 +34,8 @@ def explanation_record(model_name: str, weights: str, source: str, photo: np.nda
         "score": finite_or_none(e.score),
         "bbox": to_original(e.bbox) if e.bbox else None,
         "boxes": [{"box": to_original(r.box), "share": round(r.share, 6)} for r in e.regions],
+        "box_covers_photo": e.box_covers_photo,
+        "view": e.view,
         "image_size": list(size),
         "output_size": list(shown),
         "grid": list(e.grid),

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
+from ..errors import UsageError
 from ..output import files
 from .localisation import IOU_THRESHOLDS, SWEEP, box_accuracy, max_box_acc, max_box_acc_v2
-from .runner import Key, Measurements
+from .measure import Key, Measurements
 
 # The file names live with the other output names (the HTML report reads these files back).
 SUMMARY_FILE, PER_IMAGE_FILE, SWEEP_FILE = files.EVALUATION_SUMMARY, files.EVALUATION_PER_IMAGE, files.EVALUATION_SWEEP
@@ -66,6 +69,8 @@ def summarise(m: Measurements, key: Key) -> dict:
         "mean_iou": _mean(ious), "maxboxacc": _num(maxboxacc), "maxboxacc_v2": _num(max_box_acc_v2(any_box)) if loc else None,
         "best_threshold": best,
         "pointing_game": _mean([s.hit for s in loc]), "pointing_game_baseline": _mean([s.baseline for s in loc]),
+        "boxes": m.boxes, "boxes_outside": m.boxes_outside, "boxes_clipped": m.boxes_clipped,
+        "whole_photo_boxes": _mean([s.whole_photo for s in loc]),
     }
     curves = m.faithfulness.get(key) or []
     out.update({
@@ -117,3 +122,37 @@ def sweep_csv(summaries: Sequence[dict]) -> bytes:
         for i, tau in enumerate(s["sweep"]["threshold"]):
             writer.writerow([s["method"], s["layer"], f"{tau:.2f}", *(s["sweep"][c][i] for c in columns)])
     return buf.getvalue().encode()
+
+
+def refuse_existing(output_dir: Path, overwrite: bool) -> None:
+    """An earlier evaluation's files are replaced only with ``--overwrite``."""
+    names = [SUMMARY_FILE, PER_IMAGE_FILE, SWEEP_FILE, *PLOT_FILES]
+    existing = [output_dir / n for n in names if (output_dir / n).exists()]
+    if existing and not overwrite:
+        raise UsageError(f"--output-dir {output_dir}: {existing[0].name} exists from an earlier evaluation; "
+                         "pass --overwrite or another --output-dir")
+
+
+def write_evaluation(explainer, measured: Measurements, output_dir: Path, summary) -> list[dict]:
+    """The summaries; the JSON lines, CSVs and plots written into ``output_dir`` together, atomically (a
+    failure is noted in ``summary.manifest_error``)."""
+    from . import plots
+
+    summaries = [summarise(measured, key) for key in measured.keys]
+    written = {
+        output_dir / SUMMARY_FILE: "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in summaries).encode(),
+        output_dir / PER_IMAGE_FILE: per_image_csv(measured, explainer.loaded.labels),
+        output_dir / SWEEP_FILE: sweep_csv(summaries),
+    }
+    if measured.samples:
+        written[output_dir / "sweep.png"] = plots.sweep_plot(summaries)
+        if any(measured.faithfulness.values()):
+            written[output_dir / "curves.png"] = plots.curves_plot(measured, summaries)
+        if measured.sanity:
+            written[output_dir / "sanity.png"] = plots.sanity_plot(summaries)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        files.write_all_atomic(written)
+    except OSError as err:
+        summary.manifest_error = f"{output_dir}: cannot write the evaluation ({err.strerror or err})"
+    return summaries
