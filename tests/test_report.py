@@ -224,6 +224,7 @@ def test_report_survives_a_moved_folder_and_shows_the_evaluation(sample_report, 
     assert all(url.startswith("./") and (moved / unquote(url)).is_file() for url in urls), urls
     page = (moved / "index.html").read_text()
     assert "from evaluation/evaluation.jsonl" in page and 'src="./evaluation/sweep.png"' in page
+    assert re.search(r'<script src="\./report/data-[0-9a-f]{16}\.js"></script>', page)
     for row in rows:  # one table row per method and layer, with its figures
         assert f"{row['method']} · {row['layer']}" in page
         assert f"<td>{row['maxboxacc']:.4g}</td>" in page and f"<td>{row['pointing_game']:.4g}</td>" in page
@@ -268,8 +269,9 @@ def test_run_json_records_the_options_and_versions(sample_report):
 def test_data_file_cannot_close_a_script_tag(tmp_path):
     from gradcam_cli.output.report import _as_script
 
-    text = _as_script({"rows": [{"err": "x</script><script>alert(1)</script>"}]}).decode()
+    text = _as_script({"rows": [{"err": "x</script><script>alert(1)</script>\u2028\u2029"}]}).decode()
     assert "</script>" not in text and json.loads(text.split("=", 1)[1].rstrip(";\n"))["rows"][0]["err"].startswith("x</")
+    assert "\u2028" not in text and "\u2029" not in text and "\\u2028\\u2029" in text  # escaped, for older parsers
 
 
 
@@ -385,17 +387,51 @@ def test_the_content_security_policy_applies_on_a_file_page(browser, listener, t
       document.body.append(script);
       const link = document.createElement("a"); link.id = "injected"; link.textContent = "injected";
       link.href = "javascript:alert(8)"; document.body.prepend(link);
+      document.body.insertAdjacentHTML("beforeend", '<img src="./missing.png" onerror="window.__handler = 1">');
+      setTimeout("window.__evaluated = 1", 0);  // a string compiled by the page: eval
     }""", listener.port)
     page.click("#injected")
-    _wait_until(page, "window.__violations.length >= 3")
+    _wait_until(page, "window.__violations.length >= 5")
     page.wait_for_load_state("networkidle")
-    assert sorted(page.evaluate("window.__violations")) == ["img-src", "script-src-elem", "script-src-elem"]
-    assert page.evaluate("window.__inline") is None and dialogs == [] and listener.hits == []
+    assert sorted(page.evaluate("window.__violations")) == ["img-src", "script-src", "script-src-attr",
+                                                           "script-src-elem", "script-src-elem"]
+    assert page.evaluate("[window.__inline, window.__handler, window.__evaluated]") == [None, None, None]
+    assert sum("Content Security Policy" in e for e in errors) >= 5  # each refusal is a console error
+    assert dialogs == [] and listener.hits == []
     # The page's own requests are in its folder; the injected picture was asked for, and refused before
     # anything left the browser (the server above saw nothing).
     inside = _inside(out)
     assert [u for u in requests if not inside(u)] == [f"http://127.0.0.1:{listener.port}/injected.png"]
     page.close()
+
+
+def test_the_page_also_works_served_over_http(browser, tmp_path):
+    """'self' in the policy: the same folder, served by a web server, works as it does from file://."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler
+
+    out = tmp_path / "out"
+    _picture_folder(out, {"cat": 160, "q?x=1 #2": 64})
+    build_report(out)
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(out))
+    handler.log_message = lambda *args: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        page = browser.new_page()
+        errors, missing = [], []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
+        page.on("response", lambda r: missing.append(r.url) if r.status >= 400 else None)
+        page.goto(f"http://127.0.0.1:{server.server_address[1]}/index.html")
+        thumbs = page.evaluate(LOAD_ALL_IMAGES, "#table img")
+        assert len(thumbs) == 2 and all(width > 0 for _, width in thumbs), thumbs
+        page.wait_for_load_state("networkidle")
+        assert errors == [] and all(url.endswith("/favicon.ico") for url in missing), (errors, missing)
+        page.close()
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # Names a URL parser reads as syntax: a backslash is a separator in file: URLs, %2e%2e a '..', # and ? end
@@ -429,6 +465,25 @@ def test_urls_name_exactly_the_folders_files_and_every_picture_loads(browser, tm
     page.close()
 
 
+def test_relative_urls_encode_every_character_but_the_unreserved():
+    from gradcam_cli.output.links import relative_url
+
+    examples = {"javascript:alert(7);x.png": "./javascript%3Aalert%287%29%3Bx.png",  # docs/report-security.md
+                "http:127.0.0.1:8765#.png": "./http%3A127.0.0.1%3A8765%23.png",
+                "in/a\\..\\..\\planted.png": "./in/a%5C..%5C..%5Cplanted.png",
+                "%2e%2e/up.png": "./%252e%252e/up.png", "q?x=1.png": "./q%3Fx%3D1.png",
+                "ünï 猫/x\udcff.png": "./%C3%BCn%C3%AF%20%E7%8C%AB/x%FF.png"}  # not UTF-8 on disk: its own byte
+    assert {name: relative_url(name) for name in examples} == examples
+    unreserved = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+    for code in range(1, 128):
+        c = chr(code)
+        if c != "/":
+            assert relative_url(f"a{c}b") == (f"./a{c}b" if c in unreserved else f"./a%{code:02X}b")
+    for not_below in ("/etc/passwd", "", "a/../b", "..", "./a", "a//b"):
+        with pytest.raises(ValueError):
+            relative_url(not_below)
+
+
 def test_files_outside_the_folder_are_refused_and_their_rows_kept(tmp_path):
     out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
     records = _picture_folder(out, {"inside": 64})
@@ -437,6 +492,10 @@ def test_files_outside_the_folder_are_refused_and_their_rows_kept(tmp_path):
     (out / "sub").symlink_to(elsewhere, target_is_directory=True)  # a linked folder elsewhere (out/sub -> ...)
     (out / "linked_overlay.png").symlink_to(elsewhere / "x_overlay.png")  # a linked picture elsewhere
     (out / "alias_overlay.png").symlink_to(Path(records[0]["files"]["overlay"]))  # a link within: the folder's own
+    (elsewhere / "evaluation").mkdir()  # another folder's evaluation, linked in: neither read nor shown
+    Image.new("RGB", (8, 6)).save(elsewhere / "evaluation" / "sweep.png")
+    (elsewhere / "evaluation" / "evaluation.jsonl").write_text(json.dumps({"method": "planted", "layer": "x"}) + "\n")
+    (out / "evaluation").symlink_to(elsewhere / "evaluation", target_is_directory=True)
     outside = [out / "sub" / "x_overlay.png", out / "linked_overlay.png", out / ".." / "elsewhere" / "x_overlay.png",
                elsewhere / "x_overlay.png"]
     for n, path in enumerate([*outside, out / "alias_overlay.png"]):
@@ -447,6 +506,8 @@ def test_files_outside_the_folder_are_refused_and_their_rows_kept(tmp_path):
     assert [data["images"][r["i"]]["in"] for r in data["rows"]] == [r["input"] for r in records]  # every row stays
     assert [r["f"] for r in data["rows"][1:5]] == [{}] * 4 and [r["t"] for r in data["rows"][1:5]] == [None] * 4
     assert data["rows"][5]["f"] == {"overlay": "./alias_overlay.png"}
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert 'id="evaluation"' not in page and "planted" not in page and "sweep" not in page
 
 
 @pytest.mark.parametrize("name", ["results.jsonl", "results.1-of-2.jsonl"])
@@ -463,6 +524,18 @@ def test_a_linked_manifest_is_refused(tmp_path, name):
     assert result.stderr == (f"gradcam: error: {out / name}: a symbolic link; the report reads only manifests "
                              f"that are files of the folder itself\n")
     assert not (out / "index.html").exists()
+
+
+def test_a_manifest_that_is_not_a_file_is_refused(tmp_path):
+    """A pipe named results.jsonl would block a reader for ever: it is refused, not read."""
+    import os
+
+    out = tmp_path / "out"
+    out.mkdir()
+    os.mkfifo(out / "results.jsonl")
+    result = invoke("report", out)
+    assert result.exit_code == 2
+    assert result.stderr == f"gradcam: error: {out / 'results.jsonl'}: not a regular file\n"
 
 
 def test_line_separators_in_names_lose_no_record(tmp_path):
@@ -553,7 +626,7 @@ def crafted_report(tmp_path_factory, samples, listener):
 
 def test_crafted_names_in_a_real_browser(crafted_report, browser, listener):
     out = crafted_report
-    records = _records(out)
+    records, data = _records(out), _report_data(out)
     assert len(records) == len(CRAFTED)
     listener.hits.clear()
     page, requests, errors, dialogs = _open(browser, out / "index.html")
@@ -565,7 +638,7 @@ def test_crafted_names_in_a_real_browser(crafted_report, browser, listener):
     thumbs = page.evaluate(LOAD_ALL_IMAGES, "#table img")
     assert len(thumbs) == len(records) and all(width > 0 for _, width in thumbs), thumbs
     for n in range(len(records)):
-        _click_through_image(page, out, n, index_url)
+        _click_through_image(page, out, data, n, index_url)
     page.wait_for_load_state("networkidle")
     assert dialogs == [] and page.evaluate("window.__pwned") is None
     assert listener.hits == [] and requests and all(map(inside, requests)), [u for u in requests if not inside(u)]
@@ -573,7 +646,7 @@ def test_crafted_names_in_a_real_browser(crafted_report, browser, listener):
     page.close()
 
 
-def _click_through_image(page, out: Path, n: int, index_url: str) -> None:
+def _click_through_image(page, out: Path, data: dict, n: int, index_url: str) -> None:
     """Row ``n``'s thumbnail, then every picture and link of its page, each by a real click: each lands on
     the folder's own file (and back), and every picture on the page loads."""
     link = page.locator("#table tbody tr").nth(n).locator("td.thumb a")
@@ -588,6 +661,8 @@ def _click_through_image(page, out: Path, n: int, index_url: str) -> None:
     assert len(pictures) == 3 and all(width > 0 for _, width in pictures), pictures  # sheet, overlay, heatmap
     hrefs = page.eval_on_selector_all("#detail a", "links => links.map((a) => a.getAttribute('href'))")
     assert len(hrefs) == 5 and hrefs[0] == "#results"  # back, 3 pictures, the .npy map
+    # The page links the URLs the report made, as they are (the script builds none from a name).
+    assert sorted(hrefs[1:]) == sorted({u for r in data["rows"] if r["i"] == int(anchor[7:]) for u in r["f"].values()})
     for k, href in enumerate(hrefs[1:], start=1):
         target = page.locator("#detail a").nth(k)
         (target.locator("img") if target.locator("img").count() else target).click()
