@@ -1,5 +1,6 @@
 """Small models and comparison helpers shared by several test files."""
 
+import contextlib
 import functools
 
 import torch
@@ -47,3 +48,36 @@ class BrightnessNet(nn.Module):
 
     def forward(self, x):
         return self.fc(self.features(x).mean(dim=(2, 3)))
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype):
+    """Tensors an oracle builds without a dtype (``torch.Tensor(list)``, ``torch.randn``) take ``dtype``."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+# --------------------------------------------------------------------------- float32 rounding bounds
+# Where a comparison runs in float32 (what users run), its bound is derived from the computation with the
+# standard model of floating-point arithmetic: each operation is exact up to a factor (1 + d), |d| <= U32, and a
+# sum of n + 1 terms is off by at most gamma32(n) times the sum of their magnitudes (Higham, "Accuracy and
+# Stability of Numerical Algorithms", 2nd ed., sec. 3.1). The magnitudes come from the actual values.
+
+U32 = 2.0 ** -24  # float32's unit roundoff: half the distance from 1.0 to the next float32
+
+
+def gamma32(n: int) -> float:
+    """The relative error bound of n successive float32 roundings (a sum of n + 1 terms, a mean of n + 1 values)."""
+    return n * U32 / (1 - n * U32)
+
+
+def minmax_bound(error: float, span: float) -> float:
+    """How far min-max scaling can move a value of a map whose values are each off by at most ``error``: the
+    value, the minimum and the maximum each move by at most ``error``, so the scaled value by at most
+    4 error / (span - 2 error), for a map of range ``span``."""
+    assert span > 2 * error, f"a range of {span:.3g} is within rounding ({error:.3g}): the comparison would be vacuous"
+    return 4 * error / (span - 2 * error)

@@ -44,8 +44,12 @@ from gradcam_cli.model.layout import ChannelsFirst, ChannelsLast, ModelHints, To
 from gradcam_cli.model.loading import LoadedModel  # noqa: E402
 from gradcam_cli.model.outputs import logits_of  # noqa: E402
 from gradcam_cli.options import ExplainOptions  # noqa: E402
+from helpers import U32, default_dtype, gamma32, minmax_bound  # noqa: E402
 
-TOL = 1e-5  # max abs difference between min-max scaled maps
+# Max abs difference between min-max scaled maps, for comparisons computed in float64 on both sides: float64
+# rounding (~1e-16 per operation) is far below it, and so is the one float32 rounding that pytorch-grad-cam
+# applies to its scaled maps (2**-24 of values in [0, 1]). A wrong prefix, grid or weighting moves maps by 1e-1.
+TOL = 1e-5
 GRADIENT_METHODS = {  # ours -> pytorch-grad-cam's, with its epsilons passed to ours
     "gradcam": GradCAM, "hirescam": HiResCAM, "layercam": LayerCAM, "gradcampp": GradCAMPlusPlus, "xgradcam": XGradCAM,
 }
@@ -131,15 +135,22 @@ def ours(model: nn.Module, path: str, x: torch.Tensor, methods, **kw):
 
 def theirs(cam_class, model: nn.Module, path: str, x: torch.Tensor, classes: torch.Tensor, reshape,
            grid: tuple[int, int], **kw) -> torch.Tensor:
-    """pytorch-grad-cam's maps at the layer's own grid (no resize), min-max scaled."""
-    with cam_class(model=model, target_layers=[model.get_submodule(path)], reshape_transform=reshape, **kw) as cam:
+    """pytorch-grad-cam's maps at the layer's own grid (no resize), min-max scaled.
+
+    Its maps come back as float32 (the last step of its scaling); they are scaled again here in float64, so
+    that no float32 arithmetic of ours is added to a float64 comparison.
+    """
+    # Score-CAM's class scores become a torch.Tensor(list) there, a tensor of the default dtype: float64 here.
+    with cam_class(model=model, target_layers=[model.get_submodule(path)], reshape_transform=reshape, **kw) as cam, \
+            default_dtype(x.dtype):
         cam.get_target_width_height = lambda _t: (grid[1], grid[0])
         out = cam(input_tensor=x.clone(), targets=[ClassifierOutputTarget(int(c)) for c in classes])
-    return normalize_minmax(torch.from_numpy(np.asarray(out, dtype=np.float32)))[0]
+    return normalize_minmax(torch.from_numpy(np.asarray(out, dtype=np.float64)))[0]
 
 
 def scaled_nonempty(maps: torch.Tensor, what: str) -> torch.Tensor:
-    scaled, empty = normalize_minmax(maps.float())
+    """Min-max scaled in the maps' own dtype (float64 maps stay float64)."""
+    scaled, empty = normalize_minmax(maps)
     assert not empty.any(), f"{what}: an empty map would make the comparison vacuous"
     return scaled
 
@@ -221,12 +232,14 @@ def ablation_reference(model: nn.Module, path: str, x: torch.Tensor, cls: int, p
             drops.append((score - model(x)[0, cls].item()) / score)
             handle.remove()
     grid_acts = acts[0, prefix:].reshape(*grid, -1).permute(2, 0, 1)
-    return torch.relu(torch.einsum("k,khw->hw", torch.tensor(drops), grid_acts))
+    return torch.relu(torch.einsum("k,khw->hw", torch.tensor(drops, dtype=acts.dtype), grid_acts))
 
 
 def test_ablationcam_on_tokens_keeps_the_prefix_tokens_and_matches_brute_force() -> None:
-    model = tiny_vit(reg_tokens=2)  # 1 class token + 2 register tokens
-    x = inputs_of((32, 48), n=1)
+    """In float64 on both sides: the relative drops are small differences of logits, which float32 rounding
+    alone moves by 1e-5 of the map on some CPUs."""
+    model = tiny_vit(reg_tokens=2).double()  # 1 class token + 2 register tokens
+    x = inputs_of((32, 48), n=1, dtype=torch.float64)
     result, layouts = ours(model, "blocks.1.norm1", x, ["ablationcam"])
     assert layouts["blocks.1.norm1"] == Tokens((4, 6), 3)
     cls = int(result.classes[0, 0])
@@ -236,8 +249,8 @@ def test_ablationcam_on_tokens_keeps_the_prefix_tokens_and_matches_brute_force()
 
 
 def test_eigencam_reads_the_hand_reshaped_grid() -> None:
-    model = tiny_vit(class_token=True)
-    x = inputs_of((32, 48))
+    model = tiny_vit(class_token=True).double()  # float64: the bound below is float64's with a wide margin
+    x = inputs_of((32, 48), dtype=torch.float64)
     result, _ = ours(model, "blocks.0", x, ["eigencam"])
     captured = {}
     handle = model.blocks[0].register_forward_hook(lambda _m, _i, o: captured.setdefault("a", o.detach()))
@@ -509,8 +522,8 @@ class SequenceFirst(nn.Module):
 
 
 def test_sequence_first_tokens_match_the_hand_reshaped_grid() -> None:
-    model = SequenceFirst().eval()
-    x = inputs_of((32, 48))
+    model = SequenceFirst().eval().double()  # float64 on both sides, as in the oracle tests above (TOL)
+    x = inputs_of((32, 48), dtype=torch.float64)
     result, layouts = ours(model, "encoder", x, ["gradcam", "hirescam", "ablationcam"])
     assert layouts["encoder"] == Tokens((4, 6), 1, sequence_first=True)
     classes = result.classes[:, 0]
@@ -544,8 +557,8 @@ def test_cam_refuses_a_class_token_head_with_the_reason() -> None:
 
 
 def test_cam_on_a_gap_linear_head_over_a_token_grid_equals_gradcam() -> None:
-    model = tiny_vit(class_token=False, global_pool="avg", fc_norm=False)  # head = fc(mean(norm(tokens)))
-    x = inputs_of((32, 48))
+    model = tiny_vit(class_token=False, global_pool="avg", fc_norm=False).double()  # head = fc(mean(norm(tokens)))
+    x = inputs_of((32, 48), dtype=torch.float64)  # float64: TOL is float64's with a wide margin
     result, _ = ours(model, "norm", x, ["cam", "gradcam"])
     cam = scaled_nonempty(result.maps["cam", "norm"], "cam")
     assert max_diff(cam, normalize_minmax(result.maps["gradcam", "norm"])[0]) <= TOL
@@ -581,24 +594,44 @@ def test_dataclass_outputs_work_in_every_forward_pass() -> None:
     for mine, ref in zip(explain(wrapped, list(x), methods=methods), explain(plain, list(x), methods=methods)):
         assert len(mine.maps) == len(ref.maps) == len(methods)
         for (method, layer), value in ref.maps.items():
-            assert np.allclose(mine.maps[method, layer.replace("blocks", "inner.blocks")], value, atol=1e-5), method
+            # float32: the wrapper adds no arithmetic, so both sides run the same operations on the same values
+            # and shapes, and float32 gives the same bits.
+            assert np.array_equal(mine.maps[method, layer.replace("blocks", "inner.blocks")], value), method
 
 
 def test_dataclass_outputs_in_batchnorm_folding_and_cam() -> None:
-    conv = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
-    torch.manual_seed(0)
-    with torch.no_grad():
-        conv[1].running_mean.normal_()
-        conv[1].running_var.uniform_(0.5, 2)
-    model = ReturnsDataclass(conv).eval()
-    x = inputs_of((16, 16))
-    before = model(x).logits
-    folded = fold_batchnorm(model, (16, 16))
+    with default_dtype(torch.float64):  # the model, and the fold's own probe, in float64
+        conv = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+        torch.manual_seed(0)
+        with torch.no_grad():
+            conv[1].running_mean.normal_()
+            conv[1].running_var.uniform_(0.5, 2)
+        model = ReturnsDataclass(conv).eval()
+        x = inputs_of((16, 16), dtype=torch.float64)
+        before = model(x).logits
+        folded = fold_batchnorm(model, (16, 16))
     assert [p.bn_path for p in folded] == ["inner.1"]
-    assert torch.allclose(model(x).logits, before, atol=1e-5)
+    assert torch.allclose(model(x).logits, before, atol=1e-5)  # float64: the fold moves them by ~1e-16 of their size
+    model, x = model.float(), x.float()  # what explain takes
     [result] = explain(model, list(x[:1]), methods=["cam", "gradcam"], layers=["inner.2"])
-    assert np.allclose(result.maps["cam", "inner.2"], result.maps["gradcam", "inner.2"], atol=1e-5)
+    assert np.allclose(result.maps["cam", "inner.2"], result.maps["gradcam", "inner.2"],
+                       rtol=0, atol=_cam_vs_gradcam_bound(conv, x[:1], result.explanations[0].class_index))
+
+
+def _cam_vs_gradcam_bound(conv: nn.Sequential, x: torch.Tensor, cls: int) -> float:
+    """float32, bounded by its rounding: both maps weigh the same activations A. CAM's weights are the head's
+    row w; Grad-CAM's are the mean of 16 x 16 copies of w / 256 (the pool's gradient, exact: a power of two),
+    off from w by gamma_256 of |w| at most. Both channel sums are float64, rounded once to float32. Min-max
+    scaling then moves each value by at most minmax_bound, and the explainer's float32 scaling of each map adds
+    a subtraction and a division: 2 roundings of values in [0, 1] per side."""
+    with torch.no_grad():
+        acts = conv[:3](x).double()[0]  # (C, h, w)
+    w = conv[5].weight[cls].double()
+    cam = torch.relu(torch.einsum("c,chw->hw", w, acts))
+    error = (gamma32(acts.shape[1] * acts.shape[2]) * torch.einsum("c,chw->hw", w.abs(), acts.abs())
+             + 2 * U32 * cam).max().item()
+    return minmax_bound(error, (cam.max() - cam.min()).item()) + 4 * U32
 
 
 def test_an_output_without_logits_is_one_line_saying_what_to_return() -> None:

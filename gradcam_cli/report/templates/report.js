@@ -1,5 +1,7 @@
 // The results table (sort, filter, pages of rows) and the detail view of one image.
-// Rows come from report/data.js; every text goes in through textContent, never as markup.
+// Rows come from the report's data script; every text goes in through textContent, never as markup, and
+// every link and picture is a URL the report made (a "./" path, each segment percent-encoded): the
+// script never builds a URL from a name.
 (function () {
   "use strict";
   var DATA = window.GRADCAM_REPORT || { images: [], rows: [] };
@@ -35,6 +37,9 @@
     }
     return node;
   }
+
+  // A URL from the data, or null: only the relative paths the report writes, never a scheme.
+  function url(u) { return typeof u === "string" && u.slice(0, 2) === "./" ? u : null; }
 
   function pct(x) { return x == null ? "" : (100 * x).toFixed(x < 0.1 ? 1 : 0) + "%"; }
   function classText(r) { return r.c ? r.c + " (" + r.k + ")" : (r.k != null ? "class " + r.k : ""); }
@@ -82,7 +87,7 @@
 
   function renderRow(n) {
     var r = rows[n], link = "#image-" + r.i;
-    var thumb = r.t ? el("a", { href: link }, el("img", { src: r.t, loading: "lazy", alt: "", decoding: "async" })) : null;
+    var thumb = url(r.t) ? el("a", { href: link }, el("img", { src: url(r.t), loading: "lazy", alt: "", decoding: "async" })) : null;
     return el("tr", { cls: r.err ? "failed" : "", "data-row": n },
       el("td", { cls: "thumb" }, thumb),
       el("td", {}, el("a", { href: link, title: images[r.i].in }, el("code", { text: images[r.i].d || images[r.i].in }))),
@@ -117,7 +122,8 @@
   }
 
   function figure(src, caption) {
-    return el("figure", {}, el("a", { href: src }, el("img", { src: src, alt: caption, decoding: "async" })),
+    if (!url(src)) return null;
+    return el("figure", {}, el("a", { href: url(src) }, el("img", { src: url(src), alt: caption, decoding: "async" })),
       el("figcaption", { text: caption }));
   }
 
@@ -139,7 +145,7 @@
       var first = ofClass[0];
       detail.append(el("h3", { text: classText(first) + (first.p == null ? "" : " · p = " + first.p.toFixed(3)) }));
       var sheets = [];
-      ofClass.forEach(function (r) { if (r.f.sheet && sheets.indexOf(r.f.sheet) < 0) sheets.push(r.f.sheet); });
+      ofClass.forEach(function (r) { if (url(r.f.sheet) && sheets.indexOf(r.f.sheet) < 0) sheets.push(r.f.sheet); });
       sheets.forEach(function (s) { detail.append(el("div", { cls: "sheet" }, figure(s, "sheet"))); });
       ofClass.forEach(function (r) { detail.append(outputsOf(r)); });
     });
@@ -154,10 +160,10 @@
       .concat(r.w || []).filter(Boolean).join(" · ") }));
     var outputs = el("div", { cls: "outputs" });
     ["overlay", "heatmap", "guided", "bbox"].forEach(function (kind) {
-      if (r.f[kind]) outputs.append(figure(r.f[kind], kind));
+      if (url(r.f[kind])) outputs.append(figure(r.f[kind], kind));
     });
     Object.keys(r.f).forEach(function (kind) {
-      if (/\.npy$/.test(r.f[kind])) outputs.append(el("a", { href: r.f[kind], text: kind + " (.npy)" }));
+      if (url(r.f[kind]) && /\.npy$/.test(r.f[kind])) outputs.append(el("a", { href: url(r.f[kind]), text: kind + " (.npy)" }));
     });
     box.append(outputs);
     return box;

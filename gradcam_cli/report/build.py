@@ -7,20 +7,32 @@ page makes no request that leaves the folder):
   versions, the evaluation's metrics and plots when ``gradcam evaluate`` left them there, the
   failed images with their errors, and a table of every result, sortable and filterable,
   with a detail view per image (all its outputs and sheets).
-- ``report/data.js``: the table's rows, loaded by a script tag (``file://`` pages may not
-  fetch JSON). The page renders rows in pages of a few hundred, so 10,000 results open as
-  fast as 500.
+- ``report/data-<hash>.js``: the table's rows, loaded by a script tag (``file://`` pages may not
+  fetch JSON), named by a hash of its content so that ``index.html`` and its rows are replaced
+  together (see :func:`_write_together`). The page renders rows in pages of a few hundred, so
+  10,000 results open as fast as 500.
 - ``report/thumbs/``: one small JPEG per result, made once: a thumbnail newer than its
   picture is kept. A picture already as small as a thumbnail is used as it is.
 
 The evaluation shown is what ``gradcam evaluate -o DIR`` wrote, with DIR the output folder
 itself or its ``evaluation/`` folder: ``evaluation.jsonl`` as a table, and its plots.
+
+File names are data, never markup or URL syntax: text goes into the page through Jinja's
+autoescape and ``textContent``, every link and picture is a relative URL made here
+(:func:`.links.relative_url`), only the folder's own files are shown or linked
+(:class:`.links.FolderFiles`: a symbolic link to a file elsewhere is not), a manifest that is a
+symbolic link is refused, and a Content-Security-Policy lets the page load nothing but its own
+inline style and script, its data script and its pictures. ``docs/report-security.md`` says more.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
+import re
+import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,10 +40,12 @@ from pathlib import Path, PurePosixPath
 
 from ..errors import UsageError
 from .files import EVALUATION_PLOTS, EVALUATION_SUMMARY, write_bytes_atomic
+from .links import FolderFiles, relative_url
 from .runinfo import read_run_info
 
 INDEX = "index.html"
-ASSETS = "report"  # data.js and thumbs/ live here
+ASSETS = "report"  # the data script and thumbs/ live here
+DATA_FILE = re.compile(r"data(-[0-9a-f]{16})?\.js")  # this report's data scripts (data.js: before they were hashed)
 THUMB_PX = 112  # longer side of a thumbnail (sharp at 56 CSS px on a 2x screen)
 THUMB_SOURCES = ("overlay", "heatmap", "bbox", "guided", "sheet")  # the first a record has is its thumbnail
 FAILED_LISTED = 1000  # failed images listed by name at the top; the table has all of them
@@ -57,16 +71,28 @@ class _Manifest:
 
 
 def manifests(output_dir: Path) -> list[_Manifest]:
-    """``results.jsonl`` and the shards' ``results.I-of-N.jsonl``, with their ``run.json``."""
+    """``results.jsonl`` and the shards' ``results.I-of-N.jsonl``, with their ``run.json``.
+
+    A manifest is read only when it is a regular file of the folder: a symbolic link could name any file
+    (another folder's results, a device, a pipe that never ends), so one is refused, naming it.
+    """
     paths = sorted(output_dir.glob("results*.jsonl"))
     found = []
     for path in paths:
         records = []
         try:
-            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+            mode = os.lstat(path).st_mode
+            if stat.S_ISLNK(mode):
+                raise UsageError(f"{path}: a symbolic link; the report reads only manifests that are files of the "
+                                 f"folder itself")
+            if not stat.S_ISREG(mode):
+                raise UsageError(f"{path}: not a regular file")
+            text = path.read_bytes().decode("utf-8", errors="replace")  # bytes: no newline translation
         except OSError as err:
             raise UsageError(f"{path}: cannot read ({err.strerror or err})") from None
-        for line in lines:
+        # Lines end at \n only: str.splitlines() also splits at U+2028, U+2029 and U+0085, which
+        # json.dumps(ensure_ascii=False) leaves raw inside a name.
+        for line in text.split("\n"):
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
@@ -122,29 +148,69 @@ def build_report(output_dir: Path, workers: int | None = None) -> ReportSummary:
     found = manifests(output_dir)
     if not found:
         raise UsageError(f"{output_dir}: no results.jsonl here; run `gradcam explain ... -o {output_dir}` first")
-    images, rows, thumbs = _rows(found, _Locator(output_dir), output_dir)
+    own = FolderFiles(output_dir)
+    images, rows, thumbs = _rows(found, _Locator(output_dir), own)
     ready, made = make_thumbnails(output_dir, thumbs, workers)
-    for row in rows:
-        if row.get("t") in thumbs and row["t"] not in ready:
-            row["t"] = None
-    data = {"images": images, "rows": rows}
-    assets = output_dir / ASSETS
-    write_bytes_atomic(assets / "data.js", _as_script(data))
-    page = render_page(output_dir, found, images, rows)
-    index = output_dir / INDEX
-    write_bytes_atomic(index, page.encode("utf-8"))
+    _link_thumbnails(rows, thumbs, ready, own)
+    data = _as_script({"images": images, "rows": rows})
+    data_rel = f"{ASSETS}/data-{hashlib.sha256(data).hexdigest()[:16]}.js"
+    page = render_page(output_dir, found, images, rows, data_src=relative_url(data_rel), own=own)
+    _write_together(output_dir, data_rel, data, page.encode("utf-8"))
     failed = sum(1 for r in rows if r.get("err"))
-    return ReportSummary(index, len(rows) - failed, len(images), failed, made, time.perf_counter() - start)
+    return ReportSummary(output_dir / INDEX, len(rows) - failed, len(images), failed, made,
+                         time.perf_counter() - start)
+
+
+def _write_together(output_dir: Path, data_rel: str, data: bytes, page: bytes) -> None:
+    """The data script, then ``index.html`` naming it: both, or neither.
+
+    Each file is written atomically, and the data file's name is its content's hash, so writing it
+    changes nothing an existing page uses; the rename of ``index.html`` is the one step that makes
+    the new report the folder's. When that write fails (a full disk), the new data file is removed
+    again and the folder keeps the report it had, or none. Once ``index.html`` is in place, the data
+    files it no longer names are removed.
+    """
+    data_path = output_dir / data_rel
+    existed = data_path.is_file()  # the rows of the report already here: that page uses this very file
+    if not existed:
+        write_bytes_atomic(data_path, data)
+    try:
+        write_bytes_atomic(output_dir / INDEX, page)
+    except BaseException:
+        if not existed:
+            data_path.unlink(missing_ok=True)
+        raise
+    for old in data_path.parent.iterdir():
+        if old != data_path and DATA_FILE.fullmatch(old.name):
+            try:
+                old.unlink()
+            except OSError:
+                pass  # an old data file left behind is unused: the page names only its own
+
+
+def _link_thumbnails(rows: list[dict], thumbs: dict[str, str], ready: set[str], own: FolderFiles) -> None:
+    """Each row's thumbnail (a path until now) as a URL: a thumbnail that exists now, or the picture itself
+    where that is thumbnail-sized; None where there is neither."""
+    for row in rows:
+        rel = row.get("t")
+        if rel is not None:
+            row["t"] = relative_url(rel) if (rel not in thumbs or rel in ready) and own.owns(rel) else None
 
 
 def _as_script(data: dict) -> bytes:
-    """The rows as a script that sets ``window.GRADCAM_REPORT`` (``</`` escaped, so no string can end a tag)."""
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    """The rows as a script that sets ``window.GRADCAM_REPORT`` (``</`` escaped, so no string can end a tag;
+    U+2028 and U+2029 escaped, which JavaScript before ES2019 did not allow in a string)."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    text = text.replace("</", "<\\/").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
     return ("window.GRADCAM_REPORT=" + text + ";\n").encode("utf-8")
 
 
-def _rows(found: list[_Manifest], locator: _Locator, output_dir: Path) -> tuple[list[dict], list[dict], dict]:
-    """The images (inputs), one row per record, and the thumbnails to make (thumbnail -> picture)."""
+def _rows(found: list[_Manifest], locator: _Locator, own: FolderFiles) -> tuple[list[dict], list[dict], dict]:
+    """The images (inputs), one row per record, and the thumbnails to make (thumbnail -> picture).
+
+    A row keeps only the files that are the folder's own (a path that leads out of it, or a symbolic link
+    to a file elsewhere, is dropped; the row's text stays), each as a relative URL (``f``); its thumbnail
+    (``t``) is still a path, made a URL by :func:`_link_thumbnails` once the thumbnails exist."""
     images: list[dict] = []
     index: dict[str, int] = {}
     rows: list[dict] = []
@@ -160,8 +226,9 @@ def _rows(found: list[_Manifest], locator: _Locator, output_dir: Path) -> tuple[
                 continue
             files = {kind: rel for kind, path in (rec.get("files") or {}).items()
                      if isinstance(path, str) and (rel := locator.relative(path, manifest.run_dir)) is not None
-                     and (output_dir / rel).is_file()}
-            rows.append(_row(rec, i, files, _thumbnail(files, rec, thumbs)))
+                     and own.owns(rel)}
+            rows.append(_row(rec, i, {kind: relative_url(rel) for kind, rel in files.items()},
+                             _thumbnail(files, rec, thumbs)))
     _short_names(images)
     return images, rows, thumbs
 
@@ -260,27 +327,30 @@ _EVALUATION_COLUMNS = (("images", "images"), ("samples", "samples"), ("view", "v
                        ("increase_in_confidence", "increase in confidence"), ("sanity_last", "sanity ρ (all randomised)"))
 
 
-def evaluation(output_dir: Path) -> dict | None:
+def evaluation(output_dir: Path, own: FolderFiles | None = None) -> dict | None:
     """What ``gradcam evaluate`` left in the folder or in its ``evaluation/`` folder: one row per method and
-    layer from ``evaluation.jsonl``, and its plots; None when there is neither."""
-    for folder in (output_dir, output_dir / "evaluation"):
-        summary = folder / EVALUATION_SUMMARY
-        plots = [folder / name for name in EVALUATION_PLOTS if (folder / name).is_file()]
-        if summary.is_file() or plots:
+    layer from ``evaluation.jsonl``, and its plots; None when there is neither. Only the folder's own files
+    count (``own``): a symbolic link to a file elsewhere is not read or shown."""
+    own = own or FolderFiles(output_dir)
+    for folder in ("", "evaluation"):
+        summary = PurePosixPath(folder, EVALUATION_SUMMARY)
+        plots = [PurePosixPath(folder, name) for name in EVALUATION_PLOTS if own.owns(PurePosixPath(folder, name))]
+        if own.owns(summary) or plots:
             break
     else:
         return None
     tables = []
-    if summary.is_file():
-        try:
-            rows = [json.loads(line) for line in summary.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if own.owns(summary):
+        try:  # lines end at \n only, as in the manifests
+            text = (output_dir / summary).read_bytes().decode("utf-8")
+            rows = [json.loads(line) for line in text.split("\n") if line.strip()]
             tables.append(_evaluation_table(rows))
         except (OSError, ValueError, AttributeError, TypeError) as err:
             tables.append({"title": "metrics", "columns": ["value"],
                            "rows": [["error", f"cannot read {EVALUATION_SUMMARY}: {err}"]]})
-    source = summary if summary.is_file() else folder
-    return {"source": source.relative_to(output_dir).as_posix(), "tables": tables,
-            "plots": [{"src": p.relative_to(output_dir).as_posix(), "name": p.stem} for p in plots]}
+    source = summary if own.owns(summary) else PurePosixPath(folder or ".")
+    return {"source": str(source), "tables": tables,
+            "plots": [{"src": relative_url(p), "name": p.stem} for p in plots]}
 
 
 def _evaluation_table(rows: list[dict]) -> dict:
@@ -330,8 +400,23 @@ def _run_rows(run: dict) -> list[tuple[str, str]]:
     return [(label, str(value)) for label, value in rows]
 
 
-def render_page(output_dir: Path, found: list[_Manifest], images: list[dict], rows: list[dict]) -> str:
-    """``index.html`` from the Jinja2 templates (autoescaped: every name from the records is text, never markup)."""
+def content_security_policy(script: str, css: str) -> str:
+    """What the page may load: its inline script and style, each allowed by its SHA-256 (so no other inline
+    script, event handler or javascript: URL runs), and scripts and pictures from file: URLs (the data
+    script and the folder's pictures); nothing else, so no request reaches a network. 'self' covers the
+    files where the page is served over HTTP and, in Chromium, on file://; file: covers browsers whose
+    'self' does not match file: URLs (a file:// page's origin is opaque)."""
+    def digest(text: str) -> str:
+        return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
+
+    return (f"default-src 'none'; script-src 'self' file: {digest(script)}; style-src {digest(css)}; "
+            "img-src 'self' file:; base-uri 'none'; form-action 'none'")
+
+
+def render_page(output_dir: Path, found: list[_Manifest], images: list[dict], rows: list[dict], *,
+                data_src: str, own: FolderFiles | None = None) -> str:
+    """``index.html`` from the Jinja2 templates (autoescaped: every name from the records is text, never markup),
+    loading its rows from ``data_src`` (a URL relative to the page)."""
     from datetime import datetime
 
     import jinja2
@@ -341,6 +426,7 @@ def render_page(output_dir: Path, found: list[_Manifest], images: list[dict], ro
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     failed = [(images[r["i"]]["in"], r["err"]) for r in rows if r.get("err")]
     explained = len({r["i"] for r in rows if not r.get("err")})
+    # The inline style and script go in as they are, between their tags: the policy allows them by their hash.
     assets = {name: Markup((TEMPLATES / name).read_text(encoding="utf-8"))
               for name in ("report.css", "report.js")}
     return env.get_template("index.html.j2").render(
@@ -350,7 +436,8 @@ def render_page(output_dir: Path, found: list[_Manifest], images: list[dict], ro
                 "failed": len(failed)},
         runs=[{"name": m.name, "rows": _run_rows(m.run)} for m in found if m.run],
         manifests=[m.name for m in found],
-        evaluation=evaluation(output_dir),
+        evaluation=evaluation(output_dir, own),
         failed=failed[:FAILED_LISTED], failed_more=max(0, len(failed) - FAILED_LISTED),
-        data_src=f"{ASSETS}/data.js", css=assets["report.css"], script=assets["report.js"],
+        data_src=data_src, css=assets["report.css"], script=assets["report.js"],
+        csp=content_security_policy(str(assets["report.js"]), str(assets["report.css"])),
     )
