@@ -82,7 +82,7 @@ def main() -> None:
                             "--layer", "stages", "--top-k", "5", "--method", "gradcam", "--method", "layercam",
                             "--outputs", "overlay", "-b", "8", "--json")
         first, again = gradcam("report", out), gradcam("report", out)
-        data_kb = (out / "report" / "data.js").stat().st_size // 1024
+        data_kb = next((out / "report").glob("data-*.js")).stat().st_size // 1024
         timing = open_in_browser(out / "index.html")
         rows.append((size, explain_s, first, again, data_kb, timing))
     print("| results | explain run | report, first (thumbnails made) | report, again | data.js | "

@@ -23,8 +23,8 @@ from playwright.sync_api import expect
 
 from gradcam_cli.cli import app
 from gradcam_cli.errors import UsageError
-from gradcam_cli.output import report as report_module
-from gradcam_cli.output.report import build_report
+from gradcam_cli.report import build as report_module
+from gradcam_cli.report import build_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 runner = CliRunner()
@@ -267,7 +267,7 @@ def test_run_json_records_the_options_and_versions(sample_report):
 
 
 def test_data_file_cannot_close_a_script_tag(tmp_path):
-    from gradcam_cli.output.report import _as_script
+    from gradcam_cli.report.build import _as_script
 
     text = _as_script({"rows": [{"err": "x</script><script>alert(1)</script>\u2028\u2029"}]}).decode()
     assert "</script>" not in text and json.loads(text.split("=", 1)[1].rstrip(";\n"))["rows"][0]["err"].startswith("x</")
@@ -466,7 +466,7 @@ def test_urls_name_exactly_the_folders_files_and_every_picture_loads(browser, tm
 
 
 def test_relative_urls_encode_every_character_but_the_unreserved():
-    from gradcam_cli.output.links import relative_url
+    from gradcam_cli.report.links import relative_url
 
     examples = {"javascript:alert(7);x.png": "./javascript%3Aalert%287%29%3Bx.png",  # docs/report-security.md
                 "http:127.0.0.1:8765#.png": "./http%3A127.0.0.1%3A8765%23.png",

@@ -30,7 +30,7 @@ def report(output_dir: Path, quiet: bool) -> None:
 def write_report(output_dir: str | Path, quiet: bool) -> int:
     """Build the report; a one-line error and exit code 2 if it cannot be."""
     from ..errors import UsageError
-    from ..output.report import build_report
+    from ..report import build_report
 
     output_dir = Path(output_dir)
     try:

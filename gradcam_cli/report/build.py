@@ -39,9 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..errors import UsageError
-from .files import EVALUATION_PLOTS, EVALUATION_SUMMARY, write_bytes_atomic
+from ..output.files import EVALUATION_PLOTS, EVALUATION_SUMMARY, write_bytes_atomic
+from ..output.runinfo import read_run_info
 from .links import FolderFiles, relative_url
-from .runinfo import read_run_info
 
 INDEX = "index.html"
 ASSETS = "report"  # the data script and thumbs/ live here
@@ -71,37 +71,38 @@ class _Manifest:
 
 
 def manifests(output_dir: Path) -> list[_Manifest]:
-    """``results.jsonl`` and the shards' ``results.I-of-N.jsonl``, with their ``run.json``.
+    """``results.jsonl`` and the shards' ``results.I-of-N.jsonl``, with their ``run.json``; the records a killed
+    run left in a manifest's journal are folded in (``io.manifest``).
 
     A manifest is read only when it is a regular file of the folder: a symbolic link could name any file
     (another folder's results, a device, a pipe that never ends), so one is refused, naming it.
     """
-    paths = sorted(output_dir.glob("results*.jsonl"))
+    from ..io.manifest import journal_path, read_records
+
+    names = {p.name for p in output_dir.glob("results*.jsonl")}
+    names |= {p.name[1:-len(".journal")] for p in output_dir.glob(".results*.jsonl.journal")}
     found = []
-    for path in paths:
-        records = []
+    for name in sorted(names):
+        path = output_dir / name
         try:
-            mode = os.lstat(path).st_mode
-            if stat.S_ISLNK(mode):
-                raise UsageError(f"{path}: a symbolic link; the report reads only manifests that are files of the "
-                                 f"folder itself")
-            if not stat.S_ISREG(mode):
-                raise UsageError(f"{path}: not a regular file")
-            text = path.read_bytes().decode("utf-8", errors="replace")  # bytes: no newline translation
+            for checked in (path, journal_path(path)):
+                if os.path.lexists(checked):
+                    _refuse_special(checked)
+            records = [r for r in read_records(path) if isinstance(r.get("input"), str)]
         except OSError as err:
             raise UsageError(f"{path}: cannot read ({err.strerror or err})") from None
-        # Lines end at \n only: str.splitlines() also splits at U+2028, U+2029 and U+0085, which
-        # json.dumps(ensure_ascii=False) leaves raw inside a name.
-        for line in text.split("\n"):
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash; the rest of the manifest still counts
-            if isinstance(rec, dict) and isinstance(rec.get("input"), str):
-                records.append(rec)
-        run = read_run_info(output_dir, path.name)
-        found.append(_Manifest(path.name, records, run, run.get("output_dir") if run else None))
+        run = read_run_info(output_dir, name)
+        found.append(_Manifest(name, records, run, run.get("output_dir") if run else None))
     return found
+
+
+def _refuse_special(path: Path) -> None:
+    mode = os.lstat(path).st_mode
+    if stat.S_ISLNK(mode):
+        raise UsageError(f"{path}: a symbolic link; the report reads only manifests that are files of the "
+                         f"folder itself")
+    if not stat.S_ISREG(mode):
+        raise UsageError(f"{path}: not a regular file")
 
 
 class _Locator:
