@@ -87,8 +87,7 @@ class Explainer:
     @property
     def notices(self) -> list[str]:
         """What a user should hear before the run: the (method, layer) pairs skipped, and why."""
-        return [f"--method {m} skipped at layer {layer!r}: {reason.split(': ', 1)[-1]}"
-                for (m, layer), reason in self.skipped.items()]
+        return [f"{reason}; skipped at that layer" for reason in self.skipped.values()]
 
     @classmethod
     def from_options(cls, model: ModelOptions, options: ExplainOptions) -> "Explainer":

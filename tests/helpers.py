@@ -2,6 +2,11 @@
 
 import contextlib
 import functools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -81,3 +86,35 @@ def minmax_bound(error: float, span: float) -> float:
     4 error / (span - 2 error), for a map of range ``span``."""
     assert span > 2 * error, f"a range of {span:.3g} is within rounding ({error:.3g}): the comparison would be vacuous"
     return 4 * error / (span - 2 * error)
+
+
+# --------------------------------------------------------------------------- running the command
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "sample_images"
+SCHEMA = json.loads((ROOT / "gradcam_cli" / "record.schema.json").read_text())
+
+
+def run(*args, input=None, env=None):
+    """``gradcam ARGS`` in this process (click's runner): fast; stdout and stderr kept apart."""
+    from click.testing import CliRunner
+
+    from gradcam_cli.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], input=input, env=env)
+
+
+def gradcam(*args, input=None, env=None, timeout=600, **kw) -> subprocess.CompletedProcess:
+    """``gradcam ARGS`` as a process of its own (``python -m gradcam_cli``), text in and out."""
+    full = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "gradcam_cli", *map(str, args)], input=input, capture_output=True,
+                          text=True, env=full, timeout=timeout, **kw)
+
+
+def jsonl(text: str) -> list[dict]:
+    """The JSON objects of JSON-lines text (lines end at \\n only, as the tool writes them)."""
+    return [json.loads(line) for line in text.split("\n") if line.strip()]
+
+
+def records(result) -> list[dict]:
+    """The records a run printed with --json."""
+    return jsonl(result.stdout)

@@ -165,6 +165,10 @@ def _check_detail_pages(page, records):
         expected = {Path(p).name for r in mine for p in r["files"].values()}
         assert {Path(unquote(src)).name for src, _ in loaded} == expected
         assert all(width > 0 for _, width in loaded), loaded
+        # A sheet is shown at its own size (up to the page's width), readable without a click.
+        for natural_w, natural_h, shown_w, shown_h in page.eval_on_selector_all(
+                "#detail .sheet img", "imgs => imgs.map(i => [i.naturalWidth, i.naturalHeight, i.width, i.height])"):
+            assert shown_h == round(natural_h * min(1.0, shown_w / natural_w)) and shown_w >= min(natural_w, 1000)
     page.evaluate("location.hash = '#results'")
     page.wait_for_selector("body:not(.detail)")
 

@@ -53,12 +53,19 @@ def run_info(explainer, option_sets: dict[str, object], output_dir: Path) -> dic
         "model": explainer.loaded.name,
         "weights": explainer.loaded.weights,
         "device": str(explainer.device),
+        "threads": _torch_threads(),
         "layers": list(explainer.layers),
         "view": explainer.view,
         "preprocess": asdict(explainer.preprocess),
         "options": {name: asdict(opts) if is_dataclass(opts) else opts for name, opts in option_sets.items()},
         "versions": versions(),
     }
+
+
+def _torch_threads() -> int | None:
+    """The threads torch's CPU arithmetic uses in this run (None where torch is not loaded)."""
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
 
 
 def write_run_info(output_dir: Path, manifest_name: str, info: dict) -> Path:
