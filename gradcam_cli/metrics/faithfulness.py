@@ -12,20 +12,26 @@ probability of the explained class. With ``steps`` = N and P pixels, the curves 
 - *ROAD* (Rong et al. 2022, "A Consistent and Efficient Evaluation Strategy for Attribution
   Methods"): 10%, 20%, ..., 90% of the pixels removed, most relevant first (MoRF) and least relevant
   first (LeRF), each removed pixel filled by noisy linear imputation (the average of its 8
-  neighbours, solved as one sparse linear system, plus N(0, 0.01) noise). ``road`` is the mean of
-  (LeRF - MoRF) / 2, pytorch-grad-cam's ROADCombined: high is good.
+  neighbours, solved as one linear system, plus N(0, 0.01) noise; see ``road_imputation.py``).
+  ``road`` is the mean of (LeRF - MoRF) / 2, pytorch-grad-cam's ROADCombined: high is good.
 - *Average Drop* and *Increase in Confidence* (Chattopadhay et al. 2018, "Grad-CAM++"): the input
   multiplied by the map; drop = max(0, Y - O) / Y, increase = [O > Y].
 
-Cost: every perturbed input a step needs (all maps, all curves, the whole batch) goes through the
-model in one forward pass, so a batch of images costs at most N forward passes in all.
+Cost: each map needs ``2 (N - 1) + 1 + 18`` perturbed inputs; the points every map of an image
+shares are computed once: the unperturbed input (its probability comes with the sample), the
+fully deleted input (all zeros: once per call) and the fully blurred one (once per image). The
+inputs go through the model in chunks of a moderate batch (:func:`forward_batch_size`), built on
+the model's device as they are needed; the probabilities stay there until the end, so the whole
+path runs on a GPU without a host round trip per chunk (the imputation's solver checks its
+residual once per round of iterations).
 """
 
 from __future__ import annotations
 
 import math
-import os
+import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,13 +41,15 @@ from torch import nn
 
 from ..model.outputs import logits_of
 from ..model.device import autocast_for, input_memory_format
+from .road_imputation import NEIGHBOURS, impute_removed, noisy_linear_imputation  # noqa: F401 (re-exported)
 
 ROAD_PERCENTAGES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 ROAD_NOISE = 0.01  # absolute, on the normalised input, as in the ROAD code
 RISE_BLUR = (11, 5.0)  # kernel side and sigma of RISE's insertion substrate
-# ROAD's imputation weights: the 4 direct neighbours count twice as much as the 4 diagonal ones.
-NEIGHBOURS = ((1, 1, 1 / 12), (0, 1, 1 / 6), (-1, 1, 1 / 12), (1, -1, 1 / 12),
-              (0, -1, 1 / 6), (-1, -1, 1 / 12), (1, 0, 1 / 6), (-1, 0, 1 / 6))
+# Pixels per forward chunk: on a CPU, 8 inputs of 256 x 256 keep the activations near the caches
+# (EfficientNet-Lite0 costs 4x more per input at batch 64); a GPU wants larger batches.
+CPU_CHUNK_PIXELS = 8 * 256 * 256
+GPU_CHUNK_PIXELS = 64 * 256 * 256
 
 
 @dataclass
@@ -119,127 +127,214 @@ def rise_blur(inputs: torch.Tensor) -> torch.Tensor:
     return F.conv2d(inputs, kernel.expand(channels, 1, side, side), padding=side // 2, groups=channels)
 
 
-def noisy_linear_imputation(image: np.ndarray, removed: np.ndarray, noise: float = ROAD_NOISE,
-                            rng: np.random.Generator | None = None) -> np.ndarray:
-    """``(C, H, W)`` image with the ``removed`` pixels (flat bool mask) filled in: each one the weighted
-    mean of its in-image neighbours (:data:`NEIGHBOURS`), all solved at once, plus Gaussian ``noise``."""
-    from scipy import sparse
-    from scipy.sparse.linalg import spsolve
-
-    channels, height, width = image.shape
-    flat = image.reshape(channels, -1).astype(np.float64)
-    unknown = np.flatnonzero(removed)
-    if unknown.size == 0:
-        return image.copy()
-    variable = np.full(height * width, -1)
-    variable[unknown] = np.arange(unknown.size)
-    ys, xs = np.divmod(unknown, width)
-    rows, cols, vals = [], [], []
-    weight_sum = np.zeros(unknown.size)
-    rhs = np.zeros((unknown.size, channels))
-    for dy, dx, w in NEIGHBOURS:
-        ny, nx = ys + dy, xs + dx
-        valid = (ny >= 0) & (ny < height) & (nx >= 0) & (nx < width)
-        eq, neighbour = np.flatnonzero(valid), ny[valid] * width + nx[valid]
-        weight_sum[eq] += w
-        free = removed[neighbour]
-        rows.append(eq[free])
-        cols.append(variable[neighbour[free]])
-        vals.append(np.full(int(free.sum()), -w))
-        np.add.at(rhs, eq[~free], w * flat[:, neighbour[~free]].T)
-    # For every removed pixel i: sum_j w_ij x_i - sum_{j removed} w_ij x_j = sum_{j kept} w_ij v_j.
-    rows.append(np.arange(unknown.size))
-    cols.append(np.arange(unknown.size))
-    vals.append(weight_sum)
-    system = sparse.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                               shape=(unknown.size, unknown.size))
-    solved = spsolve(system, rhs).reshape(unknown.size, channels)
-    if noise:
-        solved = solved + noise * (rng or np.random.default_rng()).standard_normal(solved.shape)
-    out = flat.copy()
-    out[:, unknown] = solved.T
-    return out.reshape(channels, height, width)
-
-
-def class_probabilities(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+def class_probabilities(model: nn.Module, x: torch.Tensor, classes: torch.Tensor,
+                        precision: str = "fp32") -> torch.Tensor:
     """One forward pass: the softmax probability of ``classes[i]`` for each input ``x[i]``."""
     with torch.inference_mode(), autocast_for(x.device, precision):
         logits = logits_of(model(x.contiguous(memory_format=input_memory_format(model))))
     return torch.softmax(logits.float(), dim=1).gather(1, classes[:, None])[:, 0]
 
 
+def forward_batch_size(device: torch.device, height: int, width: int) -> int:
+    """Inputs per forward chunk: :data:`CPU_CHUNK_PIXELS` or :data:`GPU_CHUNK_PIXELS` worth of pixels."""
+    budget = CPU_CHUNK_PIXELS if device.type == "cpu" else GPU_CHUNK_PIXELS
+    return max(1, budget // (height * width))
+
+
+def inputs_per_map(steps: int, pixels: int) -> int:
+    """Perturbed inputs one map costs beyond the shared points: deletion and insertion inside the
+    curve, the map-weighted input, ROAD's MoRF and LeRF inputs."""
+    inner = len(step_counts(pixels, steps)) - 2
+    return 2 * inner + 1 + 2 * len(ROAD_PERCENTAGES)
+
+
 def measure_faithfulness(model: nn.Module, inputs: torch.Tensor, samples: Sequence[FaithfulnessSample],
-                         steps: int, precision: str = "fp32", seed: int = 0,
-                         road_noise: float = ROAD_NOISE) -> list[Curves]:
-    """Every curve of every sample, from at most ``steps`` forward passes for the whole batch."""
+                         steps: int, precision: str = "fp32", seed: int = 0, road_noise: float = ROAD_NOISE, *,
+                         batch_size: int | None = None, timings: dict[str, float] | None = None) -> list[Curves]:
+    """Every curve of every sample. ``batch_size``: inputs per forward chunk (default
+    :func:`forward_batch_size`); ``timings``: a dict that collects the seconds spent in ``forward``,
+    ``imputation`` and ``perturbation`` and the count of ``forward_inputs`` (synchronising a GPU to do so)."""
     if not samples:
         return []
-    channels, height, width = inputs.shape[1:]
-    pixels = height * width
-    counts = step_counts(pixels, steps)
-    n = len(counts) - 1
-    maps = torch.stack([s.map.float() for s in samples])
-    ranks = relevance_ranks(maps)
-    which = torch.tensor([s.image for s in samples], device=inputs.device)
-    classes = torch.tensor([s.class_index for s in samples], device=inputs.device)
-    x = inputs.float().flatten(2)[which]  # (J, C, P)
-    blurred = rise_blur(inputs.float()).flatten(2)[which]
-    road = _RoadInputs(inputs, samples, ranks, seed, road_noise)
-    road_slot = [min(n, max(1, round(k * n / len(ROAD_PERCENTAGES)))) for k in range(1, len(ROAD_PERCENTAGES) + 1)]
-    probability = np.array([s.probability for s in samples])
-    deletion = np.tile(probability[:, None], (1, n + 1))
-    insertion = deletion.copy()
-    morf = np.zeros((len(samples), len(ROAD_PERCENTAGES)))
-    lerf = np.zeros_like(morf)
-    masked = np.zeros(len(samples))
-    for s in range(1, n + 1):
-        parts = [torch.where((ranks < counts[s])[:, None], 0.0, x),  # deletion point s
-                 torch.where((ranks < counts[s - 1])[:, None], x, blurred)]  # insertion point s - 1
-        targets = [(deletion, s), (insertion, s - 1)]
-        if s == 1:
-            parts.append(x * maps.flatten(1)[:, None])
-            targets.append((masked, None))
-        for r in (r for r, slot in enumerate(road_slot) if slot == s):
-            parts += [road.removed(ROAD_PERCENTAGES[r], most_relevant=True), road.removed(ROAD_PERCENTAGES[r], most_relevant=False)]
-            targets += [(morf, r), (lerf, r)]
-        batch = torch.cat(parts).view(-1, channels, height, width)
-        probs = class_probabilities(model, batch, classes.repeat(len(parts)), precision).cpu().numpy()
-        for (array, column), chunk in zip(targets, probs.reshape(len(parts), len(samples))):
-            if column is None:
-                array[:] = chunk
-            else:
-                array[:, column] = chunk
-    fractions = np.asarray(counts, dtype=np.float64) / pixels
-    return [Curves(fractions, deletion[j], insertion[j], morf[j], lerf[j], float(probability[j]), float(masked[j]))
-            for j in range(len(samples))]
+    with torch.inference_mode():
+        plan = _Plan(inputs, samples, steps, timings)
+        batcher = _Batcher(model, precision, batch_size or forward_batch_size(inputs.device, *plan.size),
+                           plan.classes, plan.columns, timings)
+        shared = batcher.full_rows(plan.shared_inputs())  # all zeros, then each image blurred
+        for j in range(len(samples)):
+            with _timed(timings, "perturbation", inputs.device):
+                curve_inputs = plan.curve_inputs(j)
+            batcher.add(curve_inputs, j, 0)
+            with _timed(timings, "imputation", inputs.device):
+                road = plan.road_inputs(j, seed, road_noise)
+            batcher.add(road, j, plan.columns - road.shape[0])
+        batcher.flush()
+        table = torch.cat([batcher.results.view(len(samples), plan.columns), plan.shared_columns(shared)], dim=1)
+        return plan.curves(table.cpu().numpy())
 
 
-class _RoadInputs:
-    """ROAD's imputed inputs, on the CPU (a sparse solve per input, several at once in threads: SciPy's
-    solver runs without the GIL), moved to the inputs' device. Each input's noise has its own seed, so
-    the result does not depend on the threads' order."""
+class _Plan:
+    """What one call perturbs: the samples' inputs, maps and pixel ranks, on the inputs' device.
 
-    def __init__(self, inputs: torch.Tensor, samples: Sequence[FaithfulnessSample], ranks: torch.Tensor,
-                 seed: int, noise: float) -> None:
-        self.device, self.noise, self.seed = inputs.device, noise, seed
-        self.images = inputs.float().cpu().numpy()
+    Per sample the results table has ``columns`` slots: deletion at curve points 1..n-1, insertion at
+    1..n-1, the map-weighted input, then ROAD's MoRF and LeRF inputs at each percentage."""
+
+    def __init__(self, inputs: torch.Tensor, samples: Sequence[FaithfulnessSample], steps: int,
+                 timings: dict | None) -> None:
+        device = inputs.device
         self.samples = samples
-        self.ranks = ranks.cpu().numpy()
-        self.workers = max(1, min(len(samples), os.cpu_count() or 1))
+        self.size = tuple(inputs.shape[-2:])
+        self.pixels = self.size[0] * self.size[1]
+        self.counts = step_counts(self.pixels, steps)
+        self.inner = torch.tensor(self.counts[1:-1], device=device)
+        self.columns = inputs_per_map(steps, self.pixels)
+        with _timed(timings, "perturbation", device):
+            self.images = sorted({s.image for s in samples})  # the images that have samples
+            self.x = inputs.float().flatten(2)  # (B, C, P)
+            self.blurred = rise_blur(inputs.float()[self.images]).flatten(2)
+            self.maps = torch.stack([s.map.float() for s in samples]).flatten(1)
+            self.ranks = relevance_ranks(self.maps)
+        self.classes = torch.tensor([s.class_index for s in samples], device=device)
+        self.image_slot = torch.tensor([self.images.index(s.image) for s in samples], device=device)
+        removed = [self.pixels * p // 100 for p in ROAD_PERCENTAGES]
+        self.road_thresholds = torch.tensor(removed, device=device)
 
-    def removed(self, percentage: int, most_relevant: bool) -> torch.Tensor:
-        """``(J, C, P)``: every sample's image with ``percentage`` % of its pixels imputed."""
-        from concurrent.futures import ThreadPoolExecutor
+    def shared_inputs(self) -> torch.Tensor:
+        """The fully deleted input (zeros, the same for every image) and each image fully blurred."""
+        channels = self.x.shape[1]
+        zeros = torch.zeros(1, channels, self.pixels, device=self.x.device)
+        return torch.cat([zeros, self.blurred]).view(-1, channels, *self.size)
 
-        pixels = self.ranks.shape[1]
-        count = pixels * percentage // 100
+    def curve_inputs(self, j: int) -> torch.Tensor:
+        """Sample j's deletion and insertion inputs inside the curves, then its map-weighted input."""
+        x, ranks = self.x[self.samples[j].image], self.ranks[j]
+        first = (ranks[None] < self.inner[:, None])[:, None]  # (n - 1, 1, P): the pixels perturbed so far
+        deletion = torch.where(first, 0.0, x)
+        insertion = torch.where(first, x, self.blurred[self.image_slot[j]])
+        masked = (x * self.maps[j])[None]
+        return torch.cat([deletion, insertion, masked]).view(-1, x.shape[0], *self.size)
 
-        def one(j: int) -> np.ndarray:
-            ranks, image = self.ranks[j], self.images[self.samples[j].image]
-            mask = ranks < count if most_relevant else ranks >= pixels - count
-            rng = np.random.default_rng([self.seed, percentage, int(most_relevant), j])
-            return noisy_linear_imputation(image, mask, self.noise, rng).reshape(image.shape[0], -1)
+    def road_inputs(self, j: int, seed: int, noise: float) -> torch.Tensor:
+        """Sample j's ROAD inputs: MoRF at each percentage, then LeRF; noise seeded by (seed, j)."""
+        x, ranks = self.x[self.samples[j].image], self.ranks[j]
+        most = ranks[None] < self.road_thresholds[:, None]
+        least = ranks[None] >= self.pixels - self.road_thresholds[:, None]
+        removed = torch.cat([most, least]).view(-1, *self.size)
+        images = x.view(1, x.shape[0], *self.size).expand(removed.shape[0], -1, -1, -1)
+        draws = None
+        if noise:
+            generator = torch.Generator(device=x.device)
+            generator.manual_seed(int(np.random.SeedSequence([seed, j]).generate_state(1)[0]))
+            draws = noise * torch.randn(images.shape, generator=generator, device=x.device)
+        return impute_removed(images, removed, draws)
 
-        with ThreadPoolExecutor(self.workers) as pool:
-            out = list(pool.map(one, range(len(self.samples))))
-        return torch.from_numpy(np.stack(out).astype(np.float32)).to(self.device)
+    def shared_columns(self, shared: torch.Tensor) -> torch.Tensor:
+        """``(J, 2)``: each sample's class probability on the all-zeros input and on its blurred image."""
+        zeros = shared[0, self.classes]
+        blurred = shared[1 + self.image_slot, self.classes]
+        return torch.stack([zeros, blurred], dim=1)
+
+    def curves(self, table: np.ndarray) -> list[Curves]:
+        """The results table (J, columns + 2), on the host, as each sample's curves."""
+        inner = len(self.counts) - 2
+        fractions = np.asarray(self.counts, dtype=np.float64) / self.pixels
+        out = []
+        for j, s in enumerate(self.samples):
+            row = table[j].astype(np.float64)
+            deletion = np.concatenate([[s.probability], row[:inner], row[-2:-1]])
+            insertion = np.concatenate([row[-1:], row[inner:2 * inner], [s.probability]])
+            road = row[2 * inner + 1:self.columns]
+            half = len(ROAD_PERCENTAGES)
+            out.append(Curves(fractions, deletion, insertion, road[:half], road[half:], float(s.probability),
+                              float(row[2 * inner])))
+        return out
+
+
+class _Batcher:
+    """Perturbed inputs in, forward chunks of ``size`` out: each result lands in its slot of ``results``
+    (on the device), so nothing waits for the host between chunks."""
+
+    def __init__(self, model: nn.Module, precision: str, size: int, classes: torch.Tensor, columns: int,
+                 timings: dict | None) -> None:
+        self.model, self.precision, self.size, self.timings = model, precision, size, timings
+        self.classes, self.columns = classes, columns  # each sample's class; its slots in the table
+        self.memory_format = input_memory_format(model)
+        self.results = torch.empty(len(classes) * columns, device=classes.device)
+        self.pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (inputs, classes, slots)
+        self.waiting = 0
+
+    def add(self, inputs: torch.Tensor, sample: int, first_column: int) -> None:
+        """Queue ``inputs`` of ``sample`` for its columns ``first_column, first_column + 1, ...``."""
+        device = inputs.device
+        slots = torch.arange(inputs.shape[0], device=device) + sample * self.columns + first_column
+        self.pending.append((inputs, self.classes[sample].expand(inputs.shape[0]), slots))
+        self.waiting += inputs.shape[0]
+        while self.waiting >= self.size:
+            self._run(self.size)
+
+    def flush(self) -> None:
+        while self.waiting:
+            self._run(min(self.size, self.waiting))
+
+    def full_rows(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Every class's probability for each of ``inputs`` (a few shared points), in chunks."""
+        rows = []
+        for chunk in inputs.split(self.size):
+            with _timed(self.timings, "forward", chunk.device):
+                with autocast_for(chunk.device, self.precision):
+                    logits = logits_of(self.model(chunk.contiguous(memory_format=self.memory_format)))
+                rows.append(torch.softmax(logits.float(), dim=1))
+            _count(self.timings, chunk.shape[0])
+        return torch.cat(rows)
+
+    def _run(self, count: int) -> None:
+        with _timed(self.timings, "perturbation", self.results.device):
+            batch, classes, slots = self._take(count)
+        with _timed(self.timings, "forward", batch.device):
+            probabilities = class_probabilities(self.model, batch, classes, self.precision)
+        self.results.index_copy_(0, slots, probabilities)
+        _count(self.timings, count)
+
+    def _take(self, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The first ``count`` queued inputs as one batch in the model's memory format."""
+        first = self.pending[0][0]
+        batch = torch.empty((count, *first.shape[1:]), device=first.device, memory_format=self.memory_format)
+        classes, slots, filled = [], [], 0
+        while filled < count:
+            inputs, cls, slot = self.pending[0]
+            take = min(count - filled, inputs.shape[0])
+            batch[filled:filled + take].copy_(inputs[:take])
+            classes.append(cls[:take])
+            slots.append(slot[:take])
+            if take == inputs.shape[0]:
+                self.pending.pop(0)
+            else:
+                self.pending[0] = (inputs[take:], cls[take:], slot[take:])
+            filled += take
+        self.waiting -= count
+        return batch, torch.cat(classes), torch.cat(slots)
+
+
+@contextmanager
+def _timed(timings: dict | None, name: str, device: torch.device):
+    """Adds the block's seconds to ``timings[name]`` (waiting for a GPU's queue at both ends)."""
+    if timings is None:
+        yield
+        return
+    _synchronise(device)
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        _synchronise(device)
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+
+
+def _synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _count(timings: dict | None, inputs: int) -> None:
+    if timings is not None:
+        timings["forward_inputs"] = timings.get("forward_inputs", 0) + inputs
