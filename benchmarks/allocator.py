@@ -42,7 +42,8 @@ for i in range(rounds + 2):
     if i >= 2:
         times.append(dt * 1e3 / batch)
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
-print(json.dumps({"kept": kept, "ms_per_image": statistics.median(times), "faults_per_pass": statistics.median(faults)}))
+print(json.dumps({"kept": kept, "ms_per_image": statistics.median(times),
+                  "faults_per_pass": statistics.median(faults)}))
 """
 
 
@@ -55,20 +56,28 @@ def main() -> int:
     args = ap.parse_args()
     runs: dict[str, list[dict]] = {"default": [], "kept": []}
     for i in range(args.launches):
-        for mode in (("default", "kept") if i % 2 == 0 else ("kept", "default")):
-            out = subprocess.run([sys.executable, "-c", CHILD, mode, args.model, str(args.batch_size), str(args.rounds)],
-                                 capture_output=True, text=True, check=True)
+        for mode in ("default", "kept") if i % 2 == 0 else ("kept", "default"):
+            out = subprocess.run(
+                [sys.executable, "-c", CHILD, mode, args.model, str(args.batch_size), str(args.rounds)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             runs[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
     name = args.model or "default model (EfficientNet-Lite0)"
-    print(f"{name}, batch {args.batch_size}, guided explain_batch, 2 threads; medians of {args.launches} launches "
-          f"x {args.rounds} passes")
+    print(
+        f"{name}, batch {args.batch_size}, guided explain_batch, 2 threads; medians of {args.launches} launches "
+        f"x {args.rounds} passes"
+    )
     med = {m: statistics.median(r["ms_per_image"] for r in rs) for m, rs in runs.items()}
     for mode, rs in runs.items():
         label = "C library defaults" if mode == "default" else "freed memory kept (gradcam)"
         each = ", ".join(f"{r['ms_per_image']:.1f}" for r in rs)
-        print(f"   {label:<30} {med[mode]:7.1f} ms/image   page faults per pass "
-              f"{statistics.median(r['faults_per_pass'] for r in rs):>9,.0f}   "
-              f"(launches: {each})")
+        print(
+            f"   {label:<30} {med[mode]:7.1f} ms/image   page faults per pass "
+            f"{statistics.median(r['faults_per_pass'] for r in rs):>9,.0f}   "
+            f"(launches: {each})"
+        )
     print(f"   kept / default: {med['kept'] / med['default']:.2f}")
     return 0
 

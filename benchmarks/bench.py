@@ -71,8 +71,12 @@ MODELS = {
     "lite0": (None, True, "blocks.5", "timm tf_efficientnet_lite0, bundled ImageNet weights"),
     "convnext_tiny": ("convnext_tiny", False, "stages.2", "timm convnext_tiny, random init (torch seed 0)"),
 }
-MODEL_ALIASES = {"tf_efficientnet_lite0": "lite0", "efficientnet_lite0": "lite0", "convnext": "convnext_tiny",
-                 "resnet": "resnet50"}
+MODEL_ALIASES = {
+    "tf_efficientnet_lite0": "lite0",
+    "efficientnet_lite0": "lite0",
+    "convnext": "convnext_tiny",
+    "resnet": "resnet50",
+}
 
 CONTENDERS = {
     "a": "plain no_grad forward",
@@ -87,6 +91,7 @@ CONTENDERS = {
 
 
 # --- machine -----------------------------------------------------------------------------
+
 
 def cpu_model() -> str:
     try:
@@ -135,6 +140,7 @@ def machine_info(threads: int) -> dict:
 
 # --- stats -------------------------------------------------------------------------------
 
+
 def quartiles(xs: list[float]) -> tuple[float, float, float]:
     if len(xs) == 1:
         return xs[0], xs[0], xs[0]
@@ -148,8 +154,15 @@ def summarize(times: dict[str, list[float]], batch: int) -> dict[str, dict]:
     for k, ts in times.items():
         per_img = [t * 1e3 / batch for t in ts]
         q1, med, q3 = quartiles(per_img)
-        row = {"n": len(ts), "median_ms_per_image": med, "q1": q1, "q3": q3,
-               "min": min(per_img), "max": max(per_img), "raw_s": ts}
+        row = {
+            "n": len(ts),
+            "median_ms_per_image": med,
+            "q1": q1,
+            "q3": q3,
+            "min": min(per_img),
+            "max": max(per_img),
+            "raw_s": ts,
+        }
         if base:
             row["ratio_to_a"] = med / (statistics.median(base) * 1e3 / batch)
             row["paired_ratio_to_a"] = statistics.median(t / b for t, b in zip(ts, base))
@@ -158,6 +171,7 @@ def summarize(times: dict[str, list[float]], batch: int) -> dict[str, dict]:
 
 
 # --- contenders --------------------------------------------------------------------------
+
 
 def model_fingerprint(model) -> dict:
     import torch
@@ -169,20 +183,22 @@ def model_fingerprint(model) -> dict:
         "flags": [p.requires_grad for p in model.parameters()],
         "grads": [p.grad is not None for p in model.parameters()],
         "types": [type(m).__name__ for m in model.modules()],
-        "hooks": sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
-                     for m in model.modules()),
+        "hooks": sum(
+            len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()
+        ),
     }
 
 
-def build_contenders(loaded, user_model, layer_path: str, photo, batch: int, outdir: Path, keys: list[str],
-                     device: str = "cpu"):
+def build_contenders(
+    loaded, user_model, layer_path: str, photo, batch: int, outdir: Path, keys: list[str], device: str = "cpu"
+):
     """Closures keyed a..g, plus a cleanup function and a sanity check of map agreement."""
     import cv2
     import numpy as np
     import torch
     from PIL import Image
 
-    from gradcam_cli import ExplainOptions, Explainer, explain_batch
+    from gradcam_cli import Explainer, ExplainOptions, explain_batch
     from gradcam_cli.maps.preprocess import to_model_input
     from gradcam_cli.output.files import write_all_atomic
     from gradcam_cli.output.write import encode_outputs, planned_files
@@ -205,29 +221,34 @@ def build_contenders(loaded, user_model, layer_path: str, photo, batch: int, out
         return m, dict(m.named_modules())[layer_path]
 
     if "a" in keys:
+
         def run_a():
             with torch.no_grad():
                 user_model(x)
+
         fns["a"] = run_a
 
     if "h" in keys and (loaded.folded or loaded.memory_format != "contiguous"):
-        x_ours = x.contiguous(memory_format=torch.channels_last if loaded.memory_format == "channels_last"
-                              else torch.contiguous_format)
+        x_ours = x.contiguous(
+            memory_format=torch.channels_last if loaded.memory_format == "channels_last" else torch.contiguous_format
+        )
 
         def run_h():
             with torch.no_grad():
                 model(x_ours)
+
         fns["h"] = run_h
 
     if "b" in keys:
+
         def run_b():
             return explain_batch(model, x, {layer_path: layer})
+
         fns["b"] = run_b
 
     if "c" in keys:
         out_c = outdir / "ours"
-        explainer = Explainer(loaded, ExplainOptions(layers=[layer_path], overwrite=True,
-                                                     batch_size=batch))
+        explainer = Explainer(loaded, ExplainOptions(layers=[layer_path], overwrite=True, batch_size=batch))
 
         opts = explainer.options
 
@@ -237,6 +258,7 @@ def build_contenders(loaded, user_model, layer_path: str, photo, batch: int, out
                 for e in es:
                     files = planned_files(out_c, f"img{i}", e, opts.outputs, opts.save_raw)
                     write_all_atomic(encode_outputs(p, e, files, opts.alpha))
+
         fns["c"] = run_c
 
     if "d" in keys:
@@ -248,6 +270,7 @@ def build_contenders(loaded, user_model, layer_path: str, photo, batch: int, out
 
         def run_d():
             return cam_d(input_tensor=x, targets=None)
+
         fns["d"] = run_d
 
     if "e" in keys:
@@ -277,20 +300,29 @@ def build_contenders(loaded, user_model, layer_path: str, photo, batch: int, out
                 cv2.imwrite(str(out_e / f"img{i}_heatmap.png"), heat)
                 overlay = show_cam_on_image(rgb01, cam_full, use_rgb=True)
                 cv2.imwrite(str(out_e / f"img{i}_overlay.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
-                gb = gb_model(input_tensor[i:i + 1], target_category=cls)  # (224, 224, 3)
+                gb = gb_model(input_tensor[i : i + 1], target_category=cls)  # (224, 224, 3)
                 cam_mask = cv2.merge([cam224, cam224, cam224])
                 cam_gb = deprocess_image(cam_mask * gb)
-                cv2.imwrite(str(out_e / f"img{i}_guided.png"),
-                            cv2.cvtColor(cv2.resize(cam_gb, (w, h)), cv2.COLOR_RGB2BGR))
+                cv2.imwrite(
+                    str(out_e / f"img{i}_guided.png"), cv2.cvtColor(cv2.resize(cam_gb, (w, h)), cv2.COLOR_RGB2BGR)
+                )
                 mask = np.uint8(cam_full >= 0.5)
                 contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
                 boxed = cv2.cvtColor(p, cv2.COLOR_RGB2BGR)
                 if contours:
                     bx, by, bw, bh = cv2.boundingRect(max(contours, key=cv2.contourArea))
                     cv2.rectangle(boxed, (bx, by), (bx + bw, by + bh), (0, 255, 0), 2)
-                    cv2.putText(boxed, f"{cls} {float(probs[i, cls]):.2f}", (bx, max(12, by - 4)),
-                                cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 0), 1)
+                    cv2.putText(
+                        boxed,
+                        f"{cls} {float(probs[i, cls]):.2f}",
+                        (bx, max(12, by - 4)),
+                        cv2.FONT_HERSHEY_SIMPLEX,
+                        0.5,
+                        (0, 255, 0),
+                        1,
+                    )
                 cv2.imwrite(str(out_e / f"img{i}_bbox.png"), boxed)
+
         fns["e"] = run_e
 
     if "f" in keys:
@@ -304,6 +336,7 @@ def build_contenders(loaded, user_model, layer_path: str, photo, batch: int, out
             scores = m_f(x)
             idx = scores.argmax(1).tolist()
             return tc(idx[0] if batch == 1 else idx, scores)
+
         fns["f"] = run_f
 
     if "g" in keys:
@@ -315,6 +348,7 @@ def build_contenders(loaded, user_model, layer_path: str, photo, batch: int, out
 
         def run_g():
             return lgc.attribute(x, target=target, relu_attributions=True)
+
         fns["g"] = run_g
 
     def agreement() -> dict:
@@ -324,7 +358,7 @@ def build_contenders(loaded, user_model, layer_path: str, photo, batch: int, out
         def scale(t):
             t = t.float().flatten(1)
             t = t - t.min(1, keepdim=True).values
-            return (t / (t.max(1, keepdim=True).values + 1e-7))
+            return t / (t.max(1, keepdim=True).values + 1e-7)
 
         res = {}
         if "b" not in fns:
@@ -354,13 +388,22 @@ def _synchronized(fn):
         out = fn()
         torch.cuda.synchronize()
         return out
+
     return run
 
 
 # --- driver ------------------------------------------------------------------------------
 
-def run_rounds(fns: dict, rounds: int, warmup: int, rng: random.Random, deadline: float | None,
-               min_rounds: int, clock=time.perf_counter) -> tuple[dict[str, list[float]], int]:
+
+def run_rounds(
+    fns: dict,
+    rounds: int,
+    warmup: int,
+    rng: random.Random,
+    deadline: float | None,
+    min_rounds: int,
+    clock=time.perf_counter,
+) -> tuple[dict[str, list[float]], int]:
     """Measured times per contender, and the number of warm-up rounds actually run.
 
     With a ``deadline``, a round that would (going by the previous round) end past it is
@@ -397,38 +440,51 @@ def print_table(title: str, stats: dict[str, dict], note: str = "") -> None:
     if note:
         print(f"   {note}")
     has_h = "h" in stats
-    print(f"   {'contender':<34} {'median':>9} {'IQR':>19} {'min-max':>19} {'x(a)':>6} {'paired':>7}"
-          + (f" {'x(h)':>6}" if has_h else ""))
+    print(
+        f"   {'contender':<34} {'median':>9} {'IQR':>19} {'min-max':>19} {'x(a)':>6} {'paired':>7}"
+        + (f" {'x(h)':>6}" if has_h else "")
+    )
     for k, s in stats.items():
         iqr = f"{s['q1']:.1f}-{s['q3']:.1f}"
         mm = f"{s['min']:.1f}-{s['max']:.1f}"
         ratio = f"{s.get('ratio_to_a', float('nan')):.2f}"
         paired = f"{s.get('paired_ratio_to_a', float('nan')):.2f}"
         extra = f" {s['median_ms_per_image'] / stats['h']['median_ms_per_image']:>6.2f}" if has_h else ""
-        print(f"   {k} {CONTENDERS[k]:<32} {s['median_ms_per_image']:>9.1f} {iqr:>19} {mm:>19} {ratio:>6} {paired:>7}"
-              + extra)
-    print("   (ms per image; x(a) = median / median of (a); paired = median over rounds of x/a"
-          + ("; x(h) = median / median of (h), the plain forward of our model)" if has_h else ")"))
+        print(
+            f"   {k} {CONTENDERS[k]:<32} {s['median_ms_per_image']:>9.1f} {iqr:>19} {mm:>19} {ratio:>6} {paired:>7}"
+            + extra
+        )
+    print(
+        "   (ms per image; x(a) = median / median of (a); paired = median over rounds of x/a"
+        + ("; x(h) = median / median of (h), the plain forward of our model)" if has_h else ")")
+    )
 
 
 def markdown_summary(data: dict) -> str:
     """One Markdown row per configuration from a ``--json`` dump (what README.md shows)."""
     m = data["machine"]
-    lines = [f"{m['cpu']}, {m['usable_cores']} cores, torch {m['versions']['torch']}, "
-             f"{m['torch_threads']} threads; medians over {data['results'][0]['rounds']} interleaved rounds",
-             "",
-             "| model | batch | layer | (a) forward ms/img | (h) our model | (b) map | (c) full output | (d) pgc | "
-             "(e) pgc full | (f) torchcam | (g) captum | (e)/(c) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"{m['cpu']}, {m['usable_cores']} cores, torch {m['versions']['torch']}, "
+        f"{m['torch_threads']} threads; medians over {data['results'][0]['rounds']} interleaved rounds",
+        "",
+        "| model | batch | layer | (a) forward ms/img | (h) our model | (b) map | (c) full output | (d) pgc | "
+        "(e) pgc full | (f) torchcam | (g) captum | (e)/(c) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in data["results"]:
         st = r["stats"]
 
-        def ratio(k):
+        def ratio(k, st=st):
             return f"{st[k]['ratio_to_a']:.2f}" if k in st else "-"
-        ec = f"{st['e']['median_ms_per_image'] / st['c']['median_ms_per_image']:.2f}" if "e" in st and "c" in st else "-"
-        lines.append(f"| {r['model']} | {r['batch']} | {r['layer']} ({r['layer_kind']}) | "
-                     f"{st['a']['median_ms_per_image']:.1f} | {ratio('h')} | {ratio('b')} | {ratio('c')} | {ratio('d')} | "
-                     f"{ratio('e')} | {ratio('f')} | {ratio('g')} | {ec} |")
+
+        ec = (
+            f"{st['e']['median_ms_per_image'] / st['c']['median_ms_per_image']:.2f}" if "e" in st and "c" in st else "-"
+        )
+        lines.append(
+            f"| {r['model']} | {r['batch']} | {r['layer']} ({r['layer_kind']}) | "
+            f"{st['a']['median_ms_per_image']:.1f} | {ratio('h')} | {ratio('b')} | {ratio('c')} | {ratio('d')} | "
+            f"{ratio('e')} | {ratio('f')} | {ratio('g')} | {ec} |"
+        )
     lines.append("")
     lines.append("Ratios are to (a), the plain forward of the model as timm builds it.")
     return "\n".join(lines)
@@ -440,8 +496,9 @@ def parse_list(text: str, cast=str) -> list:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true",
-                    help="ResNet-50, batch 1, last layer only, with a time budget (< 2 min)")
+    ap.add_argument(
+        "--quick", action="store_true", help="ResNet-50, batch 1, last layer only, with a time budget (< 2 min)"
+    )
     ap.add_argument("--models", default=None, help="comma list of: " + ", ".join(MODELS))
     ap.add_argument("--batch-sizes", default=None, help="comma list, default 1,8")
     ap.add_argument("--layers", default=None, help="comma list of: last, mid (default both)")
@@ -449,26 +506,44 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=None, help="measured rounds (default 20)")
     ap.add_argument("--warmup", type=int, default=None, help="unmeasured rounds first (default 3; quick 2)")
     ap.add_argument("--threads", type=int, default=2, help="torch and OpenCV threads (default 2)")
-    ap.add_argument("--budget", type=float, default=None,
-                    help="wall seconds for the whole run, start-up included; rounds stop early (keeping at least "
-                         "--min-rounds per config, warm-up dropped first) when the next one would overrun. "
-                         "Default: none; --quick: 105")
-    ap.add_argument("--min-rounds", type=int, default=None,
-                    help="measured rounds kept even past the budget (default 5; --quick 3)")
-    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                    help="wall: perf_counter (default, the figure to report); cpu: this process's CPU time "
-                         "(process_time), steadier on a busy machine, best with --threads 1")
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="wall seconds for the whole run, start-up included; rounds stop early (keeping at least "
+        "--min-rounds per config, warm-up dropped first) when the next one would overrun. "
+        "Default: none; --quick: 105",
+    )
+    ap.add_argument(
+        "--min-rounds", type=int, default=None, help="measured rounds kept even past the budget (default 5; --quick 3)"
+    )
+    ap.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall: perf_counter (default, the figure to report); cpu: this process's CPU time "
+        "(process_time), steadier on a busy machine, best with --threads 1",
+    )
     ap.add_argument("--memory-format", default="auto", help="ours: auto (default), channels_last or contiguous")
     ap.add_argument("--no-fold-bn", action="store_true", help="ours: keep BatchNorm separate")
-    ap.add_argument("--malloc", choices=("kept", "default"), default="kept",
-                    help="kept (default, as the gradcam command runs): glibc keeps freed blocks for reuse "
-                         "(gradcam_cli.allocator), for every contender alike, since the setting is process-wide; "
-                         "default: the C library's own settings")
+    ap.add_argument(
+        "--malloc",
+        choices=("kept", "default"),
+        default="kept",
+        help="kept (default, as the gradcam command runs): glibc keeps freed blocks for reuse "
+        "(gradcam_cli.allocator), for every contender alike, since the setting is process-wide; "
+        "default: the C library's own settings",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda: every contender on that device")
     ap.add_argument("--json", type=Path, default=None, help="also dump results (with raw times) here")
-    ap.add_argument("--summarize", type=Path, default=None, metavar="JSON",
-                    help="print the Markdown summary of an earlier --json dump and exit")
+    ap.add_argument(
+        "--summarize",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="print the Markdown summary of an earlier --json dump and exit",
+    )
     args = ap.parse_args(argv)
     if args.summarize:
         print(markdown_summary(json.loads(args.summarize.read_text())))
@@ -484,8 +559,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
 
-    models = [MODEL_ALIASES.get(m, m) for m in parse_list(args.models)] if args.models else \
-        (["resnet50"] if args.quick else list(MODELS))
+    models = (
+        [MODEL_ALIASES.get(m, m) for m in parse_list(args.models)]
+        if args.models
+        else (["resnet50"] if args.quick else list(MODELS))
+    )
     for m in models:
         if m not in MODELS:
             ap.error(f"--models: unknown {m!r}; choose from {', '.join(MODELS)}")
@@ -503,23 +581,31 @@ def main(argv: list[str] | None = None) -> int:
 
     info = machine_info(args.threads)
     info["malloc_kept"] = malloc_kept
-    print(f"machine: {info['cpu']} | cores: {info['logical_cores']} logical, {info['usable_cores']} usable | "
-          f"load avg {info['loadavg_start'][0]:.2f} {info['loadavg_start'][1]:.2f} {info['loadavg_start'][2]:.2f}")
+    print(
+        f"machine: {info['cpu']} | cores: {info['logical_cores']} logical, {info['usable_cores']} usable | "
+        f"load avg {info['loadavg_start'][0]:.2f} {info['loadavg_start'][1]:.2f} {info['loadavg_start'][2]:.2f}"
+    )
     print(f"python {info['python']} | " + " ".join(f"{k} {v}" for k, v in info["versions"].items()))
-    print(f"threads: torch {info['torch_threads']} (interop {info['torch_interop_threads']}), "
-          f"opencv {info['opencv_threads']}")
+    print(
+        f"threads: torch {info['torch_threads']} (interop {info['torch_interop_threads']}), "
+        f"opencv {info['opencv_threads']}"
+    )
     print(f"clock: {'wall (perf_counter)' if args.clock == 'wall' else 'CPU time of this process (process_time)'}")
     print(f"malloc: {'freed blocks kept for reuse (all contenders)' if malloc_kept else 'C library defaults'}")
     if args.device.startswith("cuda"):
         print(f"device: {torch.cuda.get_device_name()} (CUDA {torch.version.cuda}); every contender on the GPU")
     busy = info["loadavg_start"][0]
     if busy > 0.5:
-        print(f"!! machine not idle: load average {busy:.2f} on {info['usable_cores']} cores before start; "
-              "wall timings will be inflated and noisy")
+        print(
+            f"!! machine not idle: load average {busy:.2f} on {info['usable_cores']} cores before start; "
+            "wall timings will be inflated and noisy"
+        )
     photo = load_rgb(PHOTO)
     print(f"photo: {PHOTO.relative_to(REPO)} {photo.shape[1]}x{photo.shape[0]} (WxH)")
-    print(f"plan: models {models}, batches {batches}, layers {layer_kinds}, contenders {''.join(keys)}, "
-          f"{rounds} rounds after {warmup} warm-up, budget {f'{budget:.0f} s' if budget else 'none'}")
+    print(
+        f"plan: models {models}, batches {batches}, layers {layer_kinds}, contenders {''.join(keys)}, "
+        f"{rounds} rounds after {warmup} warm-up, budget {f'{budget:.0f} s' if budget else 'none'}"
+    )
 
     n_configs = len(models) * len(batches) * len(layer_kinds)
     deadline_total = t_start + budget - 3.0 if budget else None  # 3 s for the summary and exit
@@ -531,13 +617,21 @@ def main(argv: list[str] | None = None) -> int:
         for mkey in models:
             name, pretrained, mid, desc = MODELS[mkey]
             torch.manual_seed(0)
-            loaded = load_model(name, pretrained=pretrained, memory_format=args.memory_format,
-                                fold_bn=not args.no_fold_bn, device=args.device)
+            loaded = load_model(
+                name,
+                pretrained=pretrained,
+                memory_format=args.memory_format,
+                fold_bn=not args.no_fold_bn,
+                device=args.device,
+            )
             torch.manual_seed(0)  # the same weights, as timm builds the model
-            user_model = load_model(name, pretrained=pretrained, memory_format="contiguous", fold_bn=False,
-                                    device=args.device).model
-            print(f"\n{mkey}: ours {loaded.memory_format}, {len(loaded.folded)} BatchNorms folded; "
-                  "theirs contiguous, unfolded")
+            user_model = load_model(
+                name, pretrained=pretrained, memory_format="contiguous", fold_bn=False, device=args.device
+            ).model
+            print(
+                f"\n{mkey}: ours {loaded.memory_format}, {len(loaded.folded)} BatchNorms folded; "
+                "theirs contiguous, unfolded"
+            )
             infos = trace_layers(loaded.model, loaded.preprocess.input_size)
             last = default_layer(loaded.model, infos)
             before = model_fingerprint(loaded.model)
@@ -545,8 +639,15 @@ def main(argv: list[str] | None = None) -> int:
                 for lk in layer_kinds:
                     layer_path = last if lk == "last" else mid
                     fns, cleanups, agreement, extra = build_contenders(
-                        loaded, user_model, layer_path, photo, batch, Path(tmp) / f"{mkey}_b{batch}_{lk}", keys,
-                        args.device)
+                        loaded,
+                        user_model,
+                        layer_path,
+                        photo,
+                        batch,
+                        Path(tmp) / f"{mkey}_b{batch}_{lk}",
+                        keys,
+                        args.device,
+                    )
                     try:
                         agree = agreement()
                         # Share what is left of the budget evenly among the remaining configs.
@@ -555,8 +656,9 @@ def main(argv: list[str] | None = None) -> int:
                             left = deadline_total - time.perf_counter()
                             deadline = time.perf_counter() + max(0.0, left) / (n_configs - done)
                         t0 = time.perf_counter()
-                        times, warm_done = run_rounds(fns, rounds, warmup, rng, deadline,
-                                                      min(min_rounds, rounds), clock)
+                        times, warm_done = run_rounds(
+                            fns, rounds, warmup, rng, deadline, min(min_rounds, rounds), clock
+                        )
                         wall = time.perf_counter() - t0
                     finally:
                         for c in cleanups:
@@ -564,18 +666,32 @@ def main(argv: list[str] | None = None) -> int:
                     done += 1
                     stats = summarize(times, batch)
                     n = len(times["a"])
-                    title = (f"{mkey} ({desc}) | batch {batch} | layer {layer_path} ({lk}) | "
-                             f"{n} rounds measured (+{warm_done} warm-up), {wall:.0f} s")
+                    title = (
+                        f"{mkey} ({desc}) | batch {batch} | layer {layer_path} ({lk}) | "
+                        f"{n} rounds measured (+{warm_done} warm-up), {wall:.0f} s"
+                    )
                     note = f"explained class(es): {extra['classes']} | load avg now {os.getloadavg()[0]:.2f}"
                     if agree:
-                        note += " | max |diff| of scaled maps vs ours: " + \
-                            ", ".join(f"{k} {v:.3f}" for k, v in agree.items())
+                        note += " | max |diff| of scaled maps vs ours: " + ", ".join(
+                            f"{k} {v:.3f}" for k, v in agree.items()
+                        )
                     if n < rounds or warm_done < warmup:
                         note += f" | budget: {n} of {rounds} rounds, {warm_done} of {warmup} warm-up"
                     print_table(title, stats, note)
-                    results.append({"model": mkey, "model_desc": desc, "batch": batch, "layer": layer_path,
-                                    "layer_kind": lk, "rounds": n, "warmup": warm_done, "classes": extra["classes"],
-                                    "agreement": agree, "stats": stats})
+                    results.append(
+                        {
+                            "model": mkey,
+                            "model_desc": desc,
+                            "batch": batch,
+                            "layer": layer_path,
+                            "layer_kind": lk,
+                            "rounds": n,
+                            "warmup": warm_done,
+                            "classes": extra["classes"],
+                            "agreement": agree,
+                            "stats": stats,
+                        }
+                    )
             after = model_fingerprint(loaded.model)
             if before != after:
                 diffs = [k for k in before if before[k] != after[k]]
@@ -628,10 +744,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"!! budget of {budget:.0f} s overrun ({total:.0f} s): even --min-rounds {min_rounds} did not fit")
     print(f"\ntotal {total:.0f} s | load avg at end {info['loadavg_end'][0]:.2f}")
     if args.json:
-        args.json.write_text(json.dumps({"machine": info, "args": {k: (str(v) if isinstance(v, Path) else v)
-                                                                      for k, v in vars(args).items()},
-                                         "contenders": CONTENDERS, "results": results, "total_s": total},
-                                        indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": info,
+                    "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                    "contenders": CONTENDERS,
+                    "results": results,
+                    "total_s": total,
+                },
+                indent=1,
+            )
+        )
         print(f"results written to {args.json}")
     return 0
 

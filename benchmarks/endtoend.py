@@ -87,15 +87,26 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--photos", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=1,
-                    help="runs of each side, alternating which goes first (default 1: gradcam, then the script)")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="runs of each side, alternating which goes first (default 1: gradcam, then the script)",
+    )
     ap.add_argument("--runs", type=int, default=5, help="launches of `gradcam --help` and `gradcam layers` (median)")
-    ap.add_argument("--omp-threads", type=int, default=None,
-                    help="set OMP_NUM_THREADS for every command (default: inherited; torch then uses all cores). "
-                         "On a busy machine 1 avoids OpenMP's pathological slow-down under oversubscription")
+    ap.add_argument(
+        "--omp-threads",
+        type=int,
+        default=None,
+        help="set OMP_NUM_THREADS for every command (default: inherited; torch then uses all cores). "
+        "On a busy machine 1 avoids OpenMP's pathological slow-down under oversubscription",
+    )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--view", default=None,
-                    help="gradcam's --view (default: the CLI's; `crop` sees what the script sees, a 224 crop)")
+    ap.add_argument(
+        "--view",
+        default=None,
+        help="gradcam's --view (default: the CLI's; `crop` sees what the script sees, a 224 crop)",
+    )
     ap.add_argument("--keep", type=Path, default=None, help="build the folder and outputs here and keep them")
     args = ap.parse_args()
     if not GRADCAM.exists():
@@ -105,8 +116,10 @@ def main() -> int:
     total0 = time.perf_counter()
     if args.omp_threads is not None:
         ENV["OMP_NUM_THREADS"] = str(args.omp_threads)
-    print(f"cpu: {os.cpu_count()} cores | load avg {' '.join(f'{x:.2f}' for x in os.getloadavg())} | "
-          f"python {sys.executable} | OMP_NUM_THREADS={ENV.get('OMP_NUM_THREADS', 'unset')}")
+    print(
+        f"cpu: {os.cpu_count()} cores | load avg {' '.join(f'{x:.2f}' for x in os.getloadavg())} | "
+        f"python {sys.executable} | OMP_NUM_THREADS={ENV.get('OMP_NUM_THREADS', 'unset')}"
+    )
     tmp_ctx = tempfile.TemporaryDirectory(prefix="gradcam_e2e_") if args.keep is None else None
     root = Path(tmp_ctx.name) if tmp_ctx else args.keep
     try:
@@ -119,15 +132,24 @@ def main() -> int:
         print(f"folder: {len(made)} photos from {SAMPLES.relative_to(REPO)}, longer side {min(sizes)}-{max(sizes)} px")
 
         view = ["--view", args.view] if args.view else []
-        ours_cmd = [str(GRADCAM), "explain", str(folder), "-o", str(out_ours), "--overwrite",
-                    "--batch-size", str(args.batch_size), *view]
+        ours_cmd = [
+            str(GRADCAM),
+            "explain",
+            str(folder),
+            "-o",
+            str(out_ours),
+            "--overwrite",
+            "--batch-size",
+            str(args.batch_size),
+            *view,
+        ]
         pgc_cmd = [sys.executable, str(REPO / "benchmarks" / "pgc_script.py"), str(folder), str(out_pgc)]
         walls: dict[str, list[float]] = {"ours": [], "pgc": []}
         cpus: dict[str, list[float]] = {"ours": [], "pgc": []}
         codes: dict[str, list[int]] = {"ours": [], "pgc": []}
         cmds = {"ours": ours_cmd, "pgc": pgc_cmd}
         for r in range(args.repeats):
-            for side in (("ours", "pgc") if r % 2 == 0 else ("pgc", "ours")):
+            for side in ("ours", "pgc") if r % 2 == 0 else ("pgc", "ours"):
                 wall, proc, cpu = timed(cmds[side])
                 walls[side].append(wall)
                 cpus[side].append(cpu)
@@ -136,49 +158,79 @@ def main() -> int:
         t_ours, t_pgc = statistics.median(walls["ours"]), statistics.median(walls["pgc"])
         c_ours, c_pgc = statistics.median(cpus["ours"]), statistics.median(cpus["pgc"])
         n = len(made)
-        print(f"\n   {'command (median of ' + str(args.repeats) + ')':<58} {'wall s':>8} {'s/photo':>8} {'CPU s':>8} {'PNGs':>5}")
-        print(f"   {'gradcam explain DIR -o OUT --overwrite --batch-size ' + str(args.batch_size) + ' '.join(['', *view]):<58} "
-              f"{t_ours:>8.1f} {t_ours / n:>8.3f} {c_ours:>8.1f} {n_ours:>5}")
-        print(f"   {'python benchmarks/pgc_script.py DIR OUT2':<58} {t_pgc:>8.1f} {t_pgc / n:>8.3f} {c_pgc:>8.1f} {n_pgc:>5}")
-        print(f"   ratio pgc_script / gradcam: wall {t_pgc / t_ours:.2f}x, CPU {c_pgc / c_ours:.2f}x  "
-              f"(exit codes {codes['ours']}, {codes['pgc']})")
+        print(
+            f"\n   {'command (median of ' + str(args.repeats) + ')':<58} "
+            f"{'wall s':>8} {'s/photo':>8} {'CPU s':>8} {'PNGs':>5}"
+        )
+        ours_command = f"gradcam explain DIR -o OUT --overwrite --batch-size {args.batch_size}" + " ".join(["", *view])
+        print(f"   {ours_command:<58} {t_ours:>8.1f} {t_ours / n:>8.3f} {c_ours:>8.1f} {n_ours:>5}")
+        print(
+            f"   {'python benchmarks/pgc_script.py DIR OUT2':<58} "
+            f"{t_pgc:>8.1f} {t_pgc / n:>8.3f} {c_pgc:>8.1f} {n_pgc:>5}"
+        )
+        print(
+            f"   ratio pgc_script / gradcam: wall {t_pgc / t_ours:.2f}x, CPU {c_pgc / c_ours:.2f}x  "
+            f"(exit codes {codes['ours']}, {codes['pgc']})"
+        )
         if args.repeats > 1:
-            print(f"   all wall s: gradcam {[round(w, 1) for w in walls['ours']]}, pgc {[round(w, 1) for w in walls['pgc']]}")
+            print(
+                f"   all wall s: gradcam {[round(w, 1) for w in walls['ours']]}, "
+                f"pgc {[round(w, 1) for w in walls['pgc']]}"
+            )
 
         # Start-up (interpreter, imports, model build) measured on its own: the same commands on one photo.
         one = root / "one_photo"
         shutil.rmtree(one, ignore_errors=True)
         one.mkdir()
         shutil.copy(folder / made[0][0], one / made[0][0])
-        one_cmds = {"ours": [str(GRADCAM), "explain", str(one), "-o", str(root / "one_ours"), "--overwrite",
-                             "--batch-size", str(args.batch_size), *view],
-                    "pgc": [sys.executable, str(REPO / "benchmarks" / "pgc_script.py"), str(one), str(root / "one_pgc")]}
+        one_cmds = {
+            "ours": [
+                str(GRADCAM),
+                "explain",
+                str(one),
+                "-o",
+                str(root / "one_ours"),
+                "--overwrite",
+                "--batch-size",
+                str(args.batch_size),
+                *view,
+            ],
+            "pgc": [sys.executable, str(REPO / "benchmarks" / "pgc_script.py"), str(one), str(root / "one_pgc")],
+        }
         first = {side: timed(cmd)[0] for side, cmd in one_cmds.items()}
         net_ours, net_pgc = t_ours - first["ours"], t_pgc - first["pgc"]
         print(f"   one photo (start-up + 1 image): gradcam {first['ours']:.1f} s, pgc_script {first['pgc']:.1f} s")
-        print(f"   the other {n - 1} photos ({n}-photo run minus one-photo run): gradcam {net_ours:.1f} s "
-              f"({net_ours / (n - 1) * 1e3:.0f} ms/photo), pgc_script {net_pgc:.1f} s "
-              f"({net_pgc / (n - 1) * 1e3:.0f} ms/photo): {net_pgc / net_ours:.2f}x")
+        print(
+            f"   the other {n - 1} photos ({n}-photo run minus one-photo run): gradcam {net_ours:.1f} s "
+            f"({net_ours / (n - 1) * 1e3:.0f} ms/photo), pgc_script {net_pgc:.1f} s "
+            f"({net_pgc / (n - 1) * 1e3:.0f} ms/photo): {net_pgc / net_ours:.2f}x"
+        )
         if n_ours != 4 * n or n_pgc != 4 * n:
             print(f"   !! expected {4 * n} PNGs on each side")
 
         startup = {}
         ENV["GRADCAM_CACHE_DIR"] = str(root / "layer_cache")  # a fresh cache: "cold" is really cold
         layers_cmd = [str(GRADCAM), "layers", "--model", "resnet50"]
-        for label, cmd in (("gradcam --help", [str(GRADCAM), "--help"]),
-                           ("gradcam layers --model resnet50 --no-cache", layers_cmd + ["--no-cache"]),
-                           ("gradcam layers --model resnet50 (cached)", layers_cmd)):
+        for label, cmd in (
+            ("gradcam --help", [str(GRADCAM), "--help"]),
+            ("gradcam layers --model resnet50 --no-cache", layers_cmd + ["--no-cache"]),
+            ("gradcam layers --model resnet50 (cached)", layers_cmd),
+        ):
             if "cached" in label:
                 timed(cmd)  # the first listing fills the cache
             runs = [timed(cmd)[0] for _ in range(args.runs)]  # wall
             startup[label] = runs
-            print(f"   {label:<44} median {statistics.median(runs):.2f} s  (min {min(runs):.2f}, "
-                  f"max {max(runs):.2f}, {len(runs)} runs)")
+            print(
+                f"   {label:<44} median {statistics.median(runs):.2f} s  (min {min(runs):.2f}, "
+                f"max {max(runs):.2f}, {len(runs)} runs)"
+            )
     finally:
         if tmp_ctx:
             tmp_ctx.cleanup()
-    print(f"\ntotal {time.perf_counter() - total0:.0f} s | load avg at end "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        f"\ntotal {time.perf_counter() - total0:.0f} s | load avg at end "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
     return 0
 
 

@@ -42,7 +42,9 @@ def make_labelled_photos(folder: Path, count: int, seed: int = 0) -> Path:
     labelled: dict[str, list[tuple[str, list[float]]]] = {}
     with open(BOXES) as fh:
         for row in csv.DictReader(fh):
-            labelled.setdefault(row["file"], []).append((row["class"], [float(row[k]) for k in ("x0", "y0", "x1", "y1")]))
+            labelled.setdefault(row["file"], []).append(
+                (row["class"], [float(row[k]) for k in ("x0", "y0", "x1", "y1")])
+            )
     sources = {name: Image.open(SAMPLES / name).convert("RGB") for name in labelled}
     names = sorted(labelled)
     folder.mkdir(parents=True, exist_ok=True)
@@ -59,10 +61,20 @@ def make_labelled_photos(folder: Path, count: int, seed: int = 0) -> Path:
         side = int(rng.integers(64, 161))
         scale = side / max(right - left, bottom - top)
         size = (max(1, round((right - left) * scale)), max(1, round((bottom - top) * scale)))
-        img.resize(size, Image.Resampling.BILINEAR, box=(left, top, right, bottom)).save(folder / f"p{i:05d}.jpg", quality=90)
+        img.resize(size, Image.Resampling.BILINEAR, box=(left, top, right, bottom)).save(
+            folder / f"p{i:05d}.jpg", quality=90
+        )
         for label, (bx0, by0, bx1, by1) in labelled[name]:
-            rows.append([f"p{i:05d}.jpg", label, *(round(v, 2) for v in ((bx0 - left) * scale, (by0 - top) * scale,
-                                                                           (bx1 - left) * scale, (by1 - top) * scale))])
+            rows.append(
+                [
+                    f"p{i:05d}.jpg",
+                    label,
+                    *(
+                        round(v, 2)
+                        for v in ((bx0 - left) * scale, (by0 - top) * scale, (bx1 - left) * scale, (by1 - top) * scale)
+                    ),
+                ]
+            )
     path = folder.parent / "boxes.csv"
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -90,8 +102,10 @@ def main() -> None:
     parser.add_argument("--batch-size", default="8")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"python {platform.python_version()}, device {args.device}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"python {platform.python_version()}, device {args.device}"
+    )
     tmp = Path(tempfile.mkdtemp(prefix="gradcam-evaluate-bench-"))
     try:
         photos = tmp / "photos"
@@ -113,8 +127,10 @@ def main() -> None:
                 shutil.rmtree(out, ignore_errors=True)
                 print(f"  round {r + 1}: {name}: {times[name][-1]:.1f}s", flush=True)
         median = {name: statistics.median(t) for name, t in times.items()}
-        print(f"\n{args.count} photos (64-160 px), methods {args.methods}, --batch-size {args.batch_size}, "
-              f"medians of {args.rounds} round(s), start-up included:")
+        print(
+            f"\n{args.count} photos (64-160 px), methods {args.methods}, --batch-size {args.batch_size}, "
+            f"medians of {args.rounds} round(s), start-up included:"
+        )
         for name, seconds in median.items():
             print(f"  {name:<24} {seconds:8.1f} s  {args.count / seconds:6.1f} images/s")
         for name in ("explain (all outputs)", "explain --outputs bbox"):

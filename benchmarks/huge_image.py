@@ -48,7 +48,7 @@ def photo_rows(width: int, height: int):
         t = y / height
         row = np.stack([160 * x + 40 * t, 120 * (1 - x) + 60 * t, np.full(width, 90 + 60 * t)], axis=1)
         if 0.4 < t < 0.6:
-            row[int(0.55 * width):int(0.72 * width)] = 250
+            row[int(0.55 * width) : int(0.72 * width)] = 250
         yield row.astype(np.uint8).tobytes()
 
 
@@ -77,8 +77,11 @@ def measure(photo: Path, out: Path) -> dict:
     done = subprocess.run([sys.executable, "-c", MEASURE, *cmd], capture_output=True, text=True, env=env)
     figures = json.loads(done.stdout)
     if figures["rc"] == 0:
-        [record] = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()
-                    if json.loads(line)["input"] == str(photo)]
+        [record] = [
+            json.loads(line)
+            for line in (out / "results.jsonl").read_text().splitlines()
+            if json.loads(line)["input"] == str(photo)
+        ]
         figures.update(image_size=record["image_size"], output_size=record["output_size"])
     return figures
 
@@ -99,9 +102,14 @@ def main() -> None:
         for name, photo in photos.items():
             for run in range(args.runs):
                 f = measure(photo, folder / "out")
-                made = f"outputs {f['output_size'][0]}x{f['output_size'][1]}" if "output_size" in f else f"exit {f['rc']}"
-                print(f"{name:>24}  run {run + 1}: wall {f['wall_s']:5.1f} s, CPU {f['cpu_s']:5.1f} s, "
-                      f"peak {f['peak_mib']:6.0f} MiB, {made}", flush=True)
+                made = (
+                    f"outputs {f['output_size'][0]}x{f['output_size'][1]}" if "output_size" in f else f"exit {f['rc']}"
+                )
+                print(
+                    f"{name:>24}  run {run + 1}: wall {f['wall_s']:5.1f} s, CPU {f['cpu_s']:5.1f} s, "
+                    f"peak {f['peak_mib']:6.0f} MiB, {made}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

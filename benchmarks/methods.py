@@ -26,8 +26,19 @@ import torch
 
 warnings.filterwarnings("ignore")
 
-METHOD_ORDER = ["gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "eigengradcam", "eigencam", "cam",
-                "scorecam", "ablationcam", "occlusion"]
+METHOD_ORDER = [
+    "gradcam",
+    "gradcampp",
+    "xgradcam",
+    "hirescam",
+    "layercam",
+    "eigengradcam",
+    "eigencam",
+    "cam",
+    "scorecam",
+    "ablationcam",
+    "occlusion",
+]
 # Our settings that reproduce each peer's convention (method files say why they differ).
 PGC_SETTINGS = {"gradcampp_eps": 1e-6, "xgradcam_eps": 1e-7, "scorecam_convention": "pytorch-grad-cam"}
 
@@ -60,8 +71,9 @@ def ours_fn(loaded, x, layer, method, batch_size):
     from gradcam_cli.passes import explain_batch
 
     module = loaded.model.get_submodule(layer)
-    return lambda: explain_batch(loaded.model, x, {layer: module}, methods=[method], settings=PGC_SETTINGS,
-                                 batch_size=batch_size)
+    return lambda: explain_batch(
+        loaded.model, x, {layer: module}, methods=[method], settings=PGC_SETTINGS, batch_size=batch_size
+    )
 
 
 def pgc_fn(model, x, layer, method, classes, hw, batch_size):
@@ -69,9 +81,17 @@ def pgc_fn(model, x, layer, method, classes, hw, batch_size):
     import pytorch_grad_cam as pgc
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    classes_ = {"gradcam": pgc.GradCAM, "gradcampp": pgc.GradCAMPlusPlus, "xgradcam": pgc.XGradCAM,
-                "hirescam": pgc.HiResCAM, "layercam": pgc.LayerCAM, "eigengradcam": pgc.EigenGradCAM,
-                "eigencam": pgc.EigenCAM, "scorecam": pgc.ScoreCAM, "ablationcam": pgc.AblationCAM}
+    classes_ = {
+        "gradcam": pgc.GradCAM,
+        "gradcampp": pgc.GradCAMPlusPlus,
+        "xgradcam": pgc.XGradCAM,
+        "hirescam": pgc.HiResCAM,
+        "layercam": pgc.LayerCAM,
+        "eigengradcam": pgc.EigenGradCAM,
+        "eigencam": pgc.EigenCAM,
+        "scorecam": pgc.ScoreCAM,
+        "ablationcam": pgc.AblationCAM,
+    }
     if method not in classes_:
         return None
     targets = [ClassifierOutputTarget(int(c)) for c in classes]
@@ -89,8 +109,14 @@ def pgc_fn(model, x, layer, method, classes, hw, batch_size):
 def torchcam_fn(model, x, layer, method, classes, batch_size):
     from torchcam import methods as tc
 
-    classes_ = {"gradcam": tc.GradCAM, "gradcampp": tc.GradCAMpp, "xgradcam": tc.XGradCAM,
-                "layercam": tc.LayerCAM, "scorecam": tc.ScoreCAM, "cam": tc.CAM}
+    classes_ = {
+        "gradcam": tc.GradCAM,
+        "gradcampp": tc.GradCAMpp,
+        "xgradcam": tc.XGradCAM,
+        "layercam": tc.LayerCAM,
+        "scorecam": tc.ScoreCAM,
+        "cam": tc.CAM,
+    }
     if method not in classes_:
         return None
 
@@ -108,8 +134,13 @@ def captum_occlusion_fn(model, x, classes):
     from captum.attr import Occlusion
 
     baselines = x.mean(dim=(2, 3), keepdim=True).expand_as(x).contiguous()
-    return lambda: Occlusion(model).attribute(x, sliding_window_shapes=(3, 32, 32), strides=(3, 16, 16),
-                                              baselines=baselines, target=torch.as_tensor(classes, device=x.device))
+    return lambda: Occlusion(model).attribute(
+        x,
+        sliding_window_shapes=(3, 32, 32),
+        strides=(3, 16, 16),
+        baselines=baselines,
+        target=torch.as_tensor(classes, device=x.device),
+    )
 
 
 def build(args, method):
@@ -131,8 +162,11 @@ def build(args, method):
     peers = {}
     if not args.no_peers:
         hw = tuple(ours_map.shape[-2:])
-        peers["pytorch-grad-cam"] = (pgc_fn(copy.deepcopy(plain), x, args.layer, method, classes, hw, args.batch_size)
-                                     if method != "occlusion" else None)
+        peers["pytorch-grad-cam"] = (
+            pgc_fn(copy.deepcopy(plain), x, args.layer, method, classes, hw, args.batch_size)
+            if method != "occlusion"
+            else None
+        )
         peers["torchcam"] = torchcam_fn(copy.deepcopy(plain), x, args.layer, method, classes, args.batch_size)
         peers["captum"] = captum_occlusion_fn(copy.deepcopy(plain), x, classes) if method == "occlusion" else None
     return ours, ours_map, {k: v for k, v in peers.items() if v is not None}
@@ -180,8 +214,11 @@ def main() -> None:
         med = measure(fns, args.rounds, sync)
         if method == "gradcam":
             gradcam_s = med["ours"]
-        row = {"method": method, "ours_ms_per_image": 1000 * med["ours"] / args.images,
-               "x_gradcam": med["ours"] / gradcam_s if gradcam_s else None}
+        row = {
+            "method": method,
+            "ours_ms_per_image": 1000 * med["ours"] / args.images,
+            "x_gradcam": med["ours"] / gradcam_s if gradcam_s else None,
+        }
         for name in peers:
             row[f"{name}_ms_per_image"] = 1000 * med[name] / args.images
             row[f"{name}_over_ours"] = med[name] / med["ours"]
@@ -200,8 +237,10 @@ def format_row(row: dict) -> str:
     for peer in ("pytorch-grad-cam", "torchcam", "captum"):
         if f"{peer}_ms_per_image" in row:
             diff = row[f"{peer}_max_diff"]
-            parts.append(f"{peer} {row[f'{peer}_ms_per_image']:9.1f} ms/img ({row[f'{peer}_over_ours']:6.2f}x ours"
-                         + (f", max|diff| {diff:.1e})" if diff is not None else ")"))
+            parts.append(
+                f"{peer} {row[f'{peer}_ms_per_image']:9.1f} ms/img ({row[f'{peer}_over_ours']:6.2f}x ours"
+                + (f", max|diff| {diff:.1e})" if diff is not None else ")")
+            )
     return " | ".join(parts)
 
 

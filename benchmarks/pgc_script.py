@@ -59,7 +59,7 @@ def main() -> int:
 
     photos = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in SUFFIXES and not p.name.startswith("."))
     if args.limit is not None:
-        photos = photos[:args.limit]
+        photos = photos[: args.limit]
     args.output_dir.mkdir(parents=True, exist_ok=True)
 
     with GradCAM(model=model, target_layers=[target_layer]) as cam:
@@ -87,8 +87,15 @@ def main() -> int:
                 x, y, bw, bh = cv2.boundingRect(max(contours, key=cv2.contourArea))
                 cv2.rectangle(boxed, (x, y), (x + bw, y + bh), (0, 255, 0), 2)
                 label = loaded.labels[cls] if loaded.labels else str(cls)
-                cv2.putText(boxed, f"{label} {float(probs[cls]):.2f}", (x, max(12, y - 4)),
-                            cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 0), 1)
+                cv2.putText(
+                    boxed,
+                    f"{label} {float(probs[cls]):.2f}",
+                    (x, max(12, y - 4)),
+                    cv2.FONT_HERSHEY_SIMPLEX,
+                    0.5,
+                    (0, 255, 0),
+                    1,
+                )
 
             stem = args.output_dir / path.stem
             cv2.imwrite(f"{stem}_heatmap.png", heatmap)

@@ -27,17 +27,48 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "eigencam", "eigengradcam", "scorecam",
-           "ablationcam", "cam", "occlusion")
+METHODS = (
+    "gradcam",
+    "gradcampp",
+    "xgradcam",
+    "hirescam",
+    "layercam",
+    "eigencam",
+    "eigengradcam",
+    "scorecam",
+    "ablationcam",
+    "cam",
+    "occlusion",
+)
 DELTAS = ("0.3", "0.5", "0.7")
 
 
 def evaluate(view: str, args) -> list[dict]:
     out = Path(args.json_dir or ROOT / "gradcam_eval") / f"quality-{view}"
-    cmd = [sys.executable, "-m", "gradcam_cli", "evaluate", str(ROOT / "sample_images"),
-           "-a", str(ROOT / "tests" / "data" / "sample_boxes.csv"), "--view", view, "--json", "--overwrite",
-           "-o", str(out), "--device", args.device, "-b", str(args.batch_size), "--bbox-threshold", str(args.threshold),
-           "--faithfulness-steps", str(args.steps), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gradcam_cli",
+        "evaluate",
+        str(ROOT / "sample_images"),
+        "-a",
+        str(ROOT / "tests" / "data" / "sample_boxes.csv"),
+        "--view",
+        view,
+        "--json",
+        "--overwrite",
+        "-o",
+        str(out),
+        "--device",
+        args.device,
+        "-b",
+        str(args.batch_size),
+        "--bbox-threshold",
+        str(args.threshold),
+        "--faithfulness-steps",
+        str(args.steps),
+        "--quiet",
+    ]
     cmd += [a for m in args.methods.split(",") for a in ("--method", m)]
     cmd += ["--faithfulness"] * args.faithfulness + ["--sanity"] * args.sanity
     start = time.perf_counter()
@@ -57,12 +88,21 @@ def method_table(view: str, rows: list[dict], faithfulness: bool, sanity: bool) 
     head += ["deletion ↓", "insertion ↑", "ROAD ↑", "avg drop ↓"] if faithfulness else []
     head += ["sanity ρ ↓", "flagged"] if sanity else []
     first = rows[0]
-    print(f"\n### view {view}: {first['images']} photos, {first['samples']} labelled classes; loc at IoU ≥ 0.5 and "
-          f"τ = {first['bbox_threshold']}; pointing-game chance {first['pointing_game_baseline']:.3f}\n")
+    print(
+        f"\n### view {view}: {first['images']} photos, {first['samples']} labelled classes; loc at IoU ≥ 0.5 and "
+        f"τ = {first['bbox_threshold']}; pointing-game chance {first['pointing_game_baseline']:.3f}\n"
+    )
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for r in rows:
-        cells = [r["method"], _f(r["top1_loc"]["0.5"]), _f(r["gt_known_loc"]["0.5"]), _f(r["maxboxacc"]),
-                 _f(r["maxboxacc_v2"]), _f(r["best_threshold"]), _f(r["pointing_game"])]
+        cells = [
+            r["method"],
+            _f(r["top1_loc"]["0.5"]),
+            _f(r["gt_known_loc"]["0.5"]),
+            _f(r["maxboxacc"]),
+            _f(r["maxboxacc_v2"]),
+            _f(r["best_threshold"]),
+            _f(r["pointing_game"]),
+        ]
         if faithfulness:
             cells += [_f(r["deletion_auc"]), _f(r["insertion_auc"]), _f(r["road"]), _f(r["average_drop"])]
         if sanity:
@@ -89,9 +129,14 @@ def sweep_table(view: str, rows: list[dict]) -> float:
     print("| τ | IoU ≥ 0.3 | IoU ≥ 0.5 | IoU ≥ 0.7 | mean | mean over τ ± 0.05 |\n|---|---|---|---|---|---|")
     for tau in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7):
         i = int(np.argmin(np.abs(taus - tau)))
-        print(f"| {tau:.2f} | " + " | ".join(f"{acc[d][i]:.3f}" for d in DELTAS) + f" | {mean[i]:.3f} | {smooth[i]:.3f} |")
-    print(f"\nraw peak {mean.max():.3f} at τ = {taus[int(mean.argmax())]:.2f}; smoothed peak {smooth[peak]:.3f} at "
-          f"τ = {taus[peak]:.2f}, within 0.005 of it for τ in [{near.min():.2f}, {near.max():.2f}]; suggested: {choice:.2f}")
+        print(
+            f"| {tau:.2f} | " + " | ".join(f"{acc[d][i]:.3f}" for d in DELTAS) + f" | {mean[i]:.3f} | {smooth[i]:.3f} |"
+        )
+    print(
+        f"\nraw peak {mean.max():.3f} at τ = {taus[int(mean.argmax())]:.2f}; smoothed peak {smooth[peak]:.3f} at "
+        f"τ = {taus[peak]:.2f}, within 0.005 of it for τ in [{near.min():.2f}, {near.max():.2f}]; "
+        f"suggested: {choice:.2f}"
+    )
     return choice
 
 
@@ -117,10 +162,17 @@ def main() -> None:
         rows = evaluate(view, args)
         method_table(view, rows, args.faithfulness, args.sanity)
         choice = sweep_table(view, rows)
-        summary[view] = (choice, np.mean([r["maxboxacc_v2"] for r in rows]), np.mean([r["maxboxacc"] for r in rows]),
-                         np.mean([r["gt_known_loc"]["0.5"] for r in rows]), np.mean([r["pointing_game"] for r in rows]))
-    print("\n### views, averaged over the methods\n\n| view | best τ | MaxBoxAccV2 | MaxBoxAcc | GT-known loc "
-          f"(τ = {args.threshold}) | pointing |\n|---|---|---|---|---|---|")
+        summary[view] = (
+            choice,
+            np.mean([r["maxboxacc_v2"] for r in rows]),
+            np.mean([r["maxboxacc"] for r in rows]),
+            np.mean([r["gt_known_loc"]["0.5"] for r in rows]),
+            np.mean([r["pointing_game"] for r in rows]),
+        )
+    print(
+        "\n### views, averaged over the methods\n\n| view | best τ | MaxBoxAccV2 | MaxBoxAcc | GT-known loc "
+        f"(τ = {args.threshold}) | pointing |\n|---|---|---|---|---|---|"
+    )
     for view, (choice, v2, v1, known, pointing) in summary.items():
         print(f"| {view} | {choice:.2f} | {v2:.3f} | {v1:.3f} | {known:.3f} | {pointing:.3f} |")
 

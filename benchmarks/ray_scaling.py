@@ -40,8 +40,17 @@ from endtoend import build_folder  # noqa: E402  (the same photo folder as the e
 
 def local_run(photos: Path, out: Path, args) -> dict:
     """The local engine's job, timed in a child process in a session of its own."""
-    cmd = [sys.executable, __file__, "--local-job", str(photos), str(out), "--batch-size", str(args.batch_size),
-           "--device", args.device] + (["--threads", str(args.threads)] if args.threads else [])
+    cmd = [
+        sys.executable,
+        __file__,
+        "--local-job",
+        str(photos),
+        str(out),
+        "--batch-size",
+        str(args.batch_size),
+        "--device",
+        args.device,
+    ] + (["--threads", str(args.threads)] if args.threads else [])
     done = subprocess.run(cmd, capture_output=True, text=True, start_new_session=True, env=dict(os.environ))
     if done.returncode:
         raise SystemExit(done.stderr)
@@ -85,8 +94,13 @@ def ray_run(items, out: Path, options, model_opts, actors: int, threads: int | N
     summary = book.close()
     seconds = time.perf_counter() - start
     assert summary.done == len(items), summary
-    return {"seconds": seconds, "rate": len(items) / seconds, "startup": summary.startup_s,
-            "steady_rate": len(items) / (seconds - summary.startup_s), "plan": plan}
+    return {
+        "seconds": seconds,
+        "rate": len(items) / seconds,
+        "startup": summary.startup_s,
+        "steady_rate": len(items) / (seconds - summary.startup_s),
+        "plan": plan,
+    }
 
 
 class NullTask:
@@ -139,9 +153,13 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--null-photos", type=int, default=2000, help="rows for the no-work job (the Ray path's cost)")
     ap.add_argument("--local-job", nargs=2, type=Path, metavar=("PHOTOS", "OUT"), help=argparse.SUPPRESS)
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch threads for the local engine and for every actor (default: all CPUs locally, "
-                         "each actor its share); 1 keeps a busy machine's timings steady")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for the local engine and for every actor (default: all CPUs locally, "
+        "each actor its share); 1 keeps a busy machine's timings steady",
+    )
     args = ap.parse_args()
     if args.threads:  # before torch is imported: OpenMP and oneDNN size their pools at start
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -162,24 +180,36 @@ def main() -> int:
         photos.mkdir()
         build_folder(photos, args.photos, args.seed)
         items = collect_inputs([str(photos)])
-        print(f"{len(items)} photos, batch size {args.batch_size}, four PNGs each, {os.cpu_count()} CPUs, "
-              f"device {args.device}, torch threads {args.threads or 'default'}", flush=True)
+        print(
+            f"{len(items)} photos, batch size {args.batch_size}, four PNGs each, {os.cpu_count()} CPUs, "
+            f"device {args.device}, torch threads {args.threads or 'default'}",
+            flush=True,
+        )
         local = local_run(photos, Path(tmp) / "local", args)
         print(f"local engine:   {local['rate']:6.2f} images/s ({local['seconds']:.1f} s)", flush=True)
         started = time.perf_counter()
         with ray_session(EngineOptions(engine="ray")):
-            print(f"Ray instance started in {time.perf_counter() - started:.1f} s "
-                  f"({ray.cluster_resources().get('CPU', 0):g} CPUs)", flush=True)
+            print(
+                f"Ray instance started in {time.perf_counter() - started:.1f} s "
+                f"({ray.cluster_resources().get('CPU', 0):g} CPUs)",
+                flush=True,
+            )
             for n in args.actors:
                 r = ray_run(items, Path(tmp) / f"ray{n}", options, model_opts, n, args.threads)
                 p = r["plan"]
-                print(f"ray, {n} actor{'s' if n > 1 else ' '}: {r['rate']:6.2f} images/s ({r['seconds']:.1f} s; "
-                      f"actors working after {r['startup']:.1f} s, then {r['steady_rate']:.2f} images/s; "
-                      f"{p.cpus:g} CPUs and {p.threads} threads per actor)", flush=True)
+                print(
+                    f"ray, {n} actor{'s' if n > 1 else ' '}: {r['rate']:6.2f} images/s ({r['seconds']:.1f} s; "
+                    f"actors working after {r['startup']:.1f} s, then {r['steady_rate']:.2f} images/s; "
+                    f"{p.cpus:g} CPUs and {p.threads} threads per actor)",
+                    flush=True,
+                )
             null = null_run(args.null_photos, args.batch_size)
-            print(f"per-image overhead of the Ray path: {null['per_image_ms']:.2f} ms "
-                  f"(a no-work task on {args.null_photos} rows, batches of {args.batch_size}, 1 actor; "
-                  f"{1000 / local['rate']:.1f} ms per image of work locally)", flush=True)
+            print(
+                f"per-image overhead of the Ray path: {null['per_image_ms']:.2f} ms "
+                f"(a no-work task on {args.null_photos} rows, batches of {args.batch_size}, 1 actor; "
+                f"{1000 / local['rate']:.1f} ms per image of work locally)",
+                flush=True,
+            )
     return 0
 
 

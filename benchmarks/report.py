@@ -29,8 +29,13 @@ PER_PHOTO = 5 * 5 * 2  # stages x classes x methods
 
 def gradcam(*args: object) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "gradcam_cli", *map(str, args)], cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "gradcam_cli", *map(str, args)],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - start
 
 
@@ -78,19 +83,42 @@ def main() -> None:
         photos, out = work / f"photos{size}", work / f"out{size}"
         shutil.rmtree(photos, ignore_errors=True), shutil.rmtree(out, ignore_errors=True)
         small_photos(photos, size // PER_PHOTO)
-        explain_s = gradcam("explain", photos, "-o", out, "--model", "test_efficientnet", "--no-pretrained",
-                            "--layer", "stages", "--top-k", "5", "--method", "gradcam", "--method", "layercam",
-                            "--outputs", "overlay", "-b", "8", "--json")
+        explain_s = gradcam(
+            "explain",
+            photos,
+            "-o",
+            out,
+            "--model",
+            "test_efficientnet",
+            "--no-pretrained",
+            "--layer",
+            "stages",
+            "--top-k",
+            "5",
+            "--method",
+            "gradcam",
+            "--method",
+            "layercam",
+            "--outputs",
+            "overlay",
+            "-b",
+            "8",
+            "--json",
+        )
         first, again = gradcam("report", out), gradcam("report", out)
         data_kb = next((out / "report").glob("data-*.js")).stat().st_size // 1024
         timing = open_in_browser(out / "index.html")
         rows.append((size, explain_s, first, again, data_kb, timing))
-    print("| results | explain run | report, first (thumbnails made) | report, again | data.js | "
-          "DOMContentLoaded | load | sort by probability | filter |")
+    print(
+        "| results | explain run | report, first (thumbnails made) | report, again | data.js | "
+        "DOMContentLoaded | load | sort by probability | filter |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for size, explain_s, first, again, data_kb, t in rows:
-        print(f"| {size:,} | {explain_s:.0f} s | {first:.2f} s | {again:.2f} s | {data_kb:,} KB | {t['dcl']:.0f} ms | "
-              f"{t['load']:.0f} ms | {t['sort']:.0f} ms | {t['filter']:.0f} ms |")
+        print(
+            f"| {size:,} | {explain_s:.0f} s | {first:.2f} s | {again:.2f} s | {data_kb:,} KB | {t['dcl']:.0f} ms | "
+            f"{t['load']:.0f} ms | {t['sort']:.0f} ms | {t['filter']:.0f} ms |"
+        )
     print("(report times include the process start, about 1 s of imports)")
     if args.keep is None:
         shutil.rmtree(work, ignore_errors=True)

@@ -68,9 +68,15 @@ def measure(folder: Path, tmp: Path, runs: int, load: int, cores: int) -> dict:
         for p in loops:
             p.kill()
             p.wait()
-    return {name: {"phase_median": statistics.median(p for p, _ in v), "phase_min": min(p for p, _ in v),
-                   "phase_max": max(p for p, _ in v), "wall_median": statistics.median(w for _, w in v)}
-            for name, v in times.items()}
+    return {
+        name: {
+            "phase_median": statistics.median(p for p, _ in v),
+            "phase_min": min(p for p, _ in v),
+            "phase_max": max(p for p, _ in v),
+            "wall_median": statistics.median(w for _, w in v),
+        }
+        for name, v in times.items()
+    }
 
 
 def main() -> int:
@@ -87,13 +93,17 @@ def main() -> int:
         shutil.copytree(ROOT / "sample_images", folder, ignore=shutil.ignore_patterns("*.md"))
         for label, busy in (("quiet", 0), (f"{load} busy loops", load)):
             results[label] = measure(folder, Path(tmp), args.runs, busy, cores)
-    print(f"gradcam explain on the {len(list((ROOT / 'sample_images').glob('*.*g')))} sample photos, {cores} cores, "
-          f"{args.runs} runs each, interleaved; explain phase in seconds (median, min-max), wall time median")
+    print(
+        f"gradcam explain on the {len(list((ROOT / 'sample_images').glob('*.*g')))} sample photos, {cores} cores, "
+        f"{args.runs} runs each, interleaved; explain phase in seconds (median, min-max), wall time median"
+    )
     for label, found in results.items():
         print(f"\n{label}")
         for name, r in found.items():
-            print(f"  {name:<22} {r['phase_median']:6.2f} s ({r['phase_min']:.2f}-{r['phase_max']:.2f})"
-                  f"   wall {r['wall_median']:.2f} s")
+            print(
+                f"  {name:<22} {r['phase_median']:6.2f} s ({r['phase_min']:.2f}-{r['phase_max']:.2f})"
+                f"   wall {r['wall_median']:.2f} s"
+            )
     if args.json:
         args.json.write_text(json.dumps({"cores": cores, "runs": args.runs, "results": results}, indent=1))
     return 0

@@ -44,8 +44,19 @@ def save_small(source: Path, target: Path) -> None:
 
 def make_sheet(work: Path) -> None:
     out = work / "sheet"
-    gradcam("explain", "sample_images/cat_and_dog.png", "--class", "243", "--layer", "stages", "--outputs",
-            "guided", "--sheet", "-o", out)
+    gradcam(
+        "explain",
+        "sample_images/cat_and_dog.png",
+        "--class",
+        "243",
+        "--layer",
+        "stages",
+        "--outputs",
+        "guided",
+        "--sheet",
+        "-o",
+        out,
+    )
     save_small(out / "cat_and_dog_sheet_c243.png", DOCS / "sheet.png")
 
 
@@ -54,8 +65,20 @@ def make_report(work: Path) -> None:
     shutil.copytree(ROOT / "sample_images", photos, ignore=shutil.ignore_patterns("*.md"))
     (photos / "broken.jpg").write_text("not a picture")
     out = work / "report"
-    gradcam("explain", "photos", "-o", "report", "--layer", "blocks.4", "--layer", "bn2", "--sheet", "--report", "-q",
-            cwd=work)  # relative paths, as a user would type them
+    gradcam(
+        "explain",
+        "photos",
+        "-o",
+        "report",
+        "--layer",
+        "blocks.4",
+        "--layer",
+        "bn2",
+        "--sheet",
+        "--report",
+        "-q",
+        cwd=work,
+    )  # relative paths, as a user would type them
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

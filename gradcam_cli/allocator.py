@@ -29,7 +29,7 @@ def _glibc():
         return None
     try:
         process = ctypes.CDLL(None)  # the symbols already loaded, libc's among them
-        process.gnu_get_libc_version  # glibc only: musl has no such symbol, and its mallopt is a stub
+        _ = process.gnu_get_libc_version  # glibc only: musl has no such symbol, and its mallopt is a stub
         return process
     except (OSError, AttributeError):
         return None

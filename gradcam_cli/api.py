@@ -86,8 +86,14 @@ def _user_model(model: nn.Module, preprocess: PreprocessConfig | None, labels: S
         from .model.labels import imagenet_labels
 
         labels = imagenet_labels()
-    return LoadedModel(model, f"custom/{type(model).__name__}", preprocess, classes,
-                       list(labels) if labels else None, "the caller's module")
+    return LoadedModel(
+        model,
+        f"custom/{type(model).__name__}",
+        preprocess,
+        classes,
+        list(labels) if labels else None,
+        "the caller's module",
+    )
 
 
 def _timm_preprocess(model: nn.Module) -> PreprocessConfig | None:
@@ -108,7 +114,9 @@ def _as_input(image: ImageLike, index: int):
     name = PurePosixPath(f"image{index}.png")
     if isinstance(image, torch.Tensor):
         if image.ndim != 3 or image.shape[0] != 3:
-            raise ValueError(f"image {index}: a tensor must be a preprocessed (3, H, W) input, got {tuple(image.shape)}")
+            raise ValueError(
+                f"image {index}: a tensor must be a preprocessed (3, H, W) input, got {tuple(image.shape)}"
+            )
         return MemoryImage(f"<tensor {index}>", name, tensor=image.detach().cpu())
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -162,8 +170,13 @@ def explain(
     from .job.explain import ExplainTask
     from .job.run import run_job
 
-    opts = options or ExplainOptions(layers=tuple(layers), classes=tuple(classes), top_k=top_k,
-                                     methods=tuple(methods), outputs=("guided",) if guided else ())
+    opts = options or ExplainOptions(
+        layers=tuple(layers),
+        classes=tuple(classes),
+        top_k=top_k,
+        methods=tuple(methods),
+        outputs=("guided",) if guided else (),
+    )
     opts.validate()
     engine_opts = _engine(engine, load_options)
     batch = list(images) if isinstance(images, (list, tuple)) else [images]
@@ -233,8 +246,11 @@ def evaluate(
     paths = [str(images)] if isinstance(images, (str, os.PathLike)) else [str(i) for i in images]
     items = job_inputs(paths, JobOptions(recursive=recursive), None)
     truth = read_annotations(measure.annotations)
-    remote = ModelOptions(name=model, **load_options) if engine_opts.engine == "ray" and not isinstance(
-        model, nn.Module) else None
+    remote = (
+        ModelOptions(name=model, **load_options)
+        if engine_opts.engine == "ray" and not isinstance(model, nn.Module)
+        else None
+    )
     if remote is not None:
         load_options = {**load_options, "device": "cpu"}  # the model here checks the request and runs the sanity
     loaded = _model_for(model, [], preprocess, labels, load_options, EngineOptions())
@@ -242,6 +258,7 @@ def evaluate(
     with _eval_mode(loaded.model):
         explainer = Explainer(loaded, opts)
         truth.resolve(explainer.loaded.labels, explainer.loaded.num_classes)
-        measured, _ = evaluate_job(explainer, items, truth, measure, JobOptions(workers=0), engine_opts,
-                                   model=remote, on_message=failed.append)
+        measured, _ = evaluate_job(
+            explainer, items, truth, measure, JobOptions(workers=0), engine_opts, model=remote, on_message=failed.append
+        )
     return Evaluation([summarise(measured, key) for key in measured.keys], measured, failed)

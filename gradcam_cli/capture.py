@@ -31,10 +31,26 @@ from torch import nn
 from .errors import MethodError
 from .model.hooks import installed
 
-GATED_ACTIVATIONS = frozenset({
-    "ReLU", "ReLU6", "LeakyReLU", "ELU", "CELU", "SELU", "SiLU", "Swish", "GELU", "GELUTanh",
-    "QuickGELU", "Hardswish", "HardSwish", "Mish", "HardMish", "Softplus",
-})
+GATED_ACTIVATIONS = frozenset(
+    {
+        "ReLU",
+        "ReLU6",
+        "LeakyReLU",
+        "ELU",
+        "CELU",
+        "SELU",
+        "SiLU",
+        "Swish",
+        "GELU",
+        "GELUTanh",
+        "QuickGELU",
+        "Hardswish",
+        "HardSwish",
+        "Mish",
+        "HardMish",
+        "Softplus",
+    }
+)
 # Their derivative is already zero wherever the input is <= 0, so no mask is needed.
 _SELF_MASKING = frozenset({"ReLU", "ReLU6"})
 
@@ -66,8 +82,9 @@ class ActivationCapture:
             if not isinstance(output, torch.Tensor):
                 raise MethodError(f"--layer {path!r}: returns {type(output).__name__}, not a tensor")
             if path in self.outputs:
-                raise MethodError(f"--layer {path!r}: runs more than once per forward pass; "
-                                  "pick a block that runs once")
+                raise MethodError(
+                    f"--layer {path!r}: runs more than once per forward pass; pick a block that runs once"
+                )
             if self.make_leaf and not output.requires_grad:
                 # Recording starts here: nothing before this layer enters the graph.
                 output = output.detach().requires_grad_(True)
@@ -79,7 +96,7 @@ class ActivationCapture:
         return hook
 
     @contextmanager
-    def installed(self) -> Iterator["ActivationCapture"]:
+    def installed(self) -> Iterator[ActivationCapture]:
         try:
             with installed(forward=[(m, self._hook(p)) for p, m in self.layers.items()]):
                 yield self

@@ -13,7 +13,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from .passes import BatchExplanation, PassState, cam_failures, explain_batch, logits_of
 from .errors import MethodError, UsageError
 from .maps.boxes import WHOLE_PHOTO_SHARE, BBox, Region, box_share, no_box_reason, regions_from_map, whole_photo_note
 from .maps.placement import place_on_original
@@ -29,6 +28,7 @@ from .model.loading import LoadedModel
 from .model.stages import expand_stages
 from .options import ExplainOptions, ModelOptions, check_request
 from .output.render import guided_image
+from .passes import BatchExplanation, PassState, cam_failures, explain_batch, logits_of
 
 
 @dataclass
@@ -90,16 +90,22 @@ class Explainer:
         return [f"{reason}; skipped at that layer" for reason in self.skipped.values()]
 
     @classmethod
-    def from_options(cls, model: ModelOptions, options: ExplainOptions) -> "Explainer":
+    def from_options(cls, model: ModelOptions, options: ExplainOptions) -> Explainer:
         """Load the model that ``model`` names and resolve ``options`` on it (both validated first)."""
         from .model.device import resolve_device
         from .model.labels import read_labels
         from .model.loading import load_model
 
         check_request(model, options)  # before the model is built: a bad request costs no load
-        loaded = load_model(model.name, pretrained=model.pretrained, weights=model.weights,
-                            num_classes=model.num_classes, device=resolve_device(model.device),
-                            memory_format=model.memory_format, fold_bn=model.fold_bn)
+        loaded = load_model(
+            model.name,
+            pretrained=model.pretrained,
+            weights=model.weights,
+            num_classes=model.num_classes,
+            device=resolve_device(model.device),
+            memory_format=model.memory_format,
+            fold_bn=model.fold_bn,
+        )
         if model.labels is not None:
             loaded.labels = read_labels(model.labels, loaded.num_classes)
         return cls(loaded, options)
@@ -113,7 +119,7 @@ class Explainer:
         paths = expand_stages(asked, model, self.layer_infos) or [self.default_layer]
         self._unfold_hooked_convs(paths)  # a conv's output shape is the same folded or not: no re-trace
         layers = {p: resolve_layer(model, p, self.layer_infos, self.default_layer) for p in paths}
-        infos = {l.path: l for l in self.layer_infos}
+        infos = {layer.path: layer for layer in self.layer_infos}
         self.layouts = {p: infos[p].layout for p in paths}
         self._layouts_at[tuple(self.loaded.preprocess.input_size)] = self.layouts
         return layers
@@ -155,13 +161,17 @@ class Explainer:
 
     def map_keys(self) -> list[tuple[str, str]]:
         """Every (method, layer) this explainer produces, in output order."""
-        return [(m.name, path) for m in self.methods for path in (self.layers if m.uses_layer else [INPUT_LAYER])
-                if (m.name, path) not in self.skipped]
+        return [
+            (m.name, path)
+            for m in self.methods
+            for path in (self.layers if m.uses_layer else [INPUT_LAYER])
+            if (m.name, path) not in self.skipped
+        ]
 
     @property
     def layer_order(self) -> list[str]:
         """The explained layers in model order (the order they finish in a forward pass), the input first."""
-        finish = {l.path: l.finish_order for l in getattr(self, "layer_infos", [])}
+        finish = {layer.path: layer.finish_order for layer in getattr(self, "layer_infos", [])}
         return [INPUT_LAYER] + sorted(self.layers, key=lambda p: finish.get(p, len(finish)))
 
     def prepare(self, photo: np.ndarray) -> tuple[torch.Tensor, CropGeometry]:
@@ -185,21 +195,33 @@ class Explainer:
         opts = self.options
         state = self.states.setdefault(tuple(inputs.shape[-2:]), PassState())
         return explain_batch(
-            self.loaded.model, inputs, self.layers, classes=self.classes if classes is None else classes,
-            top_k=opts.top_k, methods=[m.name for m in self.methods], guided=self.guided, precision=opts.precision,
-            smooth=opts.smooth, settings=opts.method_settings, batch_size=opts.perturbation_batch_size, state=state,
-            layouts=self.layouts_for(tuple(inputs.shape[-2:])), skip=frozenset(self.skipped),
+            self.loaded.model,
+            inputs,
+            self.layers,
+            classes=self.classes if classes is None else classes,
+            top_k=opts.top_k,
+            methods=[m.name for m in self.methods],
+            guided=self.guided,
+            precision=opts.precision,
+            smooth=opts.smooth,
+            settings=opts.method_settings,
+            batch_size=opts.perturbation_batch_size,
+            state=state,
+            layouts=self.layouts_for(tuple(inputs.shape[-2:])),
+            skip=frozenset(self.skipped),
         )
 
-    def explain_prepared(self, tensors: Sequence[torch.Tensor],
-                         geometries: Sequence[CropGeometry]) -> list[list[Explanation]]:
+    def explain_prepared(
+        self, tensors: Sequence[torch.Tensor], geometries: Sequence[CropGeometry]
+    ) -> list[list[Explanation]]:
         """Explain already preprocessed photos, one forward pass per input size (one in the crop view)."""
         groups = same_size_groups(tensors)
         if len(groups) > 1:
             out: list[list[Explanation]] = [[] for _ in tensors]
             for group in groups:
-                for i, exps in zip(group, self.explain_prepared([tensors[i] for i in group],
-                                                                [geometries[i] for i in group])):
+                for i, exps in zip(
+                    group, self.explain_prepared([tensors[i] for i in group], [geometries[i] for i in group])
+                ):
                     out[i] = exps
             return out
         inputs = host_to_device(torch.stack(list(tensors)), self.device)
@@ -211,18 +233,36 @@ class Explainer:
             scaled, empty = normalize_minmax(raw.float())  # (B, K, h, w)
             for b, geometry in enumerate(geometries):
                 placed = place_on_original(scaled[b][:, None], geometry)[:, 0].cpu().numpy()
-                guided, guided_raw = self._guided_images(result.guided[b], scaled[b], tuple(inputs.shape[-2:]),
-                                                         geometry, opts.save_raw) \
-                    if result.guided is not None else ([None] * placed.shape[0],) * 2
+                guided, guided_raw = (
+                    self._guided_images(result.guided[b], scaled[b], tuple(inputs.shape[-2:]), geometry, opts.save_raw)
+                    if result.guided is not None
+                    else ([None] * placed.shape[0],) * 2
+                )
                 for k in range(placed.shape[0]):
                     c = int(result.classes[b, k])
-                    out[b].append(self._explanation(
-                        (method, layer), raw[b, k], placed[k], bool(empty[b, k]), (c, k + 1),
-                        (float(result.logits[b, c]), float(probs[b, c]), result.logits[b]), (guided[k], guided_raw[k])))
+                    out[b].append(
+                        self._explanation(
+                            (method, layer),
+                            raw[b, k],
+                            placed[k],
+                            bool(empty[b, k]),
+                            (c, k + 1),
+                            (float(result.logits[b, c]), float(probs[b, c]), result.logits[b]),
+                            (guided[k], guided_raw[k]),
+                        )
+                    )
         return out
 
-    def _explanation(self, key: tuple[str, str], raw: torch.Tensor, placed: np.ndarray, empty: bool,
-                     class_rank: tuple[int, int], scores: tuple, guided: tuple) -> Explanation:
+    def _explanation(
+        self,
+        key: tuple[str, str],
+        raw: torch.Tensor,
+        placed: np.ndarray,
+        empty: bool,
+        class_rank: tuple[int, int],
+        scores: tuple,
+        guided: tuple,
+    ) -> Explanation:
         """One (image, method, layer, class) result: the placed map, its boxes, and what is wrong with it."""
         (method, layer), (c, rank), (score, probability, logits) = key, class_rank, scores
         opts = self.options
@@ -236,21 +276,39 @@ class Explainer:
         if covers:
             warnings += (whole_photo_note(bbox, placed.shape),)
         return Explanation(
-            class_index=c, class_name=self.class_name(c), probability=probability, score=score, layer=layer,
-            method=method, map=placed, empty=empty, bbox=bbox,
-            regions=tuple(regions if opts.bbox_mode == "all" else regions[:1]), guided=guided[0],
-            guided_raw=guided[1], rank=rank, grid=grid, **self._layout_fields(layer), warnings=warnings,
-            class_specific=METHODS[method].class_specific, view=self.view, box_covers_photo=covers)
+            class_index=c,
+            class_name=self.class_name(c),
+            probability=probability,
+            score=score,
+            layer=layer,
+            method=method,
+            map=placed,
+            empty=empty,
+            bbox=bbox,
+            regions=tuple(regions if opts.bbox_mode == "all" else regions[:1]),
+            guided=guided[0],
+            guided_raw=guided[1],
+            rank=rank,
+            grid=grid,
+            **self._layout_fields(layer),
+            warnings=warnings,
+            class_specific=METHODS[method].class_specific,
+            view=self.view,
+            box_covers_photo=covers,
+        )
 
     def _layout_fields(self, layer: str) -> dict:
         """How the map's grid was read from the layer's output, for the record."""
         layout = self.layouts.get(layer)
-        return {"layout": layout.name if layout is not None else INPUT_LAYER,
-                "prefix_tokens": layout.prefix if layout is not None else 0}
+        return {
+            "layout": layout.name if layout is not None else INPUT_LAYER,
+            "prefix_tokens": layout.prefix if layout is not None else 0,
+        }
 
     @staticmethod
-    def _guided_images(guided: torch.Tensor, scaled: torch.Tensor, crop_hw: tuple[int, int],
-                       geometry: CropGeometry, keep_raw: bool) -> tuple[list, list]:
+    def _guided_images(
+        guided: torch.Tensor, scaled: torch.Tensor, crop_hw: tuple[int, int], geometry: CropGeometry, keep_raw: bool
+    ) -> tuple[list, list]:
         """Guided backprop times the map upsampled to the crop, placed on the photo: the display images (scaled
         by what is shown, at the photo's resolution) and, with ``keep_raw``, the float values as (H, W, 3) arrays.
         One class at a time: the float image on the photo is the largest buffer of all."""
@@ -292,7 +350,8 @@ def full_view_failure(loaded: LoadedModel, config: PreprocessConfig | None = Non
             logits = logits_of(loaded.model(probe))
     except Exception as err:  # each architecture fails in its own way; the cause goes into the message
         first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-        return f"takes only its {config.input_size[0]}x{config.input_size[1]} input (a {height}x{width} probe failed: {first})"
+        size = f"{config.input_size[0]}x{config.input_size[1]}"
+        return f"takes only its {size} input (a {height}x{width} probe failed: {first})"
     if tuple(logits.shape) != (1, loaded.num_classes):
         return f"returns logits of shape {tuple(logits.shape)} for a {height}x{width} input"
     return None

@@ -32,8 +32,16 @@ ENGINES = ("local", "ray")
 MANIFEST = "results.jsonl"
 
 
-def option(default=None, *flags: str, help: str, type: type | None = None, metavar: str | None = None,
-           repeatable: bool = False, comma_list: bool = False, split: bool = True):
+def option(
+    default=None,
+    *flags: str,
+    help: str,
+    type: type | None = None,
+    metavar: str | None = None,
+    repeatable: bool = False,
+    comma_list: bool = False,
+    split: bool = True,
+):
     """A dataclass field that is also a command-line option.
 
     ``flags``: the option's names (``"--top-k", "-k"``; a boolean's ``"--caption/--no-caption"``).
@@ -41,8 +49,15 @@ def option(default=None, *flags: str, help: str, type: type | None = None, metav
     here; otherwise where the values are resolved, as class names may hold commas).
     ``comma_list``: one value, a comma-separated list. A field without flags is API-only.
     """
-    meta = {"flags": flags, "help": help, "type": type, "metavar": metavar, "repeatable": repeatable,
-            "comma_list": comma_list, "split": split}
+    meta = {
+        "flags": flags,
+        "help": help,
+        "type": type,
+        "metavar": metavar,
+        "repeatable": repeatable,
+        "comma_list": comma_list,
+        "split": split,
+    }
     return field(default=default, metadata=meta)
 
 
@@ -76,25 +91,48 @@ def _one_of(flag: str, value: str, choices: Sequence[str]) -> None:
 class ModelOptions:
     """Which classifier, with which weights, on which device and in which layout."""
 
-    name: str | None = option(None, "--model", "-m", metavar="NAME",
-                              help="timm name (resnet50), or torchvision/NAME. Default: the bundled EfficientNet-Lite0 "
-                                   "with its ImageNet weights.")
-    pretrained: bool = option(True, "--pretrained/--no-pretrained",
-                              help="Download the model's pretrained weights (through its library's cache), or use "
-                                   "random init.")
+    name: str | None = option(
+        None,
+        "--model",
+        "-m",
+        metavar="NAME",
+        help="timm name (resnet50), or torchvision/NAME. Default: the bundled EfficientNet-Lite0 "
+        "with its ImageNet weights.",
+    )
+    pretrained: bool = option(
+        True,
+        "--pretrained/--no-pretrained",
+        help="Download the model's pretrained weights (through its library's cache), or use random init.",
+    )
     weights: str | os.PathLike | None = option(
-        None, "--weights", metavar="FILE",
-        help="Local checkpoint (.safetensors, or .pt/.pth read with weights_only=True).")
-    num_classes: int | None = option(None, "--num-classes", type=int, metavar="N",
-                                     help="Classifier width for fine-tuned heads.")
-    labels: str | os.PathLike | None = option(None, "--labels", metavar="FILE",
-                                              help="Class names: one per line, or JSON.")
-    device: str = option("auto", "--device", metavar="DEVICE",
-                         help="auto (CUDA, then Apple MPS, then the CPU), cpu, cuda, cuda:N or mps.")
-    memory_format: str = option("auto", "--memory-format", metavar="FORMAT",
-                                help="Layout of the model's weights: auto, channels_last or contiguous.")
-    fold_bn: bool = option(True, "--fold-bn/--no-fold-bn",
-                           help="Fold BatchNorm into the convolution before it (faster; same maps to float rounding).")
+        None,
+        "--weights",
+        metavar="FILE",
+        help="Local checkpoint (.safetensors, or .pt/.pth read with weights_only=True).",
+    )
+    num_classes: int | None = option(
+        None, "--num-classes", type=int, metavar="N", help="Classifier width for fine-tuned heads."
+    )
+    labels: str | os.PathLike | None = option(
+        None, "--labels", metavar="FILE", help="Class names: one per line, or JSON."
+    )
+    device: str = option(
+        "auto",
+        "--device",
+        metavar="DEVICE",
+        help="auto (CUDA, then Apple MPS, then the CPU), cpu, cuda, cuda:N or mps.",
+    )
+    memory_format: str = option(
+        "auto",
+        "--memory-format",
+        metavar="FORMAT",
+        help="Layout of the model's weights: auto, channels_last or contiguous.",
+    )
+    fold_bn: bool = option(
+        True,
+        "--fold-bn/--no-fold-bn",
+        help="Fold BatchNorm into the convolution before it (faster; same maps to float rounding).",
+    )
 
     def validate(self) -> None:
         _one_of("--memory-format", self.memory_format, MEMORY_FORMATS)
@@ -123,59 +161,116 @@ class ExplainOptions:
     """What each explanation is: methods, layers, classes, pictures."""
 
     layers: Sequence[str] = option(
-        (), "--layer", "-l", repeatable=True, metavar="PATH",
+        (),
+        "--layer",
+        "-l",
+        repeatable=True,
+        metavar="PATH",
         help="Module path as `gradcam layers` prints it; repeatable or comma-separated; `stages` = each stage's last "
-             "block. Default: the model's last spatial block.")
+        "block. Default: the model's last spatial block.",
+    )
     classes: Sequence[str | int] = option(
-        (), "--class", "-c", repeatable=True, split=False, metavar="CLASS",
-        help="Class index or name to explain; repeatable or comma-separated. Default: the top prediction.")
+        (),
+        "--class",
+        "-c",
+        repeatable=True,
+        split=False,
+        metavar="CLASS",
+        help="Class index or name to explain; repeatable or comma-separated. Default: the top prediction.",
+    )
     top_k: int = option(1, "--top-k", "-k", metavar="K", help="Explain the K most likely classes.")
-    methods: Sequence[str] = option(("gradcam",), "--method", repeatable=True, metavar="METHOD",
-                                    help="Repeatable or comma-separated; `gradcam methods` lists them.")
-    smooth: str | None = option(None, "--smooth", metavar="aug|eigen",
-                                help="aug: average over flips and scalings; eigen: first principal component.")
-    occlusion_window: int = option(32, "--occlusion-window", metavar="PX",
-                                   help="Occlusion: patch side in the model's input pixels.")
+    methods: Sequence[str] = option(
+        ("gradcam",),
+        "--method",
+        repeatable=True,
+        metavar="METHOD",
+        help="Repeatable or comma-separated; `gradcam methods` lists them.",
+    )
+    smooth: str | None = option(
+        None,
+        "--smooth",
+        metavar="aug|eigen",
+        help="aug: average over flips and scalings; eigen: first principal component.",
+    )
+    occlusion_window: int = option(
+        32, "--occlusion-window", metavar="PX", help="Occlusion: patch side in the model's input pixels."
+    )
     occlusion_stride: int = option(16, "--occlusion-stride", metavar="PX", help="Occlusion: step between patches.")
-    outputs: Sequence[str] = option(KINDS, "--outputs", comma_list=True, metavar="KINDS",
-                                    help="Comma-separated subset of heatmap,overlay,guided,bbox.")
+    outputs: Sequence[str] = option(
+        KINDS,
+        "--outputs",
+        comma_list=True,
+        metavar="KINDS",
+        help="Comma-separated subset of heatmap,overlay,guided,bbox.",
+    )
     alpha: float = option(0.5, "--alpha", metavar="A", help="Heatmap weight in the overlay (0..1).")
     # 0.2: measured with `gradcam evaluate` on the labelled sample photos (benchmarks/quality.py): the box
     # accuracy over methods and IoU 0.3/0.5/0.7 peaks near 0.2 and is half as high at 0.5.
-    bbox_threshold: float = option(0.2, "--bbox-threshold", metavar="T",
-                                   help="A box surrounds a region where the normalised map >= T (0..1].")
-    bbox_mode: str = option("largest", "--bbox-mode", metavar="MODE",
-                            help="largest: one box; all: every region above the threshold, each with its share.")
+    bbox_threshold: float = option(
+        0.2, "--bbox-threshold", metavar="T", help="A box surrounds a region where the normalised map >= T (0..1]."
+    )
+    bbox_mode: str = option(
+        "largest",
+        "--bbox-mode",
+        metavar="MODE",
+        help="largest: one box; all: every region above the threshold, each with its share.",
+    )
     save_raw: bool = option(False, "--save-raw", help="Also write the float map (and the guided gradient) as .npy.")
-    sheet: bool = option(False, "--sheet", help="Also write one PNG per image and class: the photo, then every layer "
-                                                "(columns) for every method (rows).")
-    caption: bool | None = option(None, "--caption/--no-caption",
-                                  help="Class, probability, method and layer above the picture. Default: on for "
-                                       "sheets, off for heatmap and overlay.")
-    colorbar: bool | None = option(None, "--colorbar/--no-colorbar",
-                                   help="The colour map's scale beside the picture. Default: on for sheets, off for "
-                                        "heatmap and overlay.")
-    colormap: str = option(DEFAULT_COLORMAP, "--colormap", metavar="NAME",
-                           help="jet; perceptually uniform viridis, inferno, magma, plasma, cividis; turbo.")
+    sheet: bool = option(
+        False,
+        "--sheet",
+        help="Also write one PNG per image and class: the photo, then every layer (columns) for every method (rows).",
+    )
+    caption: bool | None = option(
+        None,
+        "--caption/--no-caption",
+        help="Class, probability, method and layer above the picture. Default: on for "
+        "sheets, off for heatmap and overlay.",
+    )
+    colorbar: bool | None = option(
+        None,
+        "--colorbar/--no-colorbar",
+        help="The colour map's scale beside the picture. Default: on for sheets, off for heatmap and overlay.",
+    )
+    colormap: str = option(
+        DEFAULT_COLORMAP,
+        "--colormap",
+        metavar="NAME",
+        help="jet; perceptually uniform viridis, inferno, magma, plasma, cividis; turbo.",
+    )
     overwrite: bool = option(False, "--overwrite", help="Replace existing output files.")
     batch_size: int = option(1, "--batch-size", "-b", metavar="N", help="Images per forward/backward pass.")
     perturbation_batch_size: int = option(
-        32, "--perturbation-batch-size", metavar="N",
-        help="Perturbed copies per extra forward pass (scorecam, ablationcam, occlusion).")
-    precision: str = option("fp32", "--precision", metavar="P",
-                            help="fp32, or fp16/bf16 autocast for the forward pass (for GPUs; maps stay float32).")
+        32,
+        "--perturbation-batch-size",
+        metavar="N",
+        help="Perturbed copies per extra forward pass (scorecam, ablationcam, occlusion).",
+    )
+    precision: str = option(
+        "fp32",
+        "--precision",
+        metavar="P",
+        help="fp32, or fp16/bf16 autocast for the forward pass (for GPUs; maps stay float32).",
+    )
     # Photos above this many pixels are scaled down while they are decoded, and their maps and pictures
     # made at that size (boxes stay in the original's pixels): this bounds memory and time per image.
     # 16 Mpx is 4896x3264, a full-frame camera's photo.
     max_output_pixels: int = option(
-        16_000_000, "--max-output-pixels", metavar="N",
+        16_000_000,
+        "--max-output-pixels",
+        metavar="N",
         help="Larger photos are scaled down as they are decoded (aspect kept); maps and pictures are made at that "
-             "size, boxes stay in the original's pixels.")
-    view: str = option("crop", "--view", metavar="VIEW",
-                       help="crop: the model's own resize and center crop, what it sees when deployed. "
-                            "full: the whole photo at the same scale, uncropped, for models that take any input "
-                            "size; this changes what the model sees, and so its predictions. auto: full where the "
-                            "model takes it.")
+        "size, boxes stay in the original's pixels.",
+    )
+    view: str = option(
+        "crop",
+        "--view",
+        metavar="VIEW",
+        help="crop: the model's own resize and center crop, what it sees when deployed. "
+        "full: the whole photo at the same scale, uncropped, for models that take any input "
+        "size; this changes what the model sees, and so its predictions. auto: full where the "
+        "model takes it.",
+    )
 
     def validate(self) -> None:
         """Every check that needs no model; raises :class:`UsageError` with a one-line message."""
@@ -193,21 +288,28 @@ class ExplainOptions:
         if not 0.0 < self.bbox_threshold <= 1.0:
             raise UsageError(f"--bbox-threshold {self.bbox_threshold}: must be in (0, 1]")
         self._check_counts()
-        for flag, value, choices in (("--bbox-mode", self.bbox_mode, BBOX_MODES),
-                                     ("--colormap", self.colormap, COLORMAPS),
-                                     ("--precision", self.precision, PRECISIONS), ("--view", self.view, VIEWS)):
+        for flag, value, choices in (
+            ("--bbox-mode", self.bbox_mode, BBOX_MODES),
+            ("--colormap", self.colormap, COLORMAPS),
+            ("--precision", self.precision, PRECISIONS),
+            ("--view", self.view, VIEWS),
+        ):
             _one_of(flag, value, choices)
 
     def _check_counts(self) -> None:
-        for flag, value in (("--batch-size", self.batch_size), ("--perturbation-batch-size",
-                                                                 self.perturbation_batch_size),
-                            ("--occlusion-window", self.occlusion_window),
-                            ("--occlusion-stride", self.occlusion_stride),
-                            ("--max-output-pixels", self.max_output_pixels)):
+        for flag, value in (
+            ("--batch-size", self.batch_size),
+            ("--perturbation-batch-size", self.perturbation_batch_size),
+            ("--occlusion-window", self.occlusion_window),
+            ("--occlusion-stride", self.occlusion_stride),
+            ("--max-output-pixels", self.max_output_pixels),
+        ):
             _at_least(flag, value, 1)
         if self.occlusion_stride > self.occlusion_window:
-            raise UsageError(f"--occlusion-stride {self.occlusion_stride}: larger than the window "
-                             f"({self.occlusion_window}), so some pixels would never be occluded")
+            raise UsageError(
+                f"--occlusion-stride {self.occlusion_stride}: larger than the window "
+                f"({self.occlusion_window}), so some pixels would never be occluded"
+            )
 
     def _check_method_combinations(self) -> None:
         infos = [METHODS[m] for m in self.methods]
@@ -244,18 +346,30 @@ class EvaluateOptions:
     """What ``gradcam evaluate`` measures, on top of the explanations' own options."""
 
     annotations: str | os.PathLike = option(
-        "", "--annotations", "-a", metavar="FILE",
+        "",
+        "--annotations",
+        "-a",
+        metavar="FILE",
         help="Ground-truth boxes: CSV (file,class,x0,y0,x1,y1; x1/y1 exclusive), a folder of Pascal VOC XML files, "
-             "or a COCO instances JSON.")
-    faithfulness: bool = option(False, "--faithfulness/--no-faithfulness",
-                                help="Also deletion/insertion, ROAD, Average Drop (extra forward passes).")
-    faithfulness_steps: int = option(20, "--faithfulness-steps", metavar="N",
-                                     help="Points per perturbation curve; a batch costs at most this many forward "
-                                          "passes (fewer: faster, coarser AUC).")
+        "or a COCO instances JSON.",
+    )
+    faithfulness: bool = option(
+        False,
+        "--faithfulness/--no-faithfulness",
+        help="Also deletion/insertion, ROAD, Average Drop (extra forward passes).",
+    )
+    faithfulness_steps: int = option(
+        20,
+        "--faithfulness-steps",
+        metavar="N",
+        help="Points per perturbation curve; a batch costs at most this many forward "
+        "passes (fewer: faster, coarser AUC).",
+    )
     sanity: bool = option(False, "--sanity", help="Cascading model randomisation on a copy of the model.")
     sanity_images: int = option(16, "--sanity-images", metavar="N", help="How many images the sanity check uses.")
-    pointing_tolerance: int = option(15, "--pointing-tolerance", metavar="PX",
-                                     help="Pointing game: pixels the maximum may lie outside a box.")
+    pointing_tolerance: int = option(
+        15, "--pointing-tolerance", metavar="PX", help="Pointing game: pixels the maximum may lie outside a box."
+    )
     overwrite: bool = option(False, "--overwrite", help="Replace an earlier evaluation's files.")
 
     def validate(self) -> None:
@@ -270,17 +384,24 @@ class EvaluateOptions:
 class JobOptions:
     """How a job over many images runs, as opposed to what each explanation is."""
 
-    workers: int = option(2, "--workers", "-w", metavar="N",
-                          help="Threads for decoding and for writing pictures; 0 = inline.")
+    workers: int = option(
+        2, "--workers", "-w", metavar="N", help="Threads for decoding and for writing pictures; 0 = inline."
+    )
     threads: int | None = option(
-        None, "--threads", type=int, metavar="N",
+        None,
+        "--threads",
+        type=int,
+        metavar="N",
         help="Threads for the model's arithmetic (also GRADCAM_THREADS). Default: the cores not busy with other "
-             "work when the run starts.")
-    skip_existing: bool = option(False, "--skip-existing",
-                                 help="Skip images whose requested outputs all exist (resume a job).")
+        "work when the run starts.",
+    )
+    skip_existing: bool = option(
+        False, "--skip-existing", help="Skip images whose requested outputs all exist (resume a job)."
+    )
     fail_fast: bool = option(False, "--fail-fast", help="Stop taking new work at the first failed image.")
-    shard: str | tuple[int, int] | None = option(None, "--shard", metavar="I/N",
-                               help="Process a deterministic 1/N of the inputs (writes results.I-of-N.jsonl).")
+    shard: str | tuple[int, int] | None = option(
+        None, "--shard", metavar="I/N", help="Process a deterministic 1/N of the inputs (writes results.I-of-N.jsonl)."
+    )
     recursive: bool = option(False, "--recursive", "-r", help="Descend into sub-folders.")
     null_separated: bool = option(False, "-0", "--null", help="Paths on stdin are NUL-separated (find -print0).")
     checkpoint_s: float = 10.0  # how often the manifest is compacted during a long job
@@ -322,23 +443,44 @@ def parse_shard(spec: str | tuple[int, int]) -> tuple[int, int]:
 class EngineOptions:
     """Where a job's batches run: in this process (``local``), or on a Ray cluster's actors (``ray``)."""
 
-    engine: str = option("local", "--engine", metavar="ENGINE",
-                         help='local: this process; ray: actors on a Ray cluster (pip install "gradcam-cli[ray]").')
-    ray_address: str | None = option(None, "--ray-address", metavar="ADDR",
-                                     help="With --engine ray: join this cluster (ray start --head prints it). "
-                                          "Default: start Ray here.")
-    actors: int | None = option(None, "--actors", type=int, metavar="N",
-                                help="With --engine ray: model copies working in parallel. Default: one per GPU "
-                                     "share, else one.")
-    gpus_per_actor: float = option(0.0, "--gpus-per-actor", metavar="G",
-                                   help="With --engine ray: GPUs each actor gets (1: one actor per GPU; 0.5: two "
-                                        "share one).")
+    engine: str = option(
+        "local",
+        "--engine",
+        metavar="ENGINE",
+        help='local: this process; ray: actors on a Ray cluster (pip install "gradcam-cli[ray]").',
+    )
+    ray_address: str | None = option(
+        None,
+        "--ray-address",
+        metavar="ADDR",
+        help="With --engine ray: join this cluster (ray start --head prints it). Default: start Ray here.",
+    )
+    actors: int | None = option(
+        None,
+        "--actors",
+        type=int,
+        metavar="N",
+        help="With --engine ray: model copies working in parallel. Default: one per GPU share, else one.",
+    )
+    gpus_per_actor: float = option(
+        0.0,
+        "--gpus-per-actor",
+        metavar="G",
+        help="With --engine ray: GPUs each actor gets (1: one actor per GPU; 0.5: two share one).",
+    )
 
     def validate(self) -> None:
         _one_of("--engine", self.engine, ENGINES)
         if self.engine != "ray":
-            given = [flag for flag, value in (("--ray-address", self.ray_address), ("--actors", self.actors),
-                                              ("--gpus-per-actor", self.gpus_per_actor or None)) if value is not None]
+            given = [
+                flag
+                for flag, value in (
+                    ("--ray-address", self.ray_address),
+                    ("--actors", self.actors),
+                    ("--gpus-per-actor", self.gpus_per_actor or None),
+                )
+                if value is not None
+            ]
             if given:
                 raise UsageError(f"{given[0]}: applies to --engine ray only")
         if self.actors is not None:

@@ -76,8 +76,9 @@ def find_classifier(model: nn.Module, num_logits: int) -> nn.Linear:
     return linears[-1]
 
 
-def cam_class_weights(model: nn.Module, path: str, activations: torch.Tensor, logits: torch.Tensor,
-                      classes: torch.Tensor) -> torch.Tensor:
+def cam_class_weights(
+    model: nn.Module, path: str, activations: torch.Tensor, logits: torch.Tensor, classes: torch.Tensor
+) -> torch.Tensor:
     """Classifier rows ``(B, K, C)`` for CAM, after checking that logits really are ``fc(mean(A))``.
 
     The check is numerical, so it holds for any architecture whose head is global
@@ -111,8 +112,9 @@ def _class_token_head(model: nn.Module) -> str:
     return ": it reads the class token, not the mean of the grid tokens" if reads_token else ""
 
 
-def cam_failures(model: nn.Module, layers: dict[str, nn.Module], input_size: tuple[int, int],
-                 layouts: dict | None = None) -> dict[str, str]:
+def cam_failures(
+    model: nn.Module, layers: dict[str, nn.Module], input_size: tuple[int, int], layouts: dict | None = None
+) -> dict[str, str]:
     """Why CAM does not apply at each layer where it does not (layer -> reason), from one probe forward pass on
     a random image."""
     device = model_device(model)
@@ -134,8 +136,17 @@ def cam_failures(model: nn.Module, layers: dict[str, nn.Module], input_size: tup
 class _Passes:
     """The extra forward passes of Score-CAM, Ablation-CAM and occlusion, ``batch_size`` copies at a time."""
 
-    def __init__(self, model: nn.Module, inputs: torch.Tensor, raw: dict[str, torch.Tensor], logits: torch.Tensor,
-                 layouts: dict, state: PassState, batch_size: int, precision: str) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        inputs: torch.Tensor,
+        raw: dict[str, torch.Tensor],
+        logits: torch.Tensor,
+        layouts: dict,
+        state: PassState,
+        batch_size: int,
+        precision: str,
+    ) -> None:
         self.model, self.inputs, self.raw, self.logits = model, inputs, raw, logits
         self.layouts, self.state, self.batch_size, self.precision = layouts, state, batch_size, precision
         self._frontiers: dict[str, tuple] = {}
@@ -146,8 +157,10 @@ class _Passes:
 
     def logits_for_inputs(self, x: torch.Tensor) -> torch.Tensor:
         fmt = input_memory_format(self.model)
-        chunks = [self._forward(self.model, x[i:i + self.batch_size].contiguous(memory_format=fmt))
-                  for i in range(0, x.shape[0], self.batch_size)]
+        chunks = [
+            self._forward(self.model, x[i : i + self.batch_size].contiguous(memory_format=fmt))
+            for i in range(0, x.shape[0], self.batch_size)
+        ]
         return torch.cat(chunks)
 
     def logits_after_layer(self, layer: str, image: int, grids: torch.Tensor) -> torch.Tensor:
@@ -161,9 +174,14 @@ class _Passes:
         original = one_image(layout, self.raw[layer], image)  # its prefix tokens are kept as they were
         raw = layout.from_grid(grids, original).to(self.raw[layer].dtype)
         b = layout.batch_dim
-        return torch.cat([self._forward(tail, raw.narrow(b, i, min(self.batch_size, raw.shape[b] - i)),
-                                        self._frontiers[layer], image)
-                          for i in range(0, raw.shape[b], self.batch_size)])
+        return torch.cat(
+            [
+                self._forward(
+                    tail, raw.narrow(b, i, min(self.batch_size, raw.shape[b] - i)), self._frontiers[layer], image
+                )
+                for i in range(0, raw.shape[b], self.batch_size)
+            ]
+        )
 
 
 def _record_forward(model, inputs, layers, infos, guided, classes, top_k, precision):
@@ -186,7 +204,7 @@ def _record_forward(model, inputs, layers, infos, guided, classes, top_k, precis
         grads: dict[str, list[torch.Tensor]] = {p: [] for p in layers}
         guided_grads: list[torch.Tensor] = []
         for k in range(chosen.shape[1]):
-            score = logits.gather(1, chosen[:, k:k + 1]).sum()  # images are independent in eval mode
+            score = logits.gather(1, chosen[:, k : k + 1]).sum()  # images are independent in eval mode
             last = k == chosen.shape[1] - 1
             if needs_grads:
                 layer_grads = torch.autograd.grad(score, list(raw.values()), retain_graph=guided or not last)
@@ -201,22 +219,44 @@ def _record_forward(model, inputs, layers, infos, guided, classes, top_k, precis
     return working_precision(logits.detach()), chosen, raw, (grads if needs_grads else {}), guided_out
 
 
-def _run_methods(model, inputs, layers, infos, logits, chosen, raw, grads, layouts, state, settings, smooth,
-                 batch_size, precision, skip=frozenset()) -> dict[tuple[str, str], torch.Tensor]:
+def _run_methods(
+    model,
+    inputs,
+    layers,
+    infos,
+    logits,
+    chosen,
+    raw,
+    grads,
+    layouts,
+    state,
+    settings,
+    smooth,
+    batch_size,
+    precision,
+    skip=frozenset(),
+) -> dict[tuple[str, str], torch.Tensor]:
     """Every method on every layer (or on the input), under inference mode."""
     maps = {}
     with torch.inference_mode():
         acts = {p: working_precision(layouts.get(p, CONV).to_grid(a)) for p, a in raw.items()}
-        grids = {p: torch.stack([working_precision(layouts.get(p, CONV).to_grid(g)) for g in gs], dim=1)
-                 for p, gs in grads.items()}
+        grids = {
+            p: torch.stack([working_precision(layouts.get(p, CONV).to_grid(g)) for g in gs], dim=1)
+            for p, gs in grads.items()
+        }
         passes = _Passes(model, inputs, raw, logits, layouts, state, batch_size, precision)
         for info in infos:
-            for path in (layers if info.uses_layer else [None]):
+            for path in layers if info.uses_layer else [None]:
                 if (info.name, path) in skip:
                     continue
                 evidence = Evidence(
-                    classes=chosen, logits=logits, layer=path, activations=acts.get(path), gradients=grids.get(path),
-                    passes=passes, settings=settings,
+                    classes=chosen,
+                    logits=logits,
+                    layer=path,
+                    activations=acts.get(path),
+                    gradients=grids.get(path),
+                    passes=passes,
+                    settings=settings,
                     classifier_rows=(lambda p=path: cam_class_weights(model, p, acts[p], logits, chosen)),
                 )
                 result = info.implementation().compute(evidence)
@@ -259,10 +299,17 @@ def explain_batch(
     inputs = inputs.contiguous(memory_format=input_memory_format(model))
     layers = layers if any(i.uses_layer for i in infos) else {}
     common = dict(layers=layers, infos=infos, precision=precision)
-    run = dict(layouts=layouts or {}, state=state or PassState(), settings=settings or {}, smooth=smooth,
-               batch_size=batch_size, skip=skip)
-    logits, chosen, raw, grads, guided_out = _record_forward(model, inputs, guided=guided, classes=classes,
-                                                             top_k=top_k, **common)
+    run = dict(
+        layouts=layouts or {},
+        state=state or PassState(),
+        settings=settings or {},
+        smooth=smooth,
+        batch_size=batch_size,
+        skip=skip,
+    )
+    logits, chosen, raw, grads, guided_out = _record_forward(
+        model, inputs, guided=guided, classes=classes, top_k=top_k, **common
+    )
     maps = _run_methods(model, inputs, logits=logits, chosen=chosen, raw=raw, grads=grads, **common, **run)
     if smooth == "aug":
         maps = _augmented_average(model, inputs, chosen, maps, common, run)

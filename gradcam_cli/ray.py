@@ -59,8 +59,9 @@ def explain_dataset(
     from .job.ray.executor import map_with_actors
     from .job.ray.pool import check_device, plan_pool
 
-    opts = options or ExplainOptions(methods=tuple(methods), layers=tuple(layers), classes=tuple(classes), top_k=top_k,
-                                     outputs=tuple(outputs))
+    opts = options or ExplainOptions(
+        methods=tuple(methods), layers=tuple(layers), classes=tuple(classes), top_k=top_k, outputs=tuple(outputs)
+    )
     model_opts = ModelOptions(name=model, **load_options)
     engine = EngineOptions(engine="ray", actors=actors, gpus_per_actor=gpus_per_actor)
     for checked in (opts, model_opts, engine):

@@ -42,12 +42,15 @@ def read_wordnet_nouns(folder: Path) -> tuple[dict[str, list[str]], dict[str, li
         fields = line.split(" | ")[0].split()
         wnid = "n" + fields[0]
         count = int(fields[3], 16)
-        words = fields[4:4 + 2 * count:2]
+        words = fields[4 : 4 + 2 * count : 2]
         lemmas[wnid] = [w.replace("_", " ") for w in words]
-        rest = fields[4 + 2 * count:]
+        rest = fields[4 + 2 * count :]
         pointers = int(rest[0])
-        parents[wnid] = ["n" + rest[1 + 4 * i + 1] for i in range(pointers)
-                         if rest[1 + 4 * i] in ("@", "@i") and rest[1 + 4 * i + 2] == "n"]
+        parents[wnid] = [
+            "n" + rest[1 + 4 * i + 1]
+            for i in range(pointers)
+            if rest[1 + 4 * i] in ("@", "@i") and rest[1 + 4 * i + 2] == "n"
+        ]
     return lemmas, parents
 
 
@@ -66,8 +69,12 @@ def ancestors(wnid: str, parents: dict[str, list[str]]) -> list[tuple[int, str]]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--wordnet", type=Path, default=Path("/usr/share/wordnet"),
-                        help="folder with WordNet 3.0's data.noun (default: Debian's wordnet-base)")
+    parser.add_argument(
+        "--wordnet",
+        type=Path,
+        default=Path("/usr/share/wordnet"),
+        help="folder with WordNet 3.0's data.noun (default: Debian's wordnet-base)",
+    )
     args = parser.parse_args()
     lemmas, parents = read_wordnet_nouns(args.wordnet)
     found = []
@@ -79,8 +86,8 @@ def main() -> None:
     number = {s: i for i, s in enumerate(hypernyms)}
     data = {
         "about": "ImageNet-1k classes in index order as [wnid, timm's description, [distance, hypernym, distance, "
-                 "hypernym, ...]], a hypernym being an index into 'hypernyms' ([wnid, WordNet 3.0 lemmas]). "
-                 "Written by scripts/make_imagenet_classes.py: do not edit.",
+        "hypernym, ...]], a hypernym being an index into 'hypernyms' ([wnid, WordNet 3.0 lemmas]). "
+        "Written by scripts/make_imagenet_classes.py: do not edit.",
         "classes": [[wnid, description, [x for d, s in up for x in (d, number[s])]] for wnid, description, up in found],
         "hypernyms": [[s, ", ".join(lemmas[s])] for s in hypernyms],
     }

@@ -23,7 +23,9 @@ def fail(message: str, code: int = 2) -> click.exceptions.Exit:
 
 
 inputs_argument = click.argument("inputs", nargs=-1, required=True, metavar="INPUTS...")
-json_option = click.option("--json", "--jsonl", "as_json", is_flag=True,
-                           help="One JSON object per result on stdout, as each is made.")
-quiet_option = click.option("--quiet", "-q", is_flag=True,
-                            help="Nothing on stderr but errors (no progress, warnings or summary).")
+json_option = click.option(
+    "--json", "--jsonl", "as_json", is_flag=True, help="One JSON object per result on stdout, as each is made."
+)
+quiet_option = click.option(
+    "--quiet", "-q", is_flag=True, help="Nothing on stderr but errors (no progress, warnings or summary)."
+)

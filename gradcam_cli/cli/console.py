@@ -106,7 +106,7 @@ class Console:
     def on_progress(self, summary) -> None:
         self._update(summary)
 
-    def run(self, job: Callable[["Console"], object]):
+    def run(self, job: Callable[[Console], object]):
         """``job(self)`` with the stop handlers installed; returns its result, or an exit code when it was
         aborted (a second Ctrl-C) or refused mid-run (a usage error)."""
         from ..errors import UsageError
@@ -153,9 +153,15 @@ def start_progress(total: int, verb: str, quiet: bool):
     from rich.console import Console as RichConsole
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    progress = Progress(TextColumn(f"[bold]{verb}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
-                        console=RichConsole(stderr=True), transient=True)
+    progress = Progress(
+        TextColumn(f"[bold]{verb}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=RichConsole(stderr=True),
+        transient=True,
+    )
     task = progress.add_task(verb, total=total, rate="")
     progress.start()
 
@@ -177,8 +183,7 @@ def _progress_lines(total: int, verb: str, start: float) -> Callable:
         finished = summary.done + summary.failed + summary.skipped
         rate = summary.done / max(1e-9, now - start)
         left = f"; about {_duration((total - finished) / rate)} left" if rate > 0 and finished < total else ""
-        print(f"gradcam: {verb} {finished} of {total} images, {rate:.2f} images/s{left}", file=sys.stderr,
-              flush=True)
+        print(f"gradcam: {verb} {finished} of {total} images, {rate:.2f} images/s{left}", file=sys.stderr, flush=True)
 
     return update
 
@@ -202,22 +207,31 @@ def summary_lines(summary, stdout_closed: bool = False) -> list[str]:
     lines = []
     if summary.stopped_on_failure:
         flight = summary.finished_in_flight
-        lines.append(f"gradcam: --fail-fast: stopped at the first failure ({summary.first_failure}); "
-                     f"{len(flight)} image{'s' if len(flight) != 1 else ''} already under way finished"
-                     f"{': ' + ', '.join(flight[:5]) + (' ...' if len(flight) > 5 else '') if flight else ''}; "
-                     f"{summary.not_started} not started")
+        lines.append(
+            f"gradcam: --fail-fast: stopped at the first failure ({summary.first_failure}); "
+            f"{len(flight)} image{'s' if len(flight) != 1 else ''} already under way finished"
+            f"{': ' + ', '.join(flight[:5]) + (' ...' if len(flight) > 5 else '') if flight else ''}; "
+            f"{summary.not_started} not started"
+        )
     return lines + [summary_line(summary, stdout_closed)]
 
 
 def summary_line(summary, stdout_closed: bool = False) -> str:
     """The run's last line: counts, the explain phase's time and rate, and the wall time since the process began."""
-    state = " (interrupted)" if summary.interrupted and not stdout_closed else \
-        " (stopped at first failure)" if summary.stopped_on_failure else ""
+    state = (
+        " (interrupted)"
+        if summary.interrupted and not stdout_closed
+        else " (stopped at first failure)"
+        if summary.stopped_on_failure
+        else ""
+    )
     if getattr(summary, "retried", 0):
         state += f" ({summary.retried} retried after a worker died)"
-    return (f"gradcam: {summary.done} done, {summary.skipped} skipped, {summary.failed} failed of {summary.total}"
-            f"{state}; explain phase {summary.seconds:.2f} s ({summary.images_per_s:.2f} images/s); "
-            f"wall time {seconds_since_start():.2f} s since the process started")
+    return (
+        f"gradcam: {summary.done} done, {summary.skipped} skipped, {summary.failed} failed of {summary.total}"
+        f"{state}; explain phase {summary.seconds:.2f} s ({summary.images_per_s:.2f} images/s); "
+        f"wall time {seconds_since_start():.2f} s since the process started"
+    )
 
 
 def seconds_since_start() -> float:
@@ -235,8 +249,13 @@ def seconds_since_start() -> float:
 _IMPORTED = time.perf_counter()
 
 
-def print_rows(rows: list[dict], out: Stdout, columns: list[tuple[str, Callable[[dict], object]]], title: str = "",
-               footer: str = "") -> None:
+def print_rows(
+    rows: list[dict],
+    out: Stdout,
+    columns: list[tuple[str, Callable[[dict], object]]],
+    title: str = "",
+    footer: str = "",
+) -> None:
     """Result rows: on a terminal, one table; off one, one tab-separated line per row with no header and no
     wrapping, so that grep, cut and awk see whole rows. A cell is text (shown as it is, never as markup) or a
     styled ``rich.text.Text``."""
@@ -254,7 +273,9 @@ def print_rows(rows: list[dict], out: Stdout, columns: list[tuple[str, Callable[
     for heading, _ in columns:
         table.add_column(heading, overflow="fold")
     for row in rows:
-        table.add_row(*(escape(cell) if isinstance(cell, str) else cell for cell in (render(row) for _, render in columns)))
+        table.add_row(
+            *(escape(cell) if isinstance(cell, str) else cell for cell in (render(row) for _, render in columns))
+        )
     try:
         console = RichConsole(soft_wrap=False)
         console.print(table)

@@ -12,29 +12,58 @@ from .console import Console, print_rows
 from .params import built, declared
 
 # The explanation options that shape what is measured (pictures are not drawn).
-EXPLAIN_FIELDS = ("layers", "methods", "smooth", "occlusion_window", "occlusion_stride", "bbox_threshold", "view",
-                  "batch_size", "perturbation_batch_size", "precision", "max_output_pixels")
+EXPLAIN_FIELDS = (
+    "layers",
+    "methods",
+    "smooth",
+    "occlusion_window",
+    "occlusion_stride",
+    "bbox_threshold",
+    "view",
+    "batch_size",
+    "perturbation_batch_size",
+    "precision",
+    "max_output_pixels",
+)
 JOB_FIELDS = ("workers", "threads", "fail_fast", "recursive", "null_separated")
 # Table columns: (summary key, heading, higher is better).
-LOCALISATION = [("top1_loc", "top-1 loc", True), ("gt_known_loc", "GT-known loc", True), ("mean_iou", "mIoU", True),
-                ("maxboxacc", "MaxBoxAcc", True), ("maxboxacc_v2", "MaxBoxAccV2", True),
-                ("best_threshold", "best τ", None), ("pointing_game", "pointing", True),
-                ("whole_photo_boxes", "whole-photo boxes", False)]
-FAITHFULNESS = [("deletion_auc", "deletion ↓", False), ("insertion_auc", "insertion ↑", True),
-                ("road", "ROAD ↑", True), ("average_drop", "avg drop ↓", False),
-                ("increase_in_confidence", "increase ↑", True)]
+LOCALISATION = [
+    ("top1_loc", "top-1 loc", True),
+    ("gt_known_loc", "GT-known loc", True),
+    ("mean_iou", "mIoU", True),
+    ("maxboxacc", "MaxBoxAcc", True),
+    ("maxboxacc_v2", "MaxBoxAccV2", True),
+    ("best_threshold", "best τ", None),
+    ("pointing_game", "pointing", True),
+    ("whole_photo_boxes", "whole-photo boxes", False),
+]
+FAITHFULNESS = [
+    ("deletion_auc", "deletion ↓", False),
+    ("insertion_auc", "insertion ↑", True),
+    ("road", "ROAD ↑", True),
+    ("average_drop", "avg drop ↓", False),
+    ("increase_in_confidence", "increase ↑", True),
+]
 
 
 @app.command()
 @inputs_argument
 @declared(EvaluateOptions)
 @declared(ModelOptions, EngineOptions)
-@declared(ExplainOptions, only=EXPLAIN_FIELDS,
-          helps={"bbox_threshold": "The box threshold judged by top-1/GT-known loc and mIoU (the sweep tries "
-                                   "0.00..0.99)."})
+@declared(
+    ExplainOptions,
+    only=EXPLAIN_FIELDS,
+    helps={"bbox_threshold": "The box threshold judged by top-1/GT-known loc and mIoU (the sweep tries 0.00..0.99)."},
+)
 @declared(JobOptions, only=JOB_FIELDS)
-@click.option("--output-dir", "-o", default="gradcam_eval", show_default=True, metavar="DIR",
-              help="Where evaluation.jsonl, per_image.csv, sweep.csv and the plots go.")
+@click.option(
+    "--output-dir",
+    "-o",
+    default="gradcam_eval",
+    show_default=True,
+    metavar="DIR",
+    help="Where evaluation.jsonl, per_image.csv, sweep.csv and the plots go.",
+)
 @json_option
 @quiet_option
 def evaluate(inputs: tuple[str, ...], output_dir: str, as_json: bool, quiet: bool, **values) -> None:
@@ -60,8 +89,7 @@ def evaluate(inputs: tuple[str, ...], output_dir: str, as_json: bool, quiet: boo
         raise fail(str(err)) from None
 
     def run(console: Console):
-        calls = Callbacks(None, console.on_progress, console.message, console.stop,
-                          lambda: apply_threads(job.threads))
+        calls = Callbacks(None, console.on_progress, console.message, console.stop, lambda: apply_threads(job.threads))
         return evaluate_folder(list(inputs), output_dir, model, options, measure, job, engine, calls)
 
     result = console.run(run)
@@ -102,8 +130,14 @@ def _print_table(summaries: list[dict], measure: EvaluateOptions, output_dir: st
         return r["layer"] + (" (maps do not change)" if r.get("sanity_flagged") else "")
 
     first = summaries[0]
-    title = (f"{first['images']} images, {first['samples']} annotated classes, view {first['view']}, "
-             f"τ = {first['bbox_threshold']}, IoU ≥ 0.5; pointing-game chance {_cell(first['pointing_game_baseline'])}")
-    print_rows(rows, console.out, [("method", lambda r: r["method"]), ("layer", layer)]
-               + [(heading, render(key)) for key, heading, _ in columns], title=title,
-               footer=f"details in {output_dir}")
+    title = (
+        f"{first['images']} images, {first['samples']} annotated classes, view {first['view']}, "
+        f"τ = {first['bbox_threshold']}, IoU ≥ 0.5; pointing-game chance {_cell(first['pointing_game_baseline'])}"
+    )
+    print_rows(
+        rows,
+        console.out,
+        [("method", lambda r: r["method"]), ("layer", layer)] + [(heading, render(key)) for key, heading, _ in columns],
+        title=title,
+        footer=f"details in {output_dir}",
+    )

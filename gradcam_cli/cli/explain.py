@@ -11,7 +11,9 @@ from .params import built, declared
 
 # The table (on a terminal) and the tab-separated lines (off one): input, method, layer, class, probability, box.
 COLUMNS = [
-    ("input", lambda d: d["input"]), ("method", lambda d: d["method"]), ("layer", lambda d: d["layer"]),
+    ("input", lambda d: d["input"]),
+    ("method", lambda d: d["method"]),
+    ("layer", lambda d: d["layer"]),
     ("class", lambda d: f"{d['class_index']} {d['class_name'] or ''}".strip()),
     ("prob", lambda d: "-" if d["probability"] is None else f"{d['probability']:.3f}"),
     ("bbox x0,y0,x1,y1", lambda d: ",".join(map(str, d["bbox"])) if d["bbox"] else "-"),
@@ -21,8 +23,14 @@ COLUMNS = [
 @app.command()
 @inputs_argument
 @declared(ModelOptions, ExplainOptions, JobOptions, EngineOptions)
-@click.option("--output-dir", "-o", default="gradcam_out", show_default=True, metavar="DIR",
-              help="Where pictures, results.jsonl and run.json go (with --engine ray also a URI: s3://bucket/out).")
+@click.option(
+    "--output-dir",
+    "-o",
+    default="gradcam_out",
+    show_default=True,
+    metavar="DIR",
+    help="Where pictures, results.jsonl and run.json go (with --engine ray also a URI: s3://bucket/out).",
+)
 @click.option("--report", is_flag=True, help="Also write index.html in the output dir: a browsable report.")
 @json_option
 @quiet_option
@@ -46,8 +54,9 @@ def explain(inputs: tuple[str, ...], output_dir: str, report: bool, as_json: boo
         raise fail(str(err)) from None
 
     def run(console: Console):
-        calls = Callbacks(console.record, console.on_progress, console.message, console.stop,
-                          lambda: apply_threads(job.threads))
+        calls = Callbacks(
+            console.record, console.on_progress, console.message, console.stop, lambda: apply_threads(job.threads)
+        )
         return explain_folder(list(inputs), output_dir, model, options, job, engine, calls)
 
     summary = console.run(run)

@@ -15,8 +15,12 @@ from .params import declared
 @declared(ModelOptions, only=("name", "num_classes"))
 @click.option("--all", "show_all", is_flag=True, help="Every module with a spatial output, not only blocks.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON list instead of a table.")
-@click.option("--cache/--no-cache", default=True, show_default=True,
-              help="Reuse the table from the last listing of this model (same library versions).")
+@click.option(
+    "--cache/--no-cache",
+    default=True,
+    show_default=True,
+    help="Reuse the table from the last listing of this model (same library versions).",
+)
 def layers(show_all: bool, as_json: bool, cache: bool, **values) -> None:
     """List the layers the methods can hook (spatial outputs: conv maps, channels-last grids, token grids),
     their shapes and grids, and the default. No download."""
@@ -28,9 +32,22 @@ def layers(show_all: bool, as_json: bool, cache: bool, **values) -> None:
     shown = set(listed_paths([(r["path"], r["type"]) for r in table["layers"]], default, show_all))
     rows = [r for r in table["layers"] if r["path"] in shown]
     if as_json:
-        print(json.dumps([{"path": r["path"], "type": r["type"], "shape": r["shape"], "layout": r["layout"],
-                           "grid": r["grid"], "prefix_tokens": r["prefix_tokens"], "default": r["path"] == default}
-                          for r in rows]))
+        print(
+            json.dumps(
+                [
+                    {
+                        "path": r["path"],
+                        "type": r["type"],
+                        "shape": r["shape"],
+                        "layout": r["layout"],
+                        "grid": r["grid"],
+                        "prefix_tokens": r["prefix_tokens"],
+                        "default": r["path"] == default,
+                    }
+                    for r in rows
+                ]
+            )
+        )
         return
     _print_layers(table, rows, default)
 
@@ -75,13 +92,22 @@ def _trace_table(model: str | None, num_classes: int | None) -> dict:
 
     loaded = load_architecture(model, num_classes=num_classes)
     infos = trace_layers(loaded.model, loaded.preprocess.input_size)
-    rows = sorted((l for l in infos if l.spatial), key=lambda l: l.finish_order)
+    rows = sorted((layer for layer in infos if layer.spatial), key=lambda layer: layer.finish_order)
     return {
         "name": loaded.name,
         "input_size": list(loaded.preprocess.input_size),
         "default": default_layer(loaded.model, infos),
-        "layers": [{"path": l.path, "type": l.type, "shape": list(l.shape), "layout": l.layout.name,
-                    "grid": list(l.layout.grid), "prefix_tokens": l.layout.prefix, "grid_text": l.layout.describe(),
-                    "channels": l.shape[0] if l.layout.name == "channels_first" else l.shape[-1]}
-                   for l in rows],
+        "layers": [
+            {
+                "path": layer.path,
+                "type": layer.type,
+                "shape": list(layer.shape),
+                "layout": layer.layout.name,
+                "grid": list(layer.layout.grid),
+                "prefix_tokens": layer.layout.prefix,
+                "grid_text": layer.layout.describe(),
+                "channels": layer.shape[0] if layer.layout.name == "channels_first" else layer.shape[-1],
+            }
+            for layer in rows
+        ],
     }

@@ -13,8 +13,9 @@ from .params import declared
 
 @app.command()
 @declared(ModelOptions, only=("name",))
-@click.option("--layer", "-l", metavar="PATH",
-              help="With --model: costs for this layer (default: the model's default layer).")
+@click.option(
+    "--layer", "-l", metavar="PATH", help="With --model: costs for this layer (default: the model's default layer)."
+)
 @click.option("--json", "as_json", is_flag=True, help="A JSON list instead of a table.")
 def methods(layer: str | None, as_json: bool, **values) -> None:
     """List the explanation methods. With --model, the costs are counted for its layer (from the layer table)."""
@@ -34,9 +35,18 @@ def methods(layer: str | None, as_json: bool, **values) -> None:
         window, stride = default_of(ExplainOptions, "occlusion_window"), default_of(ExplainOptions, "occlusion_stride")
         windows = window_count(tuple(table["input_size"]), window, stride)
         where = f" for {table['name']}, layer {path} ({channels} channels), occlusion {window}/{stride}"
-    rows = [{"method": m.name, "name": m.title, "needs": m.needs, "class_specific": m.class_specific,
-             "uses_layer": m.uses_layer, "cost": m.cost(channels, windows), "paper": m.paper}
-            for m in METHODS.values()]
+    rows = [
+        {
+            "method": m.name,
+            "name": m.title,
+            "needs": m.needs,
+            "class_specific": m.class_specific,
+            "uses_layer": m.uses_layer,
+            "cost": m.cost(channels, windows),
+            "paper": m.paper,
+        }
+        for m in METHODS.values()
+    ]
     if as_json:
         print(json.dumps(rows))
         return
@@ -48,6 +58,7 @@ def methods(layer: str | None, as_json: bool, **values) -> None:
     for col in ("--method", "needs", "class", "passes per batch", "paper"):
         out.add_column(col, overflow="fold")
     for r in rows:
-        out.add_row(r["method"], r["needs"], "specific" if r["class_specific"] else "agnostic", r["cost"],
-                    escape(r["paper"]))
+        out.add_row(
+            r["method"], r["needs"], "specific" if r["class_specific"] else "agnostic", r["cost"], escape(r["paper"])
+        )
     Console(soft_wrap=True).print(out)

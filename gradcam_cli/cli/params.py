@@ -37,27 +37,51 @@ def click_option(cls: type, f, *, prefix: str, default=MISSING, help: str | None
     name = f"{prefix}__{f.name}"
     text = help or meta["help"]
     if meta["repeatable"]:
-        return click.Option([*meta["flags"], name], multiple=True, default=tuple(value), metavar=meta["metavar"],
-                            help=text, show_default=_shown(value) is not None)
+        return click.Option(
+            [*meta["flags"], name],
+            multiple=True,
+            default=tuple(value),
+            metavar=meta["metavar"],
+            help=text,
+            show_default=_shown(value) is not None,
+        )
     if "/" in meta["flags"][0] or isinstance(value, bool):
         return click.Option([*meta["flags"], name], is_flag=True, default=value, help=text)
     kind = meta["type"] or (type(value) if value is not None and not isinstance(value, tuple) else str)
-    return click.Option([*meta["flags"], name], type=kind, default=_shown(value) if isinstance(value, tuple) else value,
-                        metavar=meta["metavar"], help=text, show_default=_shown(value) is not None)
+    return click.Option(
+        [*meta["flags"], name],
+        type=kind,
+        default=_shown(value) if isinstance(value, tuple) else value,
+        metavar=meta["metavar"],
+        help=text,
+        show_default=_shown(value) is not None,
+    )
 
 
-def declared(*classes: type, prefix: str | None = None, only: tuple[str, ...] | None = None,
-             defaults: dict | None = None, helps: dict | None = None):
+def declared(
+    *classes: type,
+    prefix: str | None = None,
+    only: tuple[str, ...] | None = None,
+    defaults: dict | None = None,
+    helps: dict | None = None,
+):
     """A decorator adding the command-line options of ``classes``' fields (``only`` those, when given)."""
+
     def decorate(command):
         params = []
         for cls in classes:
             for f in fields(cls):
                 if "flags" not in f.metadata or (only is not None and f.name not in only):
                     continue
-                params.append(click_option(cls, f, prefix=prefix or cls.__name__,
-                                           default=(defaults or {}).get(f.name, MISSING),
-                                           help=(helps or {}).get(f.name)))
+                params.append(
+                    click_option(
+                        cls,
+                        f,
+                        prefix=prefix or cls.__name__,
+                        default=(defaults or {}).get(f.name, MISSING),
+                        help=(helps or {}).get(f.name),
+                    )
+                )
         command.__click_params__ = getattr(command, "__click_params__", []) + params[::-1]
         return command
 

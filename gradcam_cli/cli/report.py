@@ -42,7 +42,10 @@ def write_report(output_dir: str | Path, quiet: bool) -> int:
         print(f"gradcam: error: {output_dir}: cannot write the report ({err.strerror or err})", file=sys.stderr)
         return 2
     if not quiet:
-        print(f"gradcam: report {summary.path}: {summary.images} images, {summary.records} results, "
-              f"{summary.failed} failed; {summary.thumbs_made} thumbnails made in {summary.seconds:.1f}s",
-              file=sys.stderr, flush=True)
+        print(
+            f"gradcam: report {summary.path}: {summary.images} images, {summary.records} results, "
+            f"{summary.failed} failed; {summary.thumbs_made} thumbnails made in {summary.seconds:.1f}s",
+            file=sys.stderr,
+            flush=True,
+        )
     return 0

@@ -9,13 +9,49 @@ from __future__ import annotations
 
 from pathlib import Path
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".gif",
-                            ".psd", ".avif", ".heic", ".heif", ".svg", ".svgz"})
-_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
-               (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"BM", "BMP"), (b"8BPS", "PSD"))
+IMAGE_SUFFIXES = frozenset(
+    {
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".png",
+        ".webp",
+        ".bmp",
+        ".dib",
+        ".tif",
+        ".tiff",
+        ".gif",
+        ".psd",
+        ".avif",
+        ".heic",
+        ".heif",
+        ".svg",
+        ".svgz",
+    }
+)
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"BM", "BMP"),
+    (b"8BPS", "PSD"),
+)
 # ISO base media files ("....ftypBRAND"): the brand says which image format.
-_FTYP_BRANDS = {b"avif": "AVIF", b"avis": "AVIF", b"heic": "HEIF", b"heix": "HEIF", b"hevc": "HEIF",
-                b"hevx": "HEIF", b"heim": "HEIF", b"heis": "HEIF", b"mif1": "HEIF", b"msf1": "HEIF"}
+_FTYP_BRANDS = {
+    b"avif": "AVIF",
+    b"avis": "AVIF",
+    b"heic": "HEIF",
+    b"heix": "HEIF",
+    b"hevc": "HEIF",
+    b"hevx": "HEIF",
+    b"heim": "HEIF",
+    b"heis": "HEIF",
+    b"mif1": "HEIF",
+    b"msf1": "HEIF",
+}
 _SUFFIX_FORMATS = {".heic": "HEIF", ".heif": "HEIF", ".avif": "AVIF", ".svg": "SVG", ".svgz": "SVG", ".psd": "PSD"}
 # What to do about a format that Pillow, as installed here, may not read.
 FORMAT_FIXES = {

@@ -127,17 +127,24 @@ def _scaled_down(img: Image.Image, max_pixels: int | None) -> Image.Image:
             part = part.convert("L")
         elif part.mode in ("P", "PA") or (part.mode in ("L", "RGB") and "transparency" in img.info):
             part = part.convert("RGBA")  # a palette, or a transparent colour, would not survive averaging
-        part = part.resize((size[0], end - row), Image.Resampling.BOX,
-                           box=(0, row * scale_y - top, width, end * scale_y - top))
+        part = part.resize(
+            (size[0], end - row), Image.Resampling.BOX, box=(0, row * scale_y - top, width, end * scale_y - top)
+        )
         if out is None:
             out = Image.new(part.mode, size)
         out.paste(part, (0, row))
     return out
 
 
-_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-            8: Image.Transpose.ROTATE_90}  # EXIF orientation -> the turn that shows the photo upright
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}  # EXIF orientation -> the turn that shows the photo upright
 _QUARTER_TURNS = {_UPRIGHT[k] for k in (5, 6, 7, 8)}
 
 
@@ -225,8 +232,9 @@ def load_rgb(path: str | os.PathLike, data: bytes | None = None) -> np.ndarray:
     return load_photo(path, data=data)[0]
 
 
-def load_photo(path: str | os.PathLike, max_pixels: int | None = None,
-               data: bytes | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+def load_photo(
+    path: str | os.PathLike, max_pixels: int | None = None, data: bytes | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
     """Like :func:`load_rgb`, scaled down to at most ``max_pixels`` pixels while decoding.
 
     Returns ``(rgb, (width, height))``: the array, and the upright photo's full size.

@@ -73,8 +73,9 @@ def safe_rel(parts: Iterable[str]) -> PurePosixPath:
     return PurePosixPath(*kept) if kept else PurePosixPath("image")
 
 
-def scan_directory(root: Path, recursive: bool, skip: Path | None,
-                   unreadable: list[tuple[Path, str]] | None = None) -> list[Path]:
+def scan_directory(
+    root: Path, recursive: bool, skip: Path | None, unreadable: list[tuple[Path, str]] | None = None
+) -> list[Path]:
     """Image files under ``root`` (sorted), skipping hidden entries and the ``skip`` directory.
 
     A folder that cannot be listed is added to ``unreadable`` as ``(folder, cause)``.
@@ -88,8 +89,11 @@ def scan_directory(root: Path, recursive: bool, skip: Path | None,
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=cannot_list):
         current = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
-                             and (skip_resolved is None or (current / d).resolve() != skip_resolved))
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if not d.startswith(".") and (skip_resolved is None or (current / d).resolve() != skip_resolved)
+        )
         if not recursive:
             dirnames[:] = []
         for name in sorted(filenames):
@@ -105,8 +109,11 @@ def images_in_subfolders(root: Path, skip: Path | None) -> tuple[int, bool]:
     count, seen = 0, 0
     skip_resolved = skip.resolve() if skip is not None else None
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")
-                       and (skip_resolved is None or (Path(dirpath) / d).resolve() != skip_resolved)]
+        dirnames[:] = [
+            d
+            for d in dirnames
+            if not d.startswith(".") and (skip_resolved is None or (Path(dirpath) / d).resolve() != skip_resolved)
+        ]
         if Path(dirpath) != root:
             count += sum(1 for n in filenames if not n.startswith(".") and Path(n).suffix.lower() in IMAGE_SUFFIXES)
         seen += len(filenames) + len(dirnames)
@@ -128,8 +135,15 @@ def read_stdin_paths(nul_separated: bool, stream=None) -> list[str]:
     return [os.fsdecode(e) for e in entries if e]
 
 
-def _expand(args: Iterable[str], recursive: bool, nul_separated: bool, output_dir: Path | None, stdin,
-            unreadable: list, notices: list[str]) -> list[tuple[Path, Path]]:
+def _expand(
+    args: Iterable[str],
+    recursive: bool,
+    nul_separated: bool,
+    output_dir: Path | None,
+    stdin,
+    unreadable: list,
+    notices: list[str],
+) -> list[tuple[Path, Path]]:
     """Every argument as ``(file, anchor directory)`` pairs: files found in a folder are anchored at it, files
     named directly, by glob or on stdin at their own folder."""
     anchored: list[tuple[Path, Path]] = []
@@ -160,8 +174,15 @@ def _left_in_subfolders(folder: Path, output_dir: Path | None) -> list[str]:
     return [f"{folder}: {many} in sub-folders left out; add -r to include them"]
 
 
-def collect_inputs(args: Iterable[str], *, recursive: bool = False, nul_separated: bool = False,
-                   output_dir: Path | None = None, stdin=None, notices: list[str] | None = None) -> list[InputImage]:
+def collect_inputs(
+    args: Iterable[str],
+    *,
+    recursive: bool = False,
+    nul_separated: bool = False,
+    output_dir: Path | None = None,
+    stdin=None,
+    notices: list[str] | None = None,
+) -> list[InputImage]:
     """Expand arguments into images with distinct, contained output locations.
 
     Outputs mirror each file's path below the deepest folder all anchors share: one
@@ -172,8 +193,10 @@ def collect_inputs(args: Iterable[str], *, recursive: bool = False, nul_separate
     unreadable: list[tuple[Path, str]] = []  # folders that could not be listed, and why
     notices = [] if notices is None else notices
     anchored = _expand(args, recursive, nul_separated, output_dir, stdin, unreadable, notices)
-    folder_errors = [InputImage(str(folder), PurePosixPath("."), error=f"{folder}: cannot list this folder ({cause})")
-                     for folder, cause in unreadable]
+    folder_errors = [
+        InputImage(str(folder), PurePosixPath("."), error=f"{folder}: cannot list this folder ({cause})")
+        for folder, cause in unreadable
+    ]
     if not anchored:
         return folder_errors
     # Only the files that are there place the outputs: a missing path (or a folder) in a list

@@ -103,7 +103,7 @@ class Manifest:
         self._journal = None
         self._lock = None
 
-    def open(self) -> "Manifest":
+    def open(self) -> Manifest:
         """Take the folder's lock, read what earlier runs left (their journal folded in) and start this run's
         journal; a manifest that cannot be read or written is a usage error, before any work."""
         local = self.files is LOCAL
@@ -187,9 +187,10 @@ def _take_lock(path: Path):
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise UsageError(f"{path.parent}: another gradcam run ({holder}) is writing {path.name} there; wait "
-                             "for it to finish, or give another --output-dir (--shard I/N runs may share a folder)") \
-                from None
+            raise UsageError(
+                f"{path.parent}: another gradcam run ({holder}) is writing {path.name} there; wait "
+                "for it to finish, or give another --output-dir (--shard I/N runs may share a folder)"
+            ) from None
         if _same_file(handle, name):
             break
         handle.close()  # released and removed by its holder meanwhile: take the new one

@@ -9,8 +9,16 @@ if TYPE_CHECKING:  # the command imports this module before it decides to load n
     import numpy as np
 
 
-def explanation_record(model_name: str, weights: str, source: str, photo: np.ndarray, e, files: dict,
-                       seconds: float, full_size: tuple[int, int] | None = None) -> dict:
+def explanation_record(
+    model_name: str,
+    weights: str,
+    source: str,
+    photo: np.ndarray,
+    e,
+    files: dict,
+    seconds: float,
+    full_size: tuple[int, int] | None = None,
+) -> dict:
     """One line of ``--json`` and ``results.jsonl`` for explanation ``e`` of the photo at ``source``.
 
     ``photo`` is the picture the map was placed on and the outputs show; ``full_size``
@@ -54,8 +62,12 @@ def _box_scaler(shown: tuple[int, int], size: tuple[int, int]):
 
     def scale(box) -> list[int]:
         x0, y0, x1, y1 = box
-        return [int(math.floor(x0 * sx)), int(math.floor(y0 * sy)),
-                min(size[0], int(math.ceil(x1 * sx))), min(size[1], int(math.ceil(y1 * sy)))]
+        return [
+            int(math.floor(x0 * sx)),
+            int(math.floor(y0 * sy)),
+            min(size[0], int(math.ceil(x1 * sx))),
+            min(size[1], int(math.ceil(y1 * sy))),
+        ]
 
     return scale
 

@@ -49,10 +49,18 @@ class JobSummary:
 class Bookkeeper:
     """The driver's side of a job: every outcome goes through :meth:`outcome`, in input order."""
 
-    def __init__(self, total: int, manifest: Manifest | None, *, fail_fast: bool = False, checkpoint_s: float = 10.0,
-                 on_record: Callable[[Record], None] | None = None,
-                 on_progress: Callable[[JobSummary], None] | None = None,
-                 on_outcome: Callable[[Outcome], None] | None = None, stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        total: int,
+        manifest: Manifest | None,
+        *,
+        fail_fast: bool = False,
+        checkpoint_s: float = 10.0,
+        on_record: Callable[[Record], None] | None = None,
+        on_progress: Callable[[JobSummary], None] | None = None,
+        on_outcome: Callable[[Outcome], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.summary = JobSummary(total=total)
         self.manifest = manifest
         self.fail_fast, self.checkpoint_s = fail_fast, checkpoint_s

@@ -12,7 +12,6 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
-
 from pathlib import Path
 
 from ..errors import GradcamError, UsageError
@@ -38,7 +37,7 @@ class EvaluateTask:
     measure: EvaluateOptions
     truths: dict[str, ImageTruth]  # by input path, classes resolved to the model's indices
 
-    def __call__(self) -> "EvaluateWorker":
+    def __call__(self) -> EvaluateWorker:
         return EvaluateWorker(self)
 
 
@@ -60,8 +59,11 @@ class EvaluateWorker:
         """Every decoded image measured, one pass of the model per input size."""
         from ..explainer import same_size_groups
 
-        outcomes = {id(d): Outcome(0, [error_record(d.item.path, d.error)], source=d.item.path)
-                    for d in batch if d.error is not None}
+        outcomes = {
+            id(d): Outcome(0, [error_record(d.item.path, d.error)], source=d.item.path)
+            for d in batch
+            if d.error is not None
+        }
         good = [d for d in batch if d.error is None]
         for group in same_size_groups([d.tensor for d in good]):
             outcomes.update(self._measured([good[i] for i in group]))
@@ -72,20 +74,27 @@ class EvaluateWorker:
         from ..metrics.measure import measure_batch
 
         try:
-            measured = measure_batch(self.explainer, chunk, [self.task.truths[d.item.path] for d in chunk],
-                                     self.task.measure)
+            measured = measure_batch(
+                self.explainer, chunk, [self.task.truths[d.item.path] for d in chunk], self.task.measure
+            )
         except GradcamError:
             raise
         except Exception as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            return {id(d): Outcome(0, [error_record(d.item.path, f"{d.item.path}: model failed "
-                                                                 f"({type(err).__name__}: {first})")],
-                                   source=d.item.path) for d in chunk}
+            return {
+                id(d): Outcome(
+                    0,
+                    [error_record(d.item.path, f"{d.item.path}: model failed ({type(err).__name__}: {first})")],
+                    source=d.item.path,
+                )
+                for d in chunk
+            }
         return {id(d): Outcome(0, [], source=d.item.path, payload=measured.of_image(d.item.path)) for d in chunk}
 
 
-def annotated(items: Sequence[InputImage], annotations: Annotations,
-              message: Callable[[str], None]) -> dict[InputImage, ImageTruth]:
+def annotated(
+    items: Sequence[InputImage], annotations: Annotations, message: Callable[[str], None]
+) -> dict[InputImage, ImageTruth]:
     """The items that have annotations, with them; the others reported as skipped."""
     truths: dict[InputImage, ImageTruth] = {}
     for item in items:
@@ -97,10 +106,19 @@ def annotated(items: Sequence[InputImage], annotations: Annotations,
     return truths
 
 
-def evaluate_job(explainer, items: Sequence[InputImage], annotations: Annotations, measure: EvaluateOptions,
-                 job: JobOptions | None = None, engine: EngineOptions | None = None, *, model: object = None,
-                 stop: threading.Event | None = None, on_progress: Callable | None = None,
-                 on_message: Callable[[str], None] | None = None) -> tuple[object, JobSummary]:
+def evaluate_job(
+    explainer,
+    items: Sequence[InputImage],
+    annotations: Annotations,
+    measure: EvaluateOptions,
+    job: JobOptions | None = None,
+    engine: EngineOptions | None = None,
+    *,
+    model: object = None,
+    stop: threading.Event | None = None,
+    on_progress: Callable | None = None,
+    on_message: Callable[[str], None] | None = None,
+) -> tuple[object, JobSummary]:
     """Measure every map of every annotated image, then (with ``measure.sanity``) the sanity check.
 
     ``explainer``: made here (it checks the request and runs the sanity check); ``model``: what the
@@ -111,13 +129,24 @@ def evaluate_job(explainer, items: Sequence[InputImage], annotations: Annotation
     job, message = job or JobOptions(), on_message or (lambda m: None)
     truths = annotated(items, annotations, message)
     state = Measurements.of(explainer)
-    book = Bookkeeper(len(truths), None, fail_fast=job.fail_fast, on_progress=on_progress, stop=stop,
-                      on_outcome=lambda o: _gathered(o, state, message),
-                      on_record=lambda r: message(r["error"]) if "error" in r else None)
-    task = EvaluateTask(model or explainer, replace(explainer.options, outputs=()), replace(measure, sanity=False),
-                        {item.path: truth for item, truth in truths.items()})
-    summary = run_job(task, list(truths), book, engine=engine, batch_size=explainer.options.batch_size,
-                      workers=job.workers)
+    book = Bookkeeper(
+        len(truths),
+        None,
+        fail_fast=job.fail_fast,
+        on_progress=on_progress,
+        stop=stop,
+        on_outcome=lambda o: _gathered(o, state, message),
+        on_record=lambda r: message(r["error"]) if "error" in r else None,
+    )
+    task = EvaluateTask(
+        model or explainer,
+        replace(explainer.options, outputs=()),
+        replace(measure, sanity=False),
+        {item.path: truth for item, truth in truths.items()},
+    )
+    summary = run_job(
+        task, list(truths), book, engine=engine, batch_size=explainer.options.batch_size, workers=job.workers
+    )
     missing = [i for i in items if i not in truths]
     summary.total, summary.skipped = len(items), summary.skipped + sum(1 for i in missing if i.error is None)
     summary.failed += sum(1 for i in missing if i.error is not None)
@@ -126,8 +155,9 @@ def evaluate_job(explainer, items: Sequence[InputImage], annotations: Annotation
             message(item.error)
     _warn_wrong_scale(state, message)
     if measure.sanity and state.samples and not book.stopping:
-        state.sanity = _sanity(explainer, [i for i in truths if i.path in state.images()][:measure.sanity_images],
-                               truths)
+        state.sanity = _sanity(
+            explainer, [i for i in truths if i.path in state.images()][: measure.sanity_images], truths
+        )
     return state, summary
 
 
@@ -143,8 +173,10 @@ def _gathered(outcome: Outcome, state, message: Callable[[str], None]) -> None:
 def _warn_wrong_scale(state, message: Callable[[str], None]) -> None:
     reaching = state.boxes_outside + state.boxes_clipped
     if state.boxes and reaching / state.boxes > WRONG_SCALE_SHARE:
-        message(f"warning: {reaching} of {state.boxes} annotated boxes reach outside their photos: are the "
-                "annotations in the pixels of other (resized) copies of the photos?")
+        message(
+            f"warning: {reaching} of {state.boxes} annotated boxes reach outside their photos: are the "
+            "annotations in the pixels of other (resized) copies of the photos?"
+        )
 
 
 def _sanity(explainer, items: Sequence[InputImage], truths: dict[InputImage, ImageTruth]) -> dict:
@@ -155,14 +187,23 @@ def _sanity(explainer, items: Sequence[InputImage], truths: dict[InputImage, Ima
     decoded = [decode_with(explainer, item) for item in items]
     good = [(d, inside_photo(truths[d.item], check_boxes(d, truths[d.item]))) for d in decoded if d.error is None]
     good = [(d, t) for d, t in good if t.objects]
-    parts = [sanity_images(explainer, [good[i][0] for i in group], [good[i][1] for i in group])
-             for group in same_size_groups([d.tensor for d, _ in good])]
+    parts = [
+        sanity_images(explainer, [good[i][0] for i in group], [good[i][1] for i in group])
+        for group in same_size_groups([d.tensor for d, _ in good])
+    ]
     return sanity_curves(explainer, parts, explainer.map_keys()) if parts else {}
 
 
-def evaluate_folder(inputs: Sequence[str], output_dir: str, model: ModelOptions, options: ExplainOptions,
-                    measure: EvaluateOptions, job: JobOptions | None = None, engine: EngineOptions | None = None,
-                    callbacks=None) -> tuple[object, JobSummary, list[dict]]:
+def evaluate_folder(
+    inputs: Sequence[str],
+    output_dir: str,
+    model: ModelOptions,
+    options: ExplainOptions,
+    measure: EvaluateOptions,
+    job: JobOptions | None = None,
+    engine: EngineOptions | None = None,
+    callbacks=None,
+) -> tuple[object, JobSummary, list[dict]]:
     """``gradcam evaluate``: the annotated images ``inputs`` name, measured by the chosen engine, and the
     evaluation's files written into ``output_dir``; returns the measurements, the job's counts and the
     per-(method, layer) summaries. Every bad request is a usage error before the model loads."""
@@ -182,15 +223,26 @@ def evaluate_folder(inputs: Sequence[str], output_dir: str, model: ModelOptions,
     refuse_existing(Path(output_dir), measure.overwrite)
     truth = read_annotations(measure.annotations)
     if not any(truth.for_image(item.path) for item in items):
-        raise UsageError(f"--annotations {measure.annotations}: none of the {len(items)} input images is annotated "
-                         "there (matched by path, or by file name where only one annotated file has it)")
+        raise UsageError(
+            f"--annotations {measure.annotations}: none of the {len(items)} input images is annotated "
+            "there (matched by path, or by file name where only one annotated file has it)"
+        )
     explainer = _checked_explainer(model, options, engine, calls)
     truth.resolve(explainer.loaded.labels, explainer.loaded.num_classes)
     for notice in explainer.notices:
         calls.message(notice)
-    measured, summary = evaluate_job(explainer, items, truth, measure, job, engine,
-                                     model=model if engine.engine == "ray" else None, stop=calls.stop,
-                                     on_progress=calls.on_progress, on_message=calls.message)
+    measured, summary = evaluate_job(
+        explainer,
+        items,
+        truth,
+        measure,
+        job,
+        engine,
+        model=model if engine.engine == "ray" else None,
+        stop=calls.stop,
+        on_progress=calls.on_progress,
+        on_message=calls.message,
+    )
     summaries = write_evaluation(explainer, measured, Path(output_dir), summary)
     return measured, summary, summaries
 

@@ -47,7 +47,7 @@ class ExplainTask:
     skip_existing: bool = False
     keep_explanations: bool = False
 
-    def __call__(self) -> "ExplainWorker":
+    def __call__(self) -> ExplainWorker:
         return ExplainWorker(self)
 
 
@@ -97,8 +97,14 @@ class ExplainWorker:
                 raise
             except Exception as err:  # e.g. out of memory: this batch fails, the job goes on
                 for d in good:
-                    results[id(d)] = Outcome(0, [error_record(d.item.path, f"{d.item.path}: model failed "
-                                                                           f"({type(err).__name__}: {_first(err)})")])
+                    results[id(d)] = Outcome(
+                        0,
+                        [
+                            error_record(
+                                d.item.path, f"{d.item.path}: model failed ({type(err).__name__}: {_first(err)})"
+                            )
+                        ],
+                    )
             else:
                 seconds = (time.perf_counter() - start) / len(good)
                 for d, explanations in zip(good, explained):
@@ -126,9 +132,12 @@ class ExplainWorker:
         loaded = self.explainer.loaded
         width, height = decoded.geometry.original_size
         shown = decoded.photo if decoded.photo is not None else np.empty((height, width, 3), np.uint8)  # a tensor
-        records = [explanation_record(loaded.name, loaded.weights, item.path, shown, e,
-                                      self._uris(paths), seconds, decoded.full_size)
-                   for e, paths in planned]
+        records = [
+            explanation_record(
+                loaded.name, loaded.weights, item.path, shown, e, self._uris(paths), seconds, decoded.full_size
+            )
+            for e, paths in planned
+        ]
         payload = explanations if self.task.keep_explanations else None
         return Outcome(0, records, source=item.path, payload=payload)
 
@@ -159,8 +168,10 @@ class ExplainWorker:
         for part in item.out_subdir.parts:
             folder = folder / part
             if os.path.islink(folder):
-                raise ImageError(f"{item.path}: cannot write output: {folder} is a symbolic link (outputs are "
-                                 "written only into real folders below the output folder)")
+                raise ImageError(
+                    f"{item.path}: cannot write output: {folder} is a symbolic link (outputs are "
+                    "written only into real folders below the output folder)"
+                )
         self._checked_dirs.add(item.out_subdir)
 
 
@@ -190,17 +201,24 @@ def outputs_complete(explainer, item: InputImage, output_dir, files=LOCAL) -> bo
         kinds += [("map", ".npy")] + ([("guided", ".npy")] if "guided" in opts.outputs else [])
     if opts.sheet and not _sheets_complete(explainer, item.stem, directory, files):
         return False
-    return all(_kind_complete(explainer, item, directory, files, method, layer, kind, suffix)
-               for method, layer in explainer.map_keys() for kind, suffix in kinds)
+    return all(
+        _kind_complete(explainer, item, directory, files, method, layer, kind, suffix)
+        for method, layer in explainer.map_keys()
+        for kind, suffix in kinds
+    )
 
 
 def _kind_complete(explainer, item, directory, files, method, layer, kind, suffix) -> bool:
     if explainer.classes:
-        return all(files.exists(output_path(directory, item.stem, method, layer, c, kind, suffix))
-                   for c in explainer.classes)
+        return all(
+            files.exists(output_path(directory, item.stem, method, layer, c, kind, suffix)) for c in explainer.classes
+        )
     prefix = output_stem(item.stem, method, layer, 0)[: -len("c0")]
-    matches = [n for n in files.glob(directory, f"{glob_escape(prefix)}c*_{kind}{suffix}")
-               if n[len(prefix) + 1:].split("_")[0].isdigit()]
+    matches = [
+        n
+        for n in files.glob(directory, f"{glob_escape(prefix)}c*_{kind}{suffix}")
+        if n[len(prefix) + 1 :].split("_")[0].isdigit()
+    ]
     return len(matches) >= explainer.options.top_k
 
 
@@ -208,7 +226,7 @@ def _sheets_complete(explainer, stem: str, directory, files=LOCAL) -> bool:
     if explainer.classes:
         return all(files.exists(sheet_path(directory, stem, c)) for c in explainer.classes)
     prefix = sheet_path(directory, stem, 0).name[: -len("0.png")]
-    found = [n for n in files.glob(directory, f"{glob_escape(prefix)}*.png") if n[len(prefix):-4].isdigit()]
+    found = [n for n in files.glob(directory, f"{glob_escape(prefix)}*.png") if n[len(prefix) : -4].isdigit()]
     return len(found) >= explainer.options.top_k
 
 
@@ -235,9 +253,15 @@ class Callbacks:
             self.before_model()
 
 
-def explain_folder(inputs: Sequence[str], output_dir: str, model: ModelOptions, options: ExplainOptions,
-                   job: JobOptions | None = None, engine: EngineOptions | None = None,
-                   callbacks: Callbacks | None = None) -> JobSummary:
+def explain_folder(
+    inputs: Sequence[str],
+    output_dir: str,
+    model: ModelOptions,
+    options: ExplainOptions,
+    job: JobOptions | None = None,
+    engine: EngineOptions | None = None,
+    callbacks: Callbacks | None = None,
+) -> JobSummary:
     """``gradcam explain``: the images ``inputs`` name, explained into ``output_dir`` (its pictures, ``results.jsonl``
     and ``run.json``) by the chosen engine. Every bad request is a usage error before the model loads."""
     job, engine, calls = job or JobOptions(), engine or EngineOptions(), callbacks or Callbacks()
@@ -259,14 +283,33 @@ def explain_folder(inputs: Sequence[str], output_dir: str, model: ModelOptions, 
     explainer = explainer_for(replace(model, device="cpu") if on_ray else model, options)
     for notice in explainer.notices:
         calls.message(notice)
-    return run_explain(explainer, items, output_dir, job, engine, model=model if on_ray else None,
-                       on_record=calls.on_record, on_progress=calls.on_progress, stop=calls.stop,
-                       run_options={"model": model, "explain": options, "job": job})
+    return run_explain(
+        explainer,
+        items,
+        output_dir,
+        job,
+        engine,
+        model=model if on_ray else None,
+        on_record=calls.on_record,
+        on_progress=calls.on_progress,
+        stop=calls.stop,
+        run_options={"model": model, "explain": options, "job": job},
+    )
 
 
-def run_explain(explainer, items: Sequence[InputImage], output_dir: str | os.PathLike, job: JobOptions | None = None,
-                engine: EngineOptions | None = None, *, model: object = None, on_record=None, on_progress=None,
-                stop=None, run_options: dict | None = None) -> JobSummary:
+def run_explain(
+    explainer,
+    items: Sequence[InputImage],
+    output_dir: str | os.PathLike,
+    job: JobOptions | None = None,
+    engine: EngineOptions | None = None,
+    *,
+    model: object = None,
+    on_record=None,
+    on_progress=None,
+    stop=None,
+    run_options: dict | None = None,
+) -> JobSummary:
     """Explain ``items`` with ``explainer`` into ``output_dir``: its manifest opened (and locked), ``run.json``
     written, then the job run by ``engine``; every image ends as records, an error record, or skipped.
 
@@ -277,6 +320,13 @@ def run_explain(explainer, items: Sequence[InputImage], output_dir: str | os.Pat
     options = run_options or {"explain": explainer.options, "job": job}
     manifest = open_output(output_dir, job.manifest_name, explainer, options)
     task = ExplainTask(model or explainer, explainer.options, output_dir, skip_existing=job.skip_existing)
-    book = Bookkeeper(len(items), manifest, fail_fast=job.fail_fast, checkpoint_s=job.checkpoint_s,
-                      on_record=on_record, on_progress=on_progress, stop=stop)
+    book = Bookkeeper(
+        len(items),
+        manifest,
+        fail_fast=job.fail_fast,
+        checkpoint_s=job.checkpoint_s,
+        on_record=on_record,
+        on_progress=on_progress,
+        stop=stop,
+    )
     return run_job(task, items, book, engine=engine, batch_size=explainer.options.batch_size, workers=job.workers)

@@ -18,8 +18,9 @@ from .bookkeeper import Bookkeeper
 from .task import Decoded, Outcome, Worker
 
 
-def run_local(worker: Worker, items: Sequence[InputImage], book: Bookkeeper, *, batch_size: int,
-              workers: int = 2) -> None:
+def run_local(
+    worker: Worker, items: Sequence[InputImage], book: Bookkeeper, *, batch_size: int, workers: int = 2
+) -> None:
     """Every input of ``items`` through ``worker``; each outcome handed to ``book`` in input order."""
     todo = []
     for index, item in enumerate(items):
@@ -82,14 +83,19 @@ def _report_failed_decodes(batch: list[tuple[int, Decoded]], book: Bookkeeper) -
             book.outcome(Outcome(index, [error_record(decoded.item.path, decoded.error)], source=decoded.item.path))
 
 
-def prefetched(worker: Worker, todo: Sequence[tuple[int, InputImage]], batch_size: int,
-               pool: ThreadPoolExecutor | None, book: Bookkeeper) -> Iterator[list[tuple[int, Decoded]]]:
+def prefetched(
+    worker: Worker,
+    todo: Sequence[tuple[int, InputImage]],
+    batch_size: int,
+    pool: ThreadPoolExecutor | None,
+    book: Bookkeeper,
+) -> Iterator[list[tuple[int, Decoded]]]:
     """Batches of decoded inputs, decoding up to two batches ahead in the pool."""
     if pool is None:
         for i in range(0, len(todo), batch_size):
             if book.stopping:
                 return
-            yield [(index, worker.decode(item)) for index, item in todo[i:i + batch_size]]
+            yield [(index, worker.decode(item)) for index, item in todo[i : i + batch_size]]
         return
     ahead: deque[tuple[int, Future]] = deque()
     queue = iter(todo)
@@ -103,8 +109,9 @@ def prefetched(worker: Worker, todo: Sequence[tuple[int, InputImage]], batch_siz
 
     fill()
     while ahead:
-        batch = [(index, future.result()) for index, future in (ahead.popleft() for _ in range(min(batch_size,
-                                                                                                      len(ahead))))]
+        batch = [
+            (index, future.result()) for index, future in (ahead.popleft() for _ in range(min(batch_size, len(ahead))))
+        ]
         fill()
         yield batch
         if book.stopping:

@@ -45,8 +45,9 @@ def open_output(destination: str, manifest_name: str, explainer, option_sets: di
         files, root = open_folder(destination)
         files.make_dir(root)
     except (OSError, ValueError) as err:  # unreachable, not writable, or a URI scheme pyarrow does not know
-        raise UsageError(f"--output-dir {destination}: cannot create ({getattr(err, 'strerror', None) or err})") \
-            from None
+        raise UsageError(
+            f"--output-dir {destination}: cannot create ({getattr(err, 'strerror', None) or err})"
+        ) from None
     manifest = Manifest(root / manifest_name, files).open()
     if files is LOCAL:
         try:

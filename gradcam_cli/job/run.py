@@ -12,8 +12,15 @@ from .bookkeeper import Bookkeeper, JobSummary
 from .task import Task
 
 
-def run_job(task: Task, items: Sequence[InputImage], book: Bookkeeper, *, engine: EngineOptions | None = None,
-            batch_size: int = 1, workers: int = 2) -> JobSummary:
+def run_job(
+    task: Task,
+    items: Sequence[InputImage],
+    book: Bookkeeper,
+    *,
+    engine: EngineOptions | None = None,
+    batch_size: int = 1,
+    workers: int = 2,
+) -> JobSummary:
     """Every input through ``task``; each outcome goes to ``book`` in input order. Returns the closed summary.
 
     ``engine``: ``local`` (this process; the task's worker made here) or ``ray`` (the task sent to the
@@ -33,8 +40,9 @@ def run_job(task: Task, items: Sequence[InputImage], book: Bookkeeper, *, engine
     return summary
 
 
-def _run_on_ray(task: Task, items: Sequence[InputImage], book: Bookkeeper, engine: EngineOptions, batch_size: int,
-                workers: int) -> None:
+def _run_on_ray(
+    task: Task, items: Sequence[InputImage], book: Bookkeeper, engine: EngineOptions, batch_size: int, workers: int
+) -> None:
     from .ray.executor import run_on_ray
     from .ray.pool import plan_pool
     from .ray.session import ray_session, require_ray
@@ -44,8 +52,9 @@ def _run_on_ray(task: Task, items: Sequence[InputImage], book: Bookkeeper, engin
         run_on_ray(task, items, book, plan_pool(engine), batch_size=batch_size, workers=workers)
 
 
-def job_inputs(args: Sequence[str], job: JobOptions, output_dir: str | None,
-               on_message: Callable[[str], None] | None = None) -> list[InputImage]:
+def job_inputs(
+    args: Sequence[str], job: JobOptions, output_dir: str | None, on_message: Callable[[str], None] | None = None
+) -> list[InputImage]:
     """The images a job's arguments name (this shard's), checked before any model loads: no input at all is
     a usage error with its causes. What a user should hear about the listing goes to ``on_message``."""
     from ..io.inputs import collect_inputs, in_shard
@@ -54,8 +63,9 @@ def job_inputs(args: Sequence[str], job: JobOptions, output_dir: str | None,
         raise UsageError("- (stdin) can be given only once")
     local_dir = Path(output_dir) if output_dir is not None and "://" not in str(output_dir) else None
     notices: list[str] = []
-    items = collect_inputs(args, recursive=job.recursive, nul_separated=job.null_separated, output_dir=local_dir,
-                           notices=notices)
+    items = collect_inputs(
+        args, recursive=job.recursive, nul_separated=job.null_separated, output_dir=local_dir, notices=notices
+    )
     if all(item.error is not None for item in items):  # nothing to explain: a bad request, with its causes
         causes = "; ".join([item.error for item in items] + notices)
         raise UsageError(f"no input images found{': ' + causes if causes else ''}")

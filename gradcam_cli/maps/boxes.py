@@ -57,8 +57,7 @@ def region_boxes(values: np.ndarray, threshold: float) -> list[BBox]:
 
     mask = ((values >= threshold) & (values > 0)).view(np.uint8)
     contours, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
-    outer = [c for c, h in zip(contours, hierarchy[0])
-             if h[3] < 0] if hierarchy is not None else []
+    outer = [c for c, h in zip(contours, hierarchy[0]) if h[3] < 0] if hierarchy is not None else []
     if len(outer) <= 1:
         return [_box_of(*cv2.boundingRect(c)) for c in outer]
     count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
@@ -78,8 +77,10 @@ def box_share(box: BBox, shape: tuple[int, ...]) -> float:
 
 def whole_photo_note(box: BBox, shape: tuple[int, ...]) -> str:
     """The warning of a box that covers (nearly) the whole photo."""
-    return (f"the box covers {box_share(box, shape):.0%} of the photo: the map singles out no region "
-            f"(boxes of {WHOLE_PHOTO_SHARE:.0%} or more are flagged)")
+    return (
+        f"the box covers {box_share(box, shape):.0%} of the photo: the map singles out no region "
+        f"(boxes of {WHOLE_PHOTO_SHARE:.0%} or more are flagged)"
+    )
 
 
 def no_box_reason(map01: np.ndarray, threshold: float, grid: tuple[int, int]) -> str:
@@ -90,6 +91,8 @@ def no_box_reason(map01: np.ndarray, threshold: float, grid: tuple[int, int]) ->
     why = f"no box: no pixel of the photo reaches --bbox-threshold {threshold:g} (the highest is {peak:.2f})"
     height, width = map01.shape[:2]
     if height * width < grid[0] * grid[1]:
-        why += (f"; the {width}x{height} photo has fewer pixels than the map's {grid[1]}x{grid[0]} cells, "
-                f"too few to sample its peak")
+        why += (
+            f"; the {width}x{height} photo has fewer pixels than the map's {grid[1]}x{grid[0]} cells, "
+            f"too few to sample its peak"
+        )
     return why

@@ -18,8 +18,9 @@ import torch
 from .preprocess import CropGeometry
 
 
-def axis_weights(n_out: int, scale: float, offset: int, span: int, n_in: int,
-                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def axis_weights(
+    n_out: int, scale: float, offset: int, span: int, n_in: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(n_out, n_in)`` bilinear weights along one axis, and which output pixels lie inside the crop.
 
     Output pixel centre ``x + 0.5`` -> crop coordinate ``c`` -> input coordinate
@@ -34,7 +35,7 @@ def axis_weights(n_out: int, scale: float, offset: int, span: int, n_in: int,
     frac = u - low
     weights = torch.zeros(n_out, n_in, device=device, dtype=torch.float64)
     rows = torch.arange(n_out, device=device)
-    weights[rows, low] += (1 - frac)
+    weights[rows, low] += 1 - frac
     weights[rows, high] += frac
     return weights * inside[:, None], inside
 

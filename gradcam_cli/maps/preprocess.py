@@ -42,7 +42,7 @@ class PreprocessConfig:
     size_multiple: tuple[int, int] = (1, 1)
 
     @classmethod
-    def from_timm(cls, cfg: dict) -> "PreprocessConfig":
+    def from_timm(cls, cfg: dict) -> PreprocessConfig:
         """From ``timm.data.resolve_data_config``; mirrors timm's eval transform ('center'/'squash')."""
         _, h, w = cfg["input_size"]
         crop_pct = cfg.get("crop_pct") or 0.875
@@ -52,8 +52,7 @@ class PreprocessConfig:
             resize: tuple[int, int] | int = scale
         else:
             resize = scale[0]
-        return cls((h, w), resize, str(cfg.get("interpolation") or "bicubic"),
-                   tuple(cfg["mean"]), tuple(cfg["std"]))
+        return cls((h, w), resize, str(cfg.get("interpolation") or "bicubic"), tuple(cfg["mean"]), tuple(cfg["std"]))
 
 
 @dataclass(frozen=True)

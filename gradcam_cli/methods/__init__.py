@@ -52,22 +52,44 @@ class MethodInfo:
         return import_module(f".{self.name}", __name__)
 
 
-METHODS: dict[str, MethodInfo] = {m.name: m for m in (
-    MethodInfo("gradcam", "Grad-CAM", "Selvaraju et al., ICCV 2017 (arXiv:1610.02391)", GRADIENTS, True),
-    MethodInfo("gradcampp", "Grad-CAM++", "Chattopadhay et al., WACV 2018 (arXiv:1710.11063)", GRADIENTS, True),
-    MethodInfo("xgradcam", "XGrad-CAM", "Fu et al., BMVC 2020 (arXiv:2008.02312)", GRADIENTS, True),
-    MethodInfo("hirescam", "HiResCAM", "Draelos & Carin, 2020 (arXiv:2011.08891)", GRADIENTS, True),
-    MethodInfo("layercam", "LayerCAM", "Jiang et al., IEEE TIP 2021", GRADIENTS, True),
-    MethodInfo("eigencam", "Eigen-CAM", "Muhammad & Yeasin, IJCNN 2020 (arXiv:2008.00299)", ACTIVATIONS, False,
-               channel_weighted=False),
-    MethodInfo("eigengradcam", "Eigen-Grad-CAM", "after Muhammad & Yeasin 2020, on gradient x activation",
-               GRADIENTS, True, channel_weighted=False),
-    MethodInfo("scorecam", "Score-CAM", "Wang et al., CVPR-W 2020 (arXiv:1910.01279)", FORWARD_PASSES, True),
-    MethodInfo("ablationcam", "Ablation-CAM", "Desai & Ramaswamy, WACV 2020", FORWARD_PASSES, True),
-    MethodInfo("cam", "CAM", "Zhou et al., CVPR 2016 (arXiv:1512.04150)", CLASSIFIER, True),
-    MethodInfo("occlusion", "Occlusion", "Zeiler & Fergus, ECCV 2014 (arXiv:1311.2901)", FORWARD_PASSES, True,
-               uses_layer=False, channel_weighted=False),
-)}
+METHODS: dict[str, MethodInfo] = {
+    m.name: m
+    for m in (
+        MethodInfo("gradcam", "Grad-CAM", "Selvaraju et al., ICCV 2017 (arXiv:1610.02391)", GRADIENTS, True),
+        MethodInfo("gradcampp", "Grad-CAM++", "Chattopadhay et al., WACV 2018 (arXiv:1710.11063)", GRADIENTS, True),
+        MethodInfo("xgradcam", "XGrad-CAM", "Fu et al., BMVC 2020 (arXiv:2008.02312)", GRADIENTS, True),
+        MethodInfo("hirescam", "HiResCAM", "Draelos & Carin, 2020 (arXiv:2011.08891)", GRADIENTS, True),
+        MethodInfo("layercam", "LayerCAM", "Jiang et al., IEEE TIP 2021", GRADIENTS, True),
+        MethodInfo(
+            "eigencam",
+            "Eigen-CAM",
+            "Muhammad & Yeasin, IJCNN 2020 (arXiv:2008.00299)",
+            ACTIVATIONS,
+            False,
+            channel_weighted=False,
+        ),
+        MethodInfo(
+            "eigengradcam",
+            "Eigen-Grad-CAM",
+            "after Muhammad & Yeasin 2020, on gradient x activation",
+            GRADIENTS,
+            True,
+            channel_weighted=False,
+        ),
+        MethodInfo("scorecam", "Score-CAM", "Wang et al., CVPR-W 2020 (arXiv:1910.01279)", FORWARD_PASSES, True),
+        MethodInfo("ablationcam", "Ablation-CAM", "Desai & Ramaswamy, WACV 2020", FORWARD_PASSES, True),
+        MethodInfo("cam", "CAM", "Zhou et al., CVPR 2016 (arXiv:1512.04150)", CLASSIFIER, True),
+        MethodInfo(
+            "occlusion",
+            "Occlusion",
+            "Zeiler & Fergus, ECCV 2014 (arXiv:1311.2901)",
+            FORWARD_PASSES,
+            True,
+            uses_layer=False,
+            channel_weighted=False,
+        ),
+    )
+}
 
 SMOOTHING = ("aug", "eigen")
 INPUT_LAYER = "input"  # the "layer" of maps computed on the input

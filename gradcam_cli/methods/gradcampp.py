@@ -17,8 +17,7 @@ import torch
 from .base import ChannelWeights, Evidence
 
 
-def weights(activations: torch.Tensor, gradients: torch.Tensor, eps: float = 0.0,
-            alpha: str = "paper") -> torch.Tensor:
+def weights(activations: torch.Tensor, gradients: torch.Tensor, eps: float = 0.0, alpha: str = "paper") -> torch.Tensor:
     """``(B, C, h, w)`` activations, ``(B, K, C, h, w)`` gradients -> ``(B, K, C)`` weights."""
     g2 = gradients.square()
     if alpha == "torchcam":
@@ -33,5 +32,11 @@ def weights(activations: torch.Tensor, gradients: torch.Tensor, eps: float = 0.0
 
 def compute(evidence: Evidence) -> ChannelWeights:
     settings = evidence.settings
-    return ChannelWeights(weights(evidence.activations, evidence.gradients, settings.get("gradcampp_eps", 0.0),
-                                  settings.get("gradcampp_alpha", "paper")))
+    return ChannelWeights(
+        weights(
+            evidence.activations,
+            evidence.gradients,
+            settings.get("gradcampp_eps", 0.0),
+            settings.get("gradcampp_alpha", "paper"),
+        )
+    )

@@ -34,7 +34,7 @@ def window_masks(size: tuple[int, int], window: int, stride: int, device: torch.
     boxes = [(y, x) for y in window_starts(h, window, stride) for x in window_starts(w, window, stride)]
     masks = torch.zeros(len(boxes), h, w, device=device)
     for i, (y, x) in enumerate(boxes):
-        masks[i, y:y + window, x:x + window] = 1.0
+        masks[i, y : y + window, x : x + window] = 1.0
     return masks
 
 
@@ -51,7 +51,7 @@ def saliency(evidence: Evidence, window: int, stride: int) -> torch.Tensor:
         classes = evidence.classes[b]
         drops = []
         for start in range(0, masks.shape[0], passes.batch_size):
-            m = masks[start:start + passes.batch_size, None]  # (n, 1, H, W)
+            m = masks[start : start + passes.batch_size, None]  # (n, 1, H, W)
             logits = passes.logits_for_inputs(x * (1 - m) + baseline * m)
             drops.append(evidence.logits[b, classes][None] - logits[:, classes].float())
         drop = torch.cat(drops)  # (n, K)

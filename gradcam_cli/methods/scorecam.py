@@ -42,8 +42,9 @@ def _scaled(maps: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]
     return (maps - low) / torch.where(span + eps > 0, span + eps, 1.0), constant
 
 
-def masks(activations: torch.Tensor, size: tuple[int, int],
-          convention: Convention) -> tuple[torch.Tensor, torch.Tensor]:
+def masks(
+    activations: torch.Tensor, size: tuple[int, int], convention: Convention
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(C, h, w)`` activations of one image -> ``(C, H, W)`` masks in [0, 1] and which are constant."""
     if convention.scale_at_input:
         up = upsample_to(activations, size, convention.align_corners)

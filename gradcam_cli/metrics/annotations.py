@@ -119,8 +119,10 @@ def _box(values: Sequence[str | float], where: str) -> Box:
     except (TypeError, ValueError):
         raise UsageError(f"--annotations {where}: box {list(values)} is not four numbers") from None
     if not all(map(_finite, (x0, y0, x1, y1))) or x1 <= x0 or y1 <= y0:
-        raise UsageError(f"--annotations {where}: box {x0:g},{y0:g},{x1:g},{y1:g} is empty or not finite "
-                         "(x1 must exceed x0 and y1 exceed y0)")
+        raise UsageError(
+            f"--annotations {where}: box {x0:g},{y0:g},{x1:g},{y1:g} is empty or not finite "
+            "(x1 must exceed x0 and y1 exceed y0)"
+        )
     return x0, y0, x1, y1
 
 
@@ -134,8 +136,9 @@ def _read_csv(path: Path) -> dict[str, list[GroundTruth]]:
         reader = csv.DictReader(fh)
         missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise UsageError(f"--annotations {path}: the CSV needs the columns {','.join(CSV_COLUMNS)} "
-                             f"(missing {','.join(missing)})")
+            raise UsageError(
+                f"--annotations {path}: the CSV needs the columns {','.join(CSV_COLUMNS)} (missing {','.join(missing)})"
+            )
         for row in reader:
             where = f"{path}:{reader.line_num}"
             if not (row["file"] or "").strip():
@@ -189,14 +192,17 @@ def _read_coco(path: Path) -> dict[str, list[GroundTruth]]:
     except json.JSONDecodeError as err:
         raise UsageError(f"--annotations {path}: not valid JSON ({err})") from None
     except (KeyError, TypeError) as err:
-        raise UsageError(f"--annotations {path}: not a COCO instances file (needs images, categories and "
-                         f"annotations; missing {err})") from None
+        raise UsageError(
+            f"--annotations {path}: not a COCO instances file (needs images, categories and annotations; missing {err})"
+        ) from None
     entries: dict[str, list[GroundTruth]] = {}
     for i, ann in enumerate(annotations):
         where = f"{path}: annotations[{i}]"
         try:
             name, label, (x, y, w, h) = images[ann["image_id"]], categories[ann["category_id"]], ann["bbox"]
         except (KeyError, TypeError, ValueError):
-            raise UsageError(f"--annotations {where}: needs a known image_id and category_id and a bbox [x, y, w, h]") from None
+            raise UsageError(
+                f"--annotations {where}: needs a known image_id and category_id and a bbox [x, y, w, h]"
+            ) from None
         entries.setdefault(name, []).append(GroundTruth(label, _box([x, y, x + w, y + h], where), where))
     return entries

@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..model.outputs import logits_of
 from ..model.device import autocast_for, input_memory_format
+from ..model.outputs import logits_of
 from .road_imputation import NEIGHBOURS, impute_removed, noisy_linear_imputation  # noqa: F401 (re-exported)
 
 ROAD_PERCENTAGES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
@@ -127,8 +127,9 @@ def rise_blur(inputs: torch.Tensor) -> torch.Tensor:
     return F.conv2d(inputs, kernel.expand(channels, 1, side, side), padding=side // 2, groups=channels)
 
 
-def class_probabilities(model: nn.Module, x: torch.Tensor, classes: torch.Tensor,
-                        precision: str = "fp32") -> torch.Tensor:
+def class_probabilities(
+    model: nn.Module, x: torch.Tensor, classes: torch.Tensor, precision: str = "fp32"
+) -> torch.Tensor:
     """One forward pass: the softmax probability of ``classes[i]`` for each input ``x[i]``."""
     with torch.inference_mode(), autocast_for(x.device, precision):
         logits = logits_of(model(x.contiguous(memory_format=input_memory_format(model))))
@@ -148,9 +149,18 @@ def inputs_per_map(steps: int, pixels: int) -> int:
     return 2 * inner + 1 + 2 * len(ROAD_PERCENTAGES)
 
 
-def measure_faithfulness(model: nn.Module, inputs: torch.Tensor, samples: Sequence[FaithfulnessSample],
-                         steps: int, precision: str = "fp32", seed: int = 0, road_noise: float = ROAD_NOISE, *,
-                         batch_size: int | None = None, timings: dict[str, float] | None = None) -> list[Curves]:
+def measure_faithfulness(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    samples: Sequence[FaithfulnessSample],
+    steps: int,
+    precision: str = "fp32",
+    seed: int = 0,
+    road_noise: float = ROAD_NOISE,
+    *,
+    batch_size: int | None = None,
+    timings: dict[str, float] | None = None,
+) -> list[Curves]:
     """Every curve of every sample. ``batch_size``: inputs per forward chunk (default
     :func:`forward_batch_size`); ``timings``: a dict that collects the seconds spent in ``forward``,
     ``imputation`` and ``perturbation`` and the count of ``forward_inputs`` (synchronising a GPU to do so)."""
@@ -158,8 +168,14 @@ def measure_faithfulness(model: nn.Module, inputs: torch.Tensor, samples: Sequen
         return []
     with torch.inference_mode():
         plan = _Plan(inputs, samples, steps, timings)
-        batcher = _Batcher(model, precision, batch_size or forward_batch_size(inputs.device, *plan.size),
-                           plan.classes, plan.columns, timings)
+        batcher = _Batcher(
+            model,
+            precision,
+            batch_size or forward_batch_size(inputs.device, *plan.size),
+            plan.classes,
+            plan.columns,
+            timings,
+        )
         shared = batcher.full_rows(plan.shared_inputs())  # all zeros, then each image blurred
         for j in range(len(samples)):
             with _timed(timings, "perturbation", inputs.device):
@@ -179,8 +195,9 @@ class _Plan:
     Per sample the results table has ``columns`` slots: deletion at curve points 1..n-1, insertion at
     1..n-1, the map-weighted input, then ROAD's MoRF and LeRF inputs at each percentage."""
 
-    def __init__(self, inputs: torch.Tensor, samples: Sequence[FaithfulnessSample], steps: int,
-                 timings: dict | None) -> None:
+    def __init__(
+        self, inputs: torch.Tensor, samples: Sequence[FaithfulnessSample], steps: int, timings: dict | None
+    ) -> None:
         device = inputs.device
         self.samples = samples
         self.size = tuple(inputs.shape[-2:])
@@ -242,11 +259,20 @@ class _Plan:
         for j, s in enumerate(self.samples):
             row = table[j].astype(np.float64)
             deletion = np.concatenate([[s.probability], row[:inner], row[-2:-1]])
-            insertion = np.concatenate([row[-1:], row[inner:2 * inner], [s.probability]])
-            road = row[2 * inner + 1:self.columns]
+            insertion = np.concatenate([row[-1:], row[inner : 2 * inner], [s.probability]])
+            road = row[2 * inner + 1 : self.columns]
             half = len(ROAD_PERCENTAGES)
-            out.append(Curves(fractions, deletion, insertion, road[:half], road[half:], float(s.probability),
-                              float(row[2 * inner])))
+            out.append(
+                Curves(
+                    fractions,
+                    deletion,
+                    insertion,
+                    road[:half],
+                    road[half:],
+                    float(s.probability),
+                    float(row[2 * inner]),
+                )
+            )
         return out
 
 
@@ -254,8 +280,9 @@ class _Batcher:
     """Perturbed inputs in, forward chunks of ``size`` out: each result lands in its slot of ``results``
     (on the device), so nothing waits for the host between chunks."""
 
-    def __init__(self, model: nn.Module, precision: str, size: int, classes: torch.Tensor, columns: int,
-                 timings: dict | None) -> None:
+    def __init__(
+        self, model: nn.Module, precision: str, size: int, classes: torch.Tensor, columns: int, timings: dict | None
+    ) -> None:
         self.model, self.precision, self.size, self.timings = model, precision, size, timings
         self.classes, self.columns = classes, columns  # each sample's class; its slots in the table
         self.memory_format = input_memory_format(model)
@@ -303,7 +330,7 @@ class _Batcher:
         while filled < count:
             inputs, cls, slot = self.pending[0]
             take = min(count - filled, inputs.shape[0])
-            batch[filled:filled + take].copy_(inputs[:take])
+            batch[filled : filled + take].copy_(inputs[:take])
             classes.append(cls[:take])
             slots.append(slot[:take])
             if take == inputs.shape[0]:

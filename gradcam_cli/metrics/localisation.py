@@ -74,7 +74,7 @@ def near_boxes(truths: np.ndarray, width: int, height: int, tolerance: float) ->
 
     inside = np.zeros((height, width), dtype=bool)
     for x0, y0, x1, y1 in truths:
-        inside[int(np.floor(y0)):int(np.ceil(y1)), int(np.floor(x0)):int(np.ceil(x1))] = True
+        inside[int(np.floor(y0)) : int(np.ceil(y1)), int(np.floor(x0)) : int(np.ceil(x1))] = True
     if not inside.any():
         return inside
     if tolerance <= 0:
@@ -89,8 +89,9 @@ def pointing_hit(map01: np.ndarray, near: np.ndarray) -> bool:
     return bool(flat[top] > 0 and near.ravel()[top])
 
 
-def localise(map01: np.ndarray, truths: np.ndarray, near: np.ndarray, operating: float,
-             thresholds: Sequence[float] = SWEEP) -> SampleLocalisation:
+def localise(
+    map01: np.ndarray, truths: np.ndarray, near: np.ndarray, operating: float, thresholds: Sequence[float] = SWEEP
+) -> SampleLocalisation:
     """One sample: the largest and the best-matching box at every sweep threshold and at ``operating``."""
     values = np.nan_to_num(map01)
     levels = list(thresholds)
@@ -122,8 +123,9 @@ def box_accuracy(ious: np.ndarray, delta: float) -> np.ndarray:
     return (ious >= delta).mean(axis=0) if len(ious) else np.zeros(ious.shape[1:])
 
 
-def max_box_acc(iou_largest: np.ndarray, delta: float = 0.5,
-                thresholds: Sequence[float] = SWEEP) -> tuple[float, float]:
+def max_box_acc(
+    iou_largest: np.ndarray, delta: float = 0.5, thresholds: Sequence[float] = SWEEP
+) -> tuple[float, float]:
     """(MaxBoxAcc at ``delta``, the sweep threshold that reaches it: the lowest such one)."""
     acc = box_accuracy(iou_largest, delta)
     best = int(acc.argmax())

@@ -50,9 +50,14 @@ class BoxCheck:
         if not (self.outside or self.clipped):
             return None
         width, height = self.size
-        parts = [f"{len(found)} of {self.boxes} annotated boxes {what} (e.g. {','.join(f'{v:g}' for v in found[0])})"
-                 for found, what in ((self.outside, "lie outside the photo and are left out"),
-                                     (self.clipped, "reach outside the photo and are cut at its border")) if found]
+        parts = [
+            f"{len(found)} of {self.boxes} annotated boxes {what} (e.g. {','.join(f'{v:g}' for v in found[0])})"
+            for found, what in (
+                (self.outside, "lie outside the photo and are left out"),
+                (self.clipped, "reach outside the photo and are cut at its border"),
+            )
+            if found
+        ]
         return f"{self.image}: {'; '.join(parts)}; the photo is {width}x{height}"
 
 
@@ -66,12 +71,14 @@ class BatchMeasurements:
     faithfulness: dict[Key, list[Curves]]
     box_checks: list[BoxCheck] = field(default_factory=list)
 
-    def of_image(self, image: str) -> "BatchMeasurements":
+    def of_image(self, image: str) -> BatchMeasurements:
         picks = [i for i, s in enumerate(self.samples) if s.image == image]
-        return BatchMeasurements([self.samples[i] for i in picks],
-                                 {k: [v[i] for i in picks] for k, v in self.localisation.items()},
-                                 {k: [v[i] for i in picks] for k, v in self.faithfulness.items() if v},
-                                 [c for c in self.box_checks if c.image == image])
+        return BatchMeasurements(
+            [self.samples[i] for i in picks],
+            {k: [v[i] for i in picks] for k, v in self.localisation.items()},
+            {k: [v[i] for i in picks] for k, v in self.faithfulness.items() if v},
+            [c for c in self.box_checks if c.image == image],
+        )
 
 
 @dataclass
@@ -90,7 +97,7 @@ class Measurements:
     boxes_clipped: int = 0  # reaching outside their photo (cut at its border)
 
     @classmethod
-    def of(cls, explainer) -> "Measurements":
+    def of(cls, explainer) -> Measurements:
         """Nothing measured yet, for every (method, layer) of ``explainer``."""
         state = cls(explainer.map_keys(), explainer.view, explainer.options.bbox_threshold)
         for key in state.keys:
@@ -122,8 +129,9 @@ def padded_classes(truths: Sequence[ImageTruth]) -> list[list[int]]:
     return [c + [c[0]] * (width - len(c)) for c in lists]
 
 
-def measure_batch(explainer, batch: Sequence, truths: Sequence[ImageTruth],
-                  options: EvaluateOptions) -> BatchMeasurements:
+def measure_batch(
+    explainer, batch: Sequence, truths: Sequence[ImageTruth], options: EvaluateOptions
+) -> BatchMeasurements:
     """One pass of the model for a batch of same-sized decoded images, then every sample's metrics for every
     (method, layer)."""
     checks = [check_boxes(decoded, truth) for decoded, truth in zip(batch, truths)]
@@ -137,8 +145,11 @@ def measure_batch(explainer, batch: Sequence, truths: Sequence[ImageTruth],
     probs = torch.softmax(result.logits, dim=1)
     predicted = probs.argmax(dim=1).tolist()
     counts = [len(t.class_indices()) for t in truths]
-    samples = [Sample(decoded.item.path, c, predicted[b], float(probs[b, c]))
-               for b, decoded in enumerate(batch) for c in padded[b][:counts[b]]]
+    samples = [
+        Sample(decoded.item.path, c, predicted[b], float(probs[b, c]))
+        for b, decoded in enumerate(batch)
+        for c in padded[b][: counts[b]]
+    ]
     truth_boxes, near = _ground_truth(batch, truths, padded, counts, options.pointing_tolerance)
     threshold = explainer.options.bbox_threshold
     located: dict[Key, list[SampleLocalisation]] = {}
@@ -147,12 +158,15 @@ def measure_batch(explainer, batch: Sequence, truths: Sequence[ImageTruth],
         scaled, _ = normalize_minmax(raw.float())  # (B, K, h, w)
         located[key] = []
         for b, decoded in enumerate(batch):
-            placed = place_on_original(scaled[b][:counts[b], None], decoded.geometry)[:, 0].cpu().numpy()
+            placed = place_on_original(scaled[b][: counts[b], None], decoded.geometry)[:, 0].cpu().numpy()
             located[key] += [localise(placed[k], truth_boxes[b][k], near[b][k], threshold) for k in range(counts[b])]
         if options.faithfulness:
             over_input[key] = upsample_to(scaled, tuple(inputs.shape[-2:]))
-    curves = _faithfulness(explainer, inputs, padded, counts, probs, over_input, list(result.maps), options) \
-        if options.faithfulness else {}
+    curves = (
+        _faithfulness(explainer, inputs, padded, counts, probs, over_input, list(result.maps), options)
+        if options.faithfulness
+        else {}
+    )
     return BatchMeasurements(samples, located, curves, checks)
 
 
@@ -184,8 +198,10 @@ def _ground_truth(batch, truths, padded, counts, tolerance):
         width, height = decoded.geometry.original_size  # the photo the maps are placed on
         full = decoded.full_size or (width, height)  # the original, whose pixels the annotations are in
         scale = np.array([width / full[0], height / full[1]] * 2)
-        clipped = [clip_boxes(np.asarray(truth.boxes_of(c), np.float64).reshape(-1, 4) * scale, width, height)
-                   for c in padded[b][:counts[b]]]
+        clipped = [
+            clip_boxes(np.asarray(truth.boxes_of(c), np.float64).reshape(-1, 4) * scale, width, height)
+            for c in padded[b][: counts[b]]
+        ]
         boxes.append(clipped)
         near.append([near_boxes(t, width, height, tolerance) for t in clipped])
     return boxes, near
@@ -200,8 +216,9 @@ def _faithfulness(explainer, inputs, padded, counts, probs, over_input, keys, op
                 c = padded[b][k]
                 samples.append(FaithfulnessSample(b, c, over_input[key][b, k], float(probs[b, c])))
                 owners.append(key)
-    curves = measure_faithfulness(explainer.loaded.model, inputs, samples, options.faithfulness_steps,
-                                  explainer.options.precision)
+    curves = measure_faithfulness(
+        explainer.loaded.model, inputs, samples, options.faithfulness_steps, explainer.options.precision
+    )
     out: dict[Key, list[Curves]] = {key: [] for key in keys}
     for key, curve in zip(owners, curves):
         out[key].append(curve)
@@ -225,13 +242,16 @@ def sanity_images(explainer, batch: Sequence, truths: Sequence[ImageTruth]) -> S
     padded = padded_classes(truths)
     classes = torch.tensor(padded)
     result = explainer.run_passes(host_to_device(inputs, explainer.device), classes.to(explainer.device))
-    maps = {key: upsample_to(normalize_minmax(raw.float())[0], tuple(inputs.shape[-2:])).cpu().numpy()
-            for key, raw in result.maps.items()}
+    maps = {
+        key: upsample_to(normalize_minmax(raw.float())[0], tuple(inputs.shape[-2:])).cpu().numpy()
+        for key, raw in result.maps.items()
+    }
     return SanityImages(inputs, classes, [len(t.class_indices()) for t in truths], maps)
 
 
-def sanity_curves(explainer, parts: Sequence[SanityImages], keys: Sequence[Key], **cascade_args) -> dict[Key,
-                                                                                                            SanityCurve]:
+def sanity_curves(
+    explainer, parts: Sequence[SanityImages], keys: Sequence[Key], **cascade_args
+) -> dict[Key, SanityCurve]:
     """The cascade on a copy of the model: each step's maps for the images against the trained model's."""
     from ..explainer import Explainer
 
@@ -247,8 +267,12 @@ def sanity_curves(explainer, parts: Sequence[SanityImages], keys: Sequence[Key],
             result = twin_explainer.run_passes(inputs, part.classes.to(inputs.device))
             for key, raw in result.maps.items():
                 maps = upsample_to(normalize_minmax(raw.float())[0], tuple(inputs.shape[-2:])).cpu().numpy()
-                pairs = [(part.maps[key][b, k], maps[b, k]) for b, n in enumerate(part.counts) for k in range(n)
-                         if np.ptp(part.maps[key][b, k]) > 0]  # an empty original map has nothing to keep
+                pairs = [
+                    (part.maps[key][b, k], maps[b, k])
+                    for b, n in enumerate(part.counts)
+                    for k in range(n)
+                    if np.ptp(part.maps[key][b, k]) > 0
+                ]  # an empty original map has nothing to keep
                 rho, sim = compare([a for a, _ in pairs], [r for _, r in pairs])
                 step_rho[key] += rho
                 step_ssim[key] += sim

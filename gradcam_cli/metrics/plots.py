@@ -40,8 +40,12 @@ def sweep_plot(summaries: Sequence[dict]) -> bytes:
         ax.plot(s["sweep"]["threshold"], [v or 0 for v in s["sweep"]["boxacc_0.5"]], label=_label(s))
     if summaries:
         ax.axvline(summaries[0]["bbox_threshold"], color="grey", linestyle="--", linewidth=1, label="--bbox-threshold")
-    ax.set(xlabel="threshold on the normalised map", ylabel="BoxAcc (IoU >= 0.5)", ylim=(0, 1.02),
-           title="Localisation against the box threshold")
+    ax.set(
+        xlabel="threshold on the normalised map",
+        ylabel="BoxAcc (IoU >= 0.5)",
+        ylim=(0, 1.02),
+        title="Localisation against the box threshold",
+    )
     ax.legend(fontsize="small")
     return _png(fig)
 
@@ -55,8 +59,11 @@ def curves_plot(m: Measurements, summaries: Sequence[dict]) -> bytes:
             continue
         x = curves[0].fractions
         for ax, name in zip(axes[0], ("deletion", "insertion")):
-            ax.plot(x, np.mean([getattr(c, name) for c in curves], axis=0),
-                    label=f"{_label(s)} (AUC {s[f'{name}_auc']:.3f})")
+            ax.plot(
+                x,
+                np.mean([getattr(c, name) for c in curves], axis=0),
+                label=f"{_label(s)} (AUC {s[f'{name}_auc']:.3f})",
+            )
     for ax, name, hint in zip(axes[0], ("Deletion", "Insertion"), ("lower is better", "higher is better")):
         ax.set(xlabel="fraction of pixels", ylabel="class probability", title=f"{name} ({hint})", ylim=(0, None))
         ax.legend(fontsize="small")

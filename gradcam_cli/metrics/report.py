@@ -63,32 +63,50 @@ def summarise(m: Measurements, key: Key) -> dict:
     classification, top1_loc = top1(m, key)
     maxboxacc, best = max_box_acc(largest) if loc else (None, None)
     out = {
-        "method": key[0], "layer": key[1], "view": m.view, "images": len(m.images()), "samples": len(loc),
-        "bbox_threshold": m.threshold, "top1_cls": _num(classification), "top1_loc": _by_delta(top1_loc),
+        "method": key[0],
+        "layer": key[1],
+        "view": m.view,
+        "images": len(m.images()),
+        "samples": len(loc),
+        "bbox_threshold": m.threshold,
+        "top1_cls": _num(classification),
+        "top1_loc": _by_delta(top1_loc),
         "gt_known_loc": _by_delta({d: float(np.mean(ious >= d)) if loc else None for d in IOU_THRESHOLDS}),
-        "mean_iou": _mean(ious), "maxboxacc": _num(maxboxacc), "maxboxacc_v2": _num(max_box_acc_v2(any_box)) if loc else None,
+        "mean_iou": _mean(ious),
+        "maxboxacc": _num(maxboxacc),
+        "maxboxacc_v2": _num(max_box_acc_v2(any_box)) if loc else None,
         "best_threshold": best,
-        "pointing_game": _mean([s.hit for s in loc]), "pointing_game_baseline": _mean([s.baseline for s in loc]),
-        "boxes": m.boxes, "boxes_outside": m.boxes_outside, "boxes_clipped": m.boxes_clipped,
+        "pointing_game": _mean([s.hit for s in loc]),
+        "pointing_game_baseline": _mean([s.baseline for s in loc]),
+        "boxes": m.boxes,
+        "boxes_outside": m.boxes_outside,
+        "boxes_clipped": m.boxes_clipped,
         "whole_photo_boxes": _mean([s.whole_photo for s in loc]),
     }
     curves = m.faithfulness.get(key) or []
-    out.update({
-        "deletion_auc": _mean([c.deletion_auc for c in curves]), "insertion_auc": _mean([c.insertion_auc for c in curves]),
-        "road": _mean([c.road for c in curves]),
-        "road_morf": _mean([float(np.mean(c.road_morf)) for c in curves]),
-        "road_lerf": _mean([float(np.mean(c.road_lerf)) for c in curves]),
-        "average_drop": _mean([c.drop for c in curves]),
-        "increase_in_confidence": _mean([float(c.increase) for c in curves]),
-    })
+    out.update(
+        {
+            "deletion_auc": _mean([c.deletion_auc for c in curves]),
+            "insertion_auc": _mean([c.insertion_auc for c in curves]),
+            "road": _mean([c.road for c in curves]),
+            "road_morf": _mean([float(np.mean(c.road_morf)) for c in curves]),
+            "road_lerf": _mean([float(np.mean(c.road_lerf)) for c in curves]),
+            "average_drop": _mean([c.drop for c in curves]),
+            "increase_in_confidence": _mean([float(c.increase) for c in curves]),
+        }
+    )
     if m.sanity:
         curve = m.sanity[key]
-        out["sanity"] = [{"randomised": step, "spearman": _num(r), "ssim": _num(s)}
-                         for step, r, s in zip(curve.steps, curve.mean("spearman"), curve.mean("ssim"))]
+        out["sanity"] = [
+            {"randomised": step, "spearman": _num(r), "ssim": _num(s)}
+            for step, r, s in zip(curve.steps, curve.mean("spearman"), curve.mean("ssim"))
+        ]
         out["sanity_flagged"] = curve.flagged
-    out["sweep"] = {"threshold": list(SWEEP), **{f"boxacc_{d:.1f}": [_num(v) for v in box_accuracy(largest, d)]
-                                                  for d in IOU_THRESHOLDS},
-                    "mean_iou": [_num(v) for v in (largest.mean(axis=0) if loc else np.zeros(len(SWEEP)))]}
+    out["sweep"] = {
+        "threshold": list(SWEEP),
+        **{f"boxacc_{d:.1f}": [_num(v) for v in box_accuracy(largest, d)] for d in IOU_THRESHOLDS},
+        "mean_iou": [_num(v) for v in (largest.mean(axis=0) if loc else np.zeros(len(SWEEP)))],
+    }
     return out
 
 
@@ -97,14 +115,36 @@ def per_image_csv(m: Measurements, labels: Sequence[str] | None) -> bytes:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     faith = bool(any(m.faithfulness.values()))
-    writer.writerow(["file", "class_index", "class_name", "predicted", "method", "layer", "iou", "best_iou",
-                     "pointing_hit", "pointing_baseline"]
-                    + (["deletion_auc", "insertion_auc", "road", "average_drop", "increase_in_confidence"] if faith else []))
+    writer.writerow(
+        [
+            "file",
+            "class_index",
+            "class_name",
+            "predicted",
+            "method",
+            "layer",
+            "iou",
+            "best_iou",
+            "pointing_hit",
+            "pointing_baseline",
+        ]
+        + (["deletion_auc", "insertion_auc", "road", "average_drop", "increase_in_confidence"] if faith else [])
+    )
     for key in m.keys:
         for i, (sample, loc) in enumerate(zip(m.samples, m.localisation[key])):
             name = labels[sample.class_index] if labels and sample.class_index < len(labels) else ""
-            row = [sample.image, sample.class_index, name, sample.predicted, key[0], key[1], _num(loc.iou),
-                   _num(float(loc.iou_largest.max())), int(loc.hit), _num(loc.baseline)]
+            row = [
+                sample.image,
+                sample.class_index,
+                name,
+                sample.predicted,
+                key[0],
+                key[1],
+                _num(loc.iou),
+                _num(float(loc.iou_largest.max())),
+                int(loc.hit),
+                _num(loc.baseline),
+            ]
             if faith:
                 c = m.faithfulness[key][i]
                 row += [_num(c.deletion_auc), _num(c.insertion_auc), _num(c.road), _num(c.drop), int(c.increase)]
@@ -129,8 +169,10 @@ def refuse_existing(output_dir: Path, overwrite: bool) -> None:
     names = [SUMMARY_FILE, PER_IMAGE_FILE, SWEEP_FILE, *PLOT_FILES]
     existing = [output_dir / n for n in names if (output_dir / n).exists()]
     if existing and not overwrite:
-        raise UsageError(f"--output-dir {output_dir}: {existing[0].name} exists from an earlier evaluation; "
-                         "pass --overwrite or another --output-dir")
+        raise UsageError(
+            f"--output-dir {output_dir}: {existing[0].name} exists from an earlier evaluation; "
+            "pass --overwrite or another --output-dir"
+        )
 
 
 def write_evaluation(explainer, measured: Measurements, output_dir: Path, summary) -> list[dict]:

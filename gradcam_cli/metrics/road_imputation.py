@@ -26,8 +26,16 @@ import torch
 import torch.nn.functional as F
 
 # ROAD's imputation weights: the 4 direct neighbours count twice as much as the 4 diagonal ones.
-NEIGHBOURS = ((1, 1, 1 / 12), (0, 1, 1 / 6), (-1, 1, 1 / 12), (1, -1, 1 / 12),
-              (0, -1, 1 / 6), (-1, -1, 1 / 12), (1, 0, 1 / 6), (-1, 0, 1 / 6))
+NEIGHBOURS = (
+    (1, 1, 1 / 12),
+    (0, 1, 1 / 6),
+    (-1, 1, 1 / 12),
+    (1, -1, 1 / 12),
+    (0, -1, 1 / 6),
+    (-1, -1, 1 / 12),
+    (1, 0, 1 / 6),
+    (-1, 0, 1 / 6),
+)
 # ||b - A x||_2 <= RESIDUAL_TOLERANCE * ||b||_2 (float64) per image and channel ends the solve.
 RESIDUAL_TOLERANCE = 1e-6
 OFFSETS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))  # stencil slot 3 * (dy + 1) + (dx + 1)
@@ -36,8 +44,9 @@ COARSEST_UNKNOWNS = 160  # the coarsest grid is solved densely: a few hundred un
 FIRST_ROUND, LATER_ROUNDS, MAX_ROUNDS = 6, 3, 40  # float32 CG iterations between float64 residual checks
 
 
-def noisy_linear_imputation(image: np.ndarray, removed: np.ndarray, noise: float = 0.01,
-                            rng: np.random.Generator | None = None) -> np.ndarray:
+def noisy_linear_imputation(
+    image: np.ndarray, removed: np.ndarray, noise: float = 0.01, rng: np.random.Generator | None = None
+) -> np.ndarray:
     """``(C, H, W)`` image with the ``removed`` pixels (flat bool mask) filled in: each one the weighted
     mean of its in-image neighbours (:data:`NEIGHBOURS`), all solved at once, plus Gaussian ``noise``."""
     from scipy import sparse
@@ -68,8 +77,9 @@ def noisy_linear_imputation(image: np.ndarray, removed: np.ndarray, noise: float
     rows.append(np.arange(unknown.size))
     cols.append(np.arange(unknown.size))
     vals.append(weight_sum)
-    system = sparse.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                               shape=(unknown.size, unknown.size))
+    system = sparse.csc_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(unknown.size, unknown.size)
+    )
     solved = spsolve(system, rhs).reshape(unknown.size, channels)
     if noise:
         solved = solved + noise * (rng or np.random.default_rng()).standard_normal(solved.shape)
@@ -78,8 +88,12 @@ def noisy_linear_imputation(image: np.ndarray, removed: np.ndarray, noise: float
     return out.reshape(channels, height, width)
 
 
-def impute_removed(images: torch.Tensor, removed: torch.Tensor, noise: torch.Tensor | None = None,
-                   tolerance: float = RESIDUAL_TOLERANCE) -> torch.Tensor:
+def impute_removed(
+    images: torch.Tensor,
+    removed: torch.Tensor,
+    noise: torch.Tensor | None = None,
+    tolerance: float = RESIDUAL_TOLERANCE,
+) -> torch.Tensor:
     """``(N, C, H, W)`` images with the ``(N, H, W)`` removed pixels imputed (plus ``noise[n, c, i]`` at each
     removed pixel i when given), as :func:`noisy_linear_imputation` does one image at a time."""
     height, width = images.shape[-2:]
@@ -94,14 +108,14 @@ def impute_removed(images: torch.Tensor, removed: torch.Tensor, noise: torch.Ten
 
 def padded_side(side: int, levels: int) -> int:
     """The smallest ``2**levels * m + 1 >= side``: a side every coarser grid halves exactly (vertex-centred)."""
-    return 2 ** levels * math.ceil(max(side - 1, 1) / 2 ** levels) + 1
+    return 2**levels * math.ceil(max(side - 1, 1) / 2**levels) + 1
 
 
 def grid_levels(height: int, width: int) -> int:
     """How many times to halve the grid so that the coarsest one has at most :data:`COARSEST_UNKNOWNS` points."""
     levels = 0
     while True:
-        sides = [math.ceil(max(side - 1, 1) / 2 ** levels) + 1 for side in (height, width)]
+        sides = [math.ceil(max(side - 1, 1) / 2**levels) + 1 for side in (height, width)]
         if sides[0] * sides[1] <= COARSEST_UNKNOWNS or min(sides) <= 2:
             return levels
         levels += 1
@@ -213,8 +227,10 @@ class _FineGrid:
     def stencil(self) -> torch.Tensor:
         """``(1, N, 9, H, W)``: slot s holds A[i, i + OFFSETS[s]] (zero where either end is not an unknown)."""
         free = self.free.contiguous()
-        slots = [self.diagonal.contiguous() if (dy, dx) == (0, 0) else -w_at(dy, dx) * free * _shifted(free, dy, dx)
-                 for dy, dx in OFFSETS]
+        slots = [
+            self.diagonal.contiguous() if (dy, dx) == (0, 0) else -w_at(dy, dx) * free * _shifted(free, dy, dx)
+            for dy, dx in OFFSETS
+        ]
         return torch.stack(slots, dim=2)
 
 
@@ -243,8 +259,9 @@ class _CoarseGrid:
         for s, (dy, dx) in enumerate(OFFSETS):
             if s != CENTRE:
                 rows, cols = _window(dy, height), _window(dx, width)
-                y[..., rows[0], cols[0]].addcmul_(self.slots[s][..., rows[0], cols[0]], x[..., rows[1], cols[1]],
-                                                  value=-1)
+                y[..., rows[0], cols[0]].addcmul_(
+                    self.slots[s][..., rows[0], cols[0]], x[..., rows[1], cols[1]], value=-1
+                )
         return y
 
     def stencil(self) -> torch.Tensor:
@@ -258,7 +275,7 @@ def _window(offset: int, size: int) -> tuple[slice, slice]:
 
 def _shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     """``out[i, j] = x[i + dy, j + dx]``, zero outside."""
-    return F.pad(x, (1, 1, 1, 1))[..., 1 + dy:1 + dy + x.shape[-2], 1 + dx:1 + dx + x.shape[-1]]
+    return F.pad(x, (1, 1, 1, 1))[..., 1 + dy : 1 + dy + x.shape[-2], 1 + dx : 1 + dx + x.shape[-1]]
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -298,8 +315,12 @@ class _Multigrid:
         for _ in range(levels):
             self.grids.append(_CoarseGrid(galerkin(self.grids[-1].stencil())))
         systems = free.shape[1]
-        self.transfer = torch.tensor(INTERPOLATION, device=free.device).outer(
-            torch.tensor(INTERPOLATION, device=free.device)).expand(systems, 1, 3, 3).contiguous()
+        self.transfer = (
+            torch.tensor(INTERPOLATION, device=free.device)
+            .outer(torch.tensor(INTERPOLATION, device=free.device))
+            .expand(systems, 1, 3, 3)
+            .contiguous()
+        )
         self.coarsest = _dense_inverse(self.grids[-1])
 
     def __call__(self, residual: torch.Tensor, level: int = 0) -> torch.Tensor:

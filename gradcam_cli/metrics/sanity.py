@@ -96,8 +96,12 @@ def randomise(unit: Unit, seed: int) -> None:
                         p.normal_(0.0, float(p.float().std()) if p.numel() > 1 else 0.02)
 
 
-def cascade(loaded, units_of: Callable[[nn.Module], list[Unit]] | None = None,
-            reset: Callable[[Unit, int], None] | None = None, seed: int = 0) -> Iterator[tuple[str, object]]:
+def cascade(
+    loaded,
+    units_of: Callable[[nn.Module], list[Unit]] | None = None,
+    reset: Callable[[Unit, int], None] | None = None,
+    seed: int = 0,
+) -> Iterator[tuple[str, object]]:
     """A copy of ``loaded`` (a LoadedModel) randomised one more unit per step: yields ``(unit name, copy)``.
 
     ``units_of`` picks the steps (default :func:`cascade_units`), ``reset`` re-initialises one unit

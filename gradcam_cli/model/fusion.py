@@ -58,8 +58,12 @@ def _foldable_bn(module: nn.Module) -> bool:
         return False
     if kind == "BatchNormAct2d" and not (hasattr(module, "drop") and hasattr(module, "act")):
         return False
-    return (not module.training and module.track_running_stats
-            and module.running_mean is not None and module.running_var is not None)
+    return (
+        not module.training
+        and module.track_running_stats
+        and module.running_mean is not None
+        and module.running_var is not None
+    )
 
 
 # Convolutions whose weight is used as stored. Weight-standardised ones (timm's StdConv2d)
@@ -109,6 +113,7 @@ def _probe_pairs(model: nn.Module, probe: torch.Tensor) -> tuple[list[tuple[str,
             calls[path] = calls.get(path, 0) + 1
             if isinstance(out, torch.Tensor):
                 conv_out[id(out)] = (path, out, out.grad_fn)
+
         return hook
 
     def on_bn(path: str):
@@ -116,6 +121,7 @@ def _probe_pairs(model: nn.Module, probe: torch.Tensor) -> tuple[list[tuple[str,
             calls[path] = calls.get(path, 0) + 1
             if inputs and isinstance(inputs[0], torch.Tensor):
                 bn_in.append((path, inputs[0], inputs[0].grad_fn))
+
         return hook
 
     convs = [(module, on_conv(path)) for path, module in modules.items() if _foldable_conv(module)]
@@ -185,8 +191,9 @@ def _fold_pairs(model: nn.Module, pairs: list[tuple[str, str]]) -> list[FoldedPa
         original_w = None if invertible else conv.weight.detach().clone()
         original_b = None if invertible or conv.bias is None else conv.bias.detach().clone()
         requires_grad = conv.weight.requires_grad
-        weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps,
-                                            bn.weight, bn.bias)
+        weight, bias = fuse_conv_bn_weights(
+            conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
+        )
         conv.weight = weight.requires_grad_(requires_grad)
         conv.bias = bias.requires_grad_(requires_grad)
         replacement = FoldedNormAct(bn.drop, bn.act) if type(bn).__name__ == "BatchNormAct2d" else nn.Identity()

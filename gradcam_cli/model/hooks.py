@@ -15,8 +15,9 @@ Hook = Callable[..., object]
 
 
 @contextmanager
-def installed(forward: Iterable[tuple[nn.Module, Hook]] = (),
-              pre: Iterable[tuple[nn.Module, Hook]] = ()) -> Iterator[None]:
+def installed(
+    forward: Iterable[tuple[nn.Module, Hook]] = (), pre: Iterable[tuple[nn.Module, Hook]] = ()
+) -> Iterator[None]:
     """Forward hooks (``forward``) and forward pre-hooks (``pre``), removed on exit."""
     handles = []
     try:

@@ -47,7 +47,7 @@ def cached_timm_weights(arch: str) -> tuple[str, str] | None:
         return None
     if cfg.hf_hub_id:
         repo, _, revision = cfg.hf_hub_id.partition("@")
-        for name in ((cfg.hf_hub_filename,) if cfg.hf_hub_filename else _HF_NAMES):
+        for name in (cfg.hf_hub_filename,) if cfg.hf_hub_filename else _HF_NAMES:
             found = try_to_load_from_cache(repo, name, revision=revision or None)
             if isinstance(found, str):
                 return found, cfg.hf_hub_id
@@ -98,7 +98,7 @@ def unreachable(url: str, timeout: float = CONNECT_TIMEOUT_S) -> str | None:
     try:
         with socket.create_connection((target.hostname or "", port), timeout=timeout):
             return None
-    except socket.timeout:
+    except TimeoutError:
         return f"{where}: no answer within {timeout:g} s"
     except OSError as err:
         return f"{where}: {err.strerror or ' '.join(str(err).split()) or type(err).__name__}"

@@ -39,8 +39,11 @@ def imagenet_kinds_of(word: str) -> list[int]:
     """
     wanted = " ".join(word.lower().split())
     data = _imagenet()
-    meant = {i for i, (_, lemmas) in enumerate(data["hypernyms"])
-             if wanted in (lemma.strip().lower() for lemma in lemmas.split(","))}
+    meant = {
+        i
+        for i, (_, lemmas) in enumerate(data["hypernyms"])
+        if wanted in (lemma.strip().lower() for lemma in lemmas.split(","))
+    }
     ranked = []
     for index, (_, description, up) in enumerate(data["classes"]):
         named = any(f" {wanted} " in f" {name.strip().lower()} " for name in description.split(","))

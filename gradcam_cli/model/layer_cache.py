@@ -44,8 +44,9 @@ def _versions() -> dict[str, str]:
 
 def table_key(model: str | None, num_classes: int | None) -> str:
     """The cache key of one listing: model, class count, library versions."""
-    payload = json.dumps({"format": _FORMAT, "model": model, "num_classes": num_classes,
-                          "versions": _versions()}, sort_keys=True)
+    payload = json.dumps(
+        {"format": _FORMAT, "model": model, "num_classes": num_classes, "versions": _versions()}, sort_keys=True
+    )
     return hashlib.sha1(payload.encode()).hexdigest()
 
 

@@ -51,7 +51,7 @@ class LayerInfo:
 
 def _without_batch(shape: tuple[int, ...], layout: Layout | None) -> tuple[int, ...]:
     batch_dim = layout.batch_dim if layout is not None else 0
-    return shape[:batch_dim] + shape[batch_dim + 1:]
+    return shape[:batch_dim] + shape[batch_dim + 1 :]
 
 
 def trace_layers(model: nn.Module, input_size: tuple[int, int]) -> list[LayerInfo]:
@@ -69,28 +69,45 @@ def trace_layers(model: nn.Module, input_size: tuple[int, int]) -> list[LayerInf
     with installed(forward=[(m, recorder(p)) for p, m in modules]), torch.no_grad():
         model(torch.zeros(TRACE_BATCH, 3, *input_size, device=model_device(model), dtype=model_dtype(model)))
     hints = model_hints(model, tuple(input_size))
-    found = {p: detect_layout(records[p][0], TRACE_BATCH, tuple(input_size), hints, m)
-             for p, m in modules if records.get(p, (None,))[0]}
+    found = {
+        p: detect_layout(records[p][0], TRACE_BATCH, tuple(input_size), hints, m)
+        for p, m in modules
+        if records.get(p, (None,))[0]
+    }
     if any(isinstance(f, str) for f in found.values()):
         # A token count that fits several grids is settled by the grid the patch embedding showed.
         seen = frozenset(f.grid for f in found.values() if isinstance(f, (ChannelsFirst, ChannelsLast)))
         hints = replace(hints, seen_grids=seen)
-        found.update({p: detect_layout(records[p][0], TRACE_BATCH, tuple(input_size), hints, m)
-                      for p, m in modules if isinstance(found.get(p), str)})
+        found.update(
+            {
+                p: detect_layout(records[p][0], TRACE_BATCH, tuple(input_size), hints, m)
+                for p, m in modules
+                if isinstance(found.get(p), str)
+            }
+        )
     layers = []
     for path, module in modules:
         # `records` keeps every output alive, so id() is unique among them.
         shape, order, tensor = records.get(path, (None, -1, None))
         layout, refusal = (None, found[path]) if isinstance(found.get(path), str) else (found.get(path), None)
-        layers.append(LayerInfo(path, type(module).__name__, _without_batch(shape, layout) if shape else None, order,
-                                id(tensor) if tensor is not None else -1, layout, refusal))
+        layers.append(
+            LayerInfo(
+                path,
+                type(module).__name__,
+                _without_batch(shape, layout) if shape else None,
+                order,
+                id(tensor) if tensor is not None else -1,
+                layout,
+                refusal,
+            )
+        )
     return layers
 
 
 def layer_layouts(model: nn.Module, layers: dict[str, nn.Module], input_size: tuple[int, int]) -> dict[str, Layout]:
     """The layout of each hooked layer's output at ``input_size`` (for ``explain_batch(layouts=...)``)."""
     found = {}
-    infos = {l.path: l for l in trace_layers(model, input_size)}  # every layer: shapes settle each other
+    infos = {layer.path: layer for layer in trace_layers(model, input_size)}  # every layer: shapes settle each other
     for path in layers:
         if not infos[path].spatial:
             raise MethodError(_not_a_grid(infos[path], input_size))
@@ -101,8 +118,10 @@ def layer_layouts(model: nn.Module, layers: dict[str, nn.Module], input_size: tu
 def _not_a_grid(info: LayerInfo, input_size: tuple[int, int]) -> str:
     h, w = input_size
     if info.refusal:
-        return (f"--layer {info.path!r}: at input {h}x{w}, {info.refusal}; not guessing: "
-                "choose another module with --layer (see `gradcam layers`)")
+        return (
+            f"--layer {info.path!r}: at input {h}x{w}, {info.refusal}; not guessing: "
+            "choose another module with --layer (see `gradcam layers`)"
+        )
     return f"--layer {info.path!r}: at input {h}x{w} its output {info.shape} is not a spatial grid"
 
 
@@ -119,29 +138,39 @@ def default_layer(model: nn.Module, layers: list[LayerInfo]) -> str:
     sequence or a channels-last grid): see :func:`_token_default`.
     """
     modules = dict(model.named_modules())
-    spatial = [l for l in layers if l.spatial and not isinstance(modules[l.path], nn.Identity)]
-    refused = sorted((l for l in layers if l.refusal), key=lambda l: l.finish_order)
+    spatial = [layer for layer in layers if layer.spatial and not isinstance(modules[layer.path], nn.Identity)]
+    refused = sorted((layer for layer in layers if layer.refusal), key=lambda layer: layer.finish_order)
     if not spatial:
-        why = (f"; {refused[-1].path}: {refused[-1].refusal}; not guessing: choose another module with --layer "
-               "(see `gradcam layers`)") if refused else ""
-        raise UsageError("this model has no layer with a spatial output ((C, H, W) map, channels-last grid "
-                         f"or token grid); Grad-CAM needs one{why}")
-    if refused and refused[-1].finish_order > max(l.finish_order for l in spatial):
+        why = (
+            (
+                f"; {refused[-1].path}: {refused[-1].refusal}; not guessing: choose another module with --layer "
+                "(see `gradcam layers`)"
+            )
+            if refused
+            else ""
+        )
+        raise UsageError(
+            "this model has no layer with a spatial output ((C, H, W) map, channels-last grid "
+            f"or token grid); Grad-CAM needs one{why}"
+        )
+    if refused and refused[-1].finish_order > max(layer.finish_order for layer in spatial):
         # The late grids are ambiguous: an early layer would be a silent, poor default.
-        raise UsageError(f"no default layer: {refused[-1].path}: {refused[-1].refusal}; not guessing: "
-                         "choose a layer with --layer (see `gradcam layers`)")
+        raise UsageError(
+            f"no default layer: {refused[-1].path}: {refused[-1].refusal}; not guessing: "
+            "choose a layer with --layer (see `gradcam layers`)"
+        )
     anchor = _last_block_output(modules, spatial)
     if isinstance(anchor.layout, (Tokens, ChannelsLast)):
         return _token_default(modules, layers, spatial, anchor)
-    last = max(spatial, key=lambda l: l.finish_order)
-    same = [l for l in spatial if l.output_key == last.output_key]
-    best = min(same, key=lambda l: (l.depth, -l.finish_order))
+    last = max(spatial, key=lambda layer: layer.finish_order)
+    same = [layer for layer in spatial if layer.output_key == last.output_key]
+    best = min(same, key=lambda layer: (layer.depth, -layer.finish_order))
     module = modules[best.path]
     if isinstance(module, _SEQUENCES) and len(module) > 0:
         children = list(module.children())
-        if all(_holds_sequence(c) for c in children):
+        if all(holds_sequence(c) for c in children):
             last_child = f"{best.path}.{list(dict(module.named_children()))[-1]}"
-            if any(l.path == last_child for l in same):
+            if any(layer.path == last_child for layer in same):
                 return last_child
     return best.path
 
@@ -156,11 +185,11 @@ def _last_block_output(modules: dict[str, nn.Module], spatial: list[LayerInfo]) 
     groups: dict[int, list[LayerInfo]] = {}
     for info in spatial:
         groups.setdefault(info.output_key, []).append(info)
-    ordered = sorted(groups.values(), key=lambda g: -max(l.finish_order for l in g))
-    makers = [(max(g, key=lambda l: (l.depth, -l.finish_order)), g) for g in ordered]
+    ordered = sorted(groups.values(), key=lambda g: -max(layer.finish_order for layer in g))
+    makers = [(max(g, key=lambda layer: (layer.depth, -layer.finish_order)), g) for g in ordered]
     kept = [(maker, g) for maker, g in makers if not any(t in maker.type for t in _TRAILING)]
     for maker, group in kept:
-        if any(_in_sequence(modules, l) for l in group):
+        if any(_in_sequence(modules, layer) for layer in group):
             return maker
     return (kept or makers)[0][0]
 
@@ -169,8 +198,9 @@ def _in_sequence(modules: dict[str, nn.Module], info: LayerInfo) -> bool:
     return isinstance(modules.get(info.path.rpartition(".")[0]), _SEQUENCES)
 
 
-def _token_default(modules: dict[str, nn.Module], layers: list[LayerInfo], spatial: list[LayerInfo],
-                   anchor: LayerInfo) -> str:
+def _token_default(
+    modules: dict[str, nn.Module], layers: list[LayerInfo], spatial: list[LayerInfo], anchor: LayerInfo
+) -> str:
     """The default layer of a token model, as in the literature.
 
     The last block is the outermost module that returned the last block output and sits
@@ -180,14 +210,14 @@ def _token_default(modules: dict[str, nn.Module], layers: list[LayerInfo], spati
     class-token head reads nothing else of the last block's output, so the grid tokens
     there get no gradient; their input to the last attention still carries the evidence.
     """
-    same = [l for l in spatial if l.output_key == anchor.output_key]
-    in_sequence = [l for l in same if _in_sequence(modules, l)]
+    same = [layer for layer in spatial if layer.output_key == anchor.output_key]
+    in_sequence = [layer for layer in same if _in_sequence(modules, layer)]
     if not in_sequence:
-        return min(same, key=lambda l: (l.depth, -l.finish_order)).path
-    block = min(in_sequence, key=lambda l: (l.depth, -l.finish_order))
+        return min(same, key=lambda layer: (layer.depth, -layer.finish_order)).path
+    block = min(in_sequence, key=lambda layer: (layer.depth, -layer.finish_order))
     if not isinstance(block.layout, Tokens):
         return block.path
-    by_path = {l.path: l for l in layers}
+    by_path = {layer.path: layer for layer in layers}
     for name, child in modules[block.path].named_children():
         info = by_path.get(f"{block.path}.{name}")
         if "Norm" in type(child).__name__ and info is not None and isinstance(info.layout, Tokens) and info.spatial:
@@ -198,15 +228,17 @@ def _token_default(modules: dict[str, nn.Module], layers: list[LayerInfo], spati
     return before.path if before is not None and before.spatial else block.path
 
 
-def _holds_sequence(module: nn.Module) -> bool:
+def holds_sequence(module: nn.Module) -> bool:
     return isinstance(module, _SEQUENCES) or any(isinstance(m, _SEQUENCES) for m in module.children())
 
 
 def resolve_layer(model: nn.Module, path: str, layers: list[LayerInfo], default: str | None = None) -> nn.Module:
     """The module at ``path``, after checking that the methods can use its output."""
     modules = dict(model.named_modules())
-    info = {l.path: l for l in layers}
-    listed = listed_paths([(l.path, l.type) for l in layers if l.spatial], default or path)  # as `gradcam layers`
+    info = {layer.path: layer for layer in layers}
+    listed = listed_paths(
+        [(layer.path, layer.type) for layer in layers if layer.spatial], default or path
+    )  # as `gradcam layers`
     if path not in modules or not path:
         close = close_names(path, listed, n=5, cutoff=0.5)
         hint = did_you_mean(close) if close else "; see `gradcam layers`"
@@ -215,11 +247,17 @@ def resolve_layer(model: nn.Module, path: str, layers: list[LayerInfo], default:
     if layer is None or layer.shape is None:
         raise UsageError(f"--layer {path!r}: does not run or does not return a tensor in a forward pass")
     if layer.refusal:
-        raise UsageError(f"--layer {path!r}: {layer.refusal}; not guessing: choose another module with --layer "
-                         "(see `gradcam layers`)")
+        raise UsageError(
+            f"--layer {path!r}: {layer.refusal}; not guessing: choose another module with --layer "
+            "(see `gradcam layers`)"
+        )
     if not layer.spatial:
         near = [info[p] for p in listed if info[p].finish_order < layer.finish_order]
-        hint = f"; the last spatial layer before it is {max(near, key=lambda l: l.finish_order).path}" if near else ""
+        hint = (
+            f"; the last spatial layer before it is {max(near, key=lambda info: info.finish_order).path}"
+            if near
+            else ""
+        )
         raise UsageError(
             f"--layer {path!r}: its output has shape {layer.shape}, not (C, H, W) with H*W > 1, "
             f"a channels-last grid or a token grid, so there is no spatial map to weigh{hint}"

@@ -94,9 +94,11 @@ class Tokens:
         x = output.transpose(0, 1) if self.sequence_first else output
         h, w = self.grid
         if x.dim() != 3 or x.shape[1] != self.prefix + h * w:
-            raise MethodError(f"a token layer's output has shape {tuple(output.shape)}, but its layout is "
-                              f"{self.describe()} ({self.prefix + h * w} tokens): the input size changed?")
-        return x[:, self.prefix:].reshape(x.shape[0], h, w, x.shape[2]).permute(0, 3, 1, 2)
+            raise MethodError(
+                f"a token layer's output has shape {tuple(output.shape)}, but its layout is "
+                f"{self.describe()} ({self.prefix + h * w} tokens): the input size changed?"
+            )
+        return x[:, self.prefix :].reshape(x.shape[0], h, w, x.shape[2]).permute(0, 3, 1, 2)
 
     def from_grid(self, grid: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
         """``(n, C, h, w)`` grids -> ``n`` token sequences, the prefix tokens taken from ``like``
@@ -106,7 +108,7 @@ class Tokens:
             if like is None:
                 raise ValueError("a token layout with prefix tokens needs the original output to rebuild them")
             first = like.transpose(0, 1) if self.sequence_first else like
-            prefix = first[:1, :self.prefix].to(tokens.dtype).expand(tokens.shape[0], -1, -1)
+            prefix = first[:1, : self.prefix].to(tokens.dtype).expand(tokens.shape[0], -1, -1)
             tokens = torch.cat([prefix, tokens], dim=1)
         return tokens.transpose(0, 1) if self.sequence_first else tokens
 
@@ -192,8 +194,11 @@ def _prefix_count(model: nn.Module) -> int | None:
 
 
 def model_hints(model: nn.Module, input_size: Grid) -> ModelHints:
-    return ModelHints(grid=_patch_grid(model, input_size), prefix=_prefix_count(model),
-                      channels_last=str(getattr(model, "output_fmt", "")).upper().endswith("NHWC"))
+    return ModelHints(
+        grid=_patch_grid(model, input_size),
+        prefix=_prefix_count(model),
+        channels_last=str(getattr(model, "output_fmt", "")).upper().endswith("NHWC"),
+    )
 
 
 # --------------------------------------------------------------------------- reading a shape
@@ -225,16 +230,19 @@ def _module_says(module: nn.Module | None) -> str | None:
     return None
 
 
-def _four_d(shape: tuple[int, ...], input_size: Grid, hints: ModelHints,
-            module: nn.Module | None) -> Layout | str | None:
+def _four_d(
+    shape: tuple[int, ...], input_size: Grid, hints: ModelHints, module: nn.Module | None
+) -> Layout | str | None:
     a, b, c = shape[1:]
     grids = plausible_grids(input_size)
     first, last = (b, c) in grids, (a, b) in grids
     if first and last:
         said = _module_says(module) or ("channels_last" if hints.channels_last else None)
         if said is None:
-            return (f"its output {tuple(shape)} reads as channels-first ({a} channels on a {b}x{c} grid) and as "
-                    f"channels-last (a {a}x{b} grid of {c} channels) and nothing in the model tells which")
+            return (
+                f"its output {tuple(shape)} reads as channels-first ({a} channels on a {b}x{c} grid) and as "
+                f"channels-last (a {a}x{b} grid of {c} channels) and nothing in the model tells which"
+            )
         first = said == "channels_first"
     elif not first and not last:
         first = True  # e.g. an adaptive pool's fixed grid: a convolutional map, as always
@@ -250,14 +258,19 @@ def _token_readings(count: int, input_size: Grid, hints: ModelHints) -> list[Tok
         known = [Tokens(hints.grid, p) for p in prefixes if count - p == hints.grid[0] * hints.grid[1]]
         if known:
             return known[:1]
-    readings = [Tokens((h, w), p) for p in prefixes for h, w in sorted(plausible_grids(input_size))
-                if h * w == count - p and h * w > 1]
+    readings = [
+        Tokens((h, w), p)
+        for p in prefixes
+        for h, w in sorted(plausible_grids(input_size))
+        if h * w == count - p and h * w > 1
+    ]
     seen = [r for r in readings if r.grid in hints.seen_grids]
     return seen if len(readings) > 1 and len(seen) == 1 else readings
 
 
-def detect_layout(shape: tuple[int, ...], batch: int, input_size: Grid, hints: ModelHints,
-                  module: nn.Module | None = None) -> Layout | str | None:
+def detect_layout(
+    shape: tuple[int, ...], batch: int, input_size: Grid, hints: ModelHints, module: nn.Module | None = None
+) -> Layout | str | None:
     """The layout of an output of ``shape`` (batch included) for a batch of ``batch`` images.
 
     Returns a layout, None when the output is no grid (logits, pooled features, per-window
@@ -275,7 +288,8 @@ def detect_layout(shape: tuple[int, ...], batch: int, input_size: Grid, hints: M
         return None
     if len(readings) > 1:
         options = ", ".join(r.describe() for r in readings)
-        return (f"its {count} tokens (output {tuple(shape)}) fit several grids ({options}) "
-                "and the model does not say which")
+        return (
+            f"its {count} tokens (output {tuple(shape)}) fit several grids ({options}) and the model does not say which"
+        )
     reading = readings[0]
     return Tokens(reading.grid, reading.prefix, sequence_first)

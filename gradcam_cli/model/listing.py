@@ -15,5 +15,9 @@ def listed_paths(rows: Sequence[tuple[str, str]], default: str, show_all: bool =
     """
     parent = default.rpartition(".")[0]
     near = {parent, parent.rpartition(".")[0]} if default.count(".") >= 2 else set()
-    return [path for path, kind in rows if kind != "Identity"
-            and (show_all or path.count(".") < 2 or path == default or path.rpartition(".")[0] in near)]
+    return [
+        path
+        for path, kind in rows
+        if kind != "Identity"
+        and (show_all or path.count(".") < 2 or path == default or path.rpartition(".")[0] in near)
+    ]

@@ -43,9 +43,9 @@ def split_model_name(name: str) -> tuple[str, str]:
     lowered = name.lower()
     for prefix in _TORCHVISION_PREFIXES:
         if lowered.startswith(prefix):
-            return "torchvision", name[len(prefix):]
+            return "torchvision", name[len(prefix) :]
     if lowered.startswith(_TIMM_PREFIX):
-        return "timm", name[len(_TIMM_PREFIX):]
+        return "timm", name[len(_TIMM_PREFIX) :]
     import timm
 
     if timm.is_model(name):
@@ -113,7 +113,8 @@ def _build_torchvision(arch: str, pretrained: bool, num_classes: int | None) -> 
         if num_classes not in (None, len(default_weights.meta["categories"])):
             raise UsageError(
                 f"--model torchvision/{arch}: its pretrained weights have "
-                f"{len(default_weights.meta['categories'])} classes; with --num-classes give --weights FILE or --no-pretrained"
+                f"{len(default_weights.meta['categories'])} classes; with --num-classes give --weights FILE "
+                "or --no-pretrained"
             )
         from . import hub
 
@@ -232,5 +233,4 @@ def load_model(
         from .labels import imagenet_labels
 
         labels = imagenet_labels()
-    return LoadedModel(model, f"{source}/{arch}", config, classes, labels, origin, memory_format=layout,
-                       folded=folded)
+    return LoadedModel(model, f"{source}/{arch}", config, classes, labels, origin, memory_format=layout, folded=folded)

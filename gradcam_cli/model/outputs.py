@@ -23,5 +23,7 @@ def logits_of(output: object) -> torch.Tensor:
     for c in candidates:
         if isinstance(c, torch.Tensor) and c.ndim == 2:
             return c
-    raise MethodError(f"the model must return (batch, classes) logits; it returned {type(output).__name__}, "
-                      "with no 2-D tensor as itself, .logits, ['logits'] or its first element")
+    raise MethodError(
+        f"the model must return (batch, classes) logits; it returned {type(output).__name__}, "
+        "with no 2-D tensor as itself, .logits, ['logits'] or its first element"
+    )

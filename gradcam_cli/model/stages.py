@@ -17,7 +17,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import UsageError
-from .layers import LayerInfo, _holds_sequence
+from .layers import LayerInfo, holds_sequence
 
 STAGES = "stages"  # the --layer shorthand
 
@@ -27,14 +27,14 @@ def stage_layers(model: nn.Module, layers: list[LayerInfo]) -> list[str]:
     modules = dict(model.named_modules())
     from_info = _from_feature_info(model, modules)
     if from_info:
-        spatial = {l.path for l in layers if l.spatial}
+        spatial = {layer.path for layer in layers if layer.spatial}
         from_info = [p for p in from_info if p in spatial]
     return from_info or _from_structure(modules, layers)
 
 
 def _is_block_container(module: nn.Module) -> bool:
     """A sequence of blocks, or a block holding one (ConvNeXt's stage holds ``blocks``)."""
-    return _holds_sequence(module)
+    return holds_sequence(module)
 
 
 def _from_feature_info(model: nn.Module, modules: dict[str, nn.Module]) -> list[str]:
@@ -52,7 +52,7 @@ def _from_feature_info(model: nn.Module, modules: dict[str, nn.Module]) -> list[
 
 def _from_structure(modules: dict[str, nn.Module], layers: list[LayerInfo]) -> list[str]:
     """The last child at each resolution of the module that holds the stages (see the module's docstring)."""
-    info = {l.path: l for l in layers if l.spatial and not isinstance(modules[l.path], nn.Identity)}
+    info = {layer.path: layer for layer in layers if layer.spatial and not isinstance(modules[layer.path], nn.Identity)}
     best: tuple[tuple, list[str]] | None = None
     for path, module in modules.items():
         prefix = f"{path}." if path else ""
@@ -71,7 +71,7 @@ def _from_structure(modules: dict[str, nn.Module], layers: list[LayerInfo]) -> l
     last: dict[tuple[int, ...], LayerInfo] = {}
     for kid in sorted(best[1], key=lambda k: info[k].finish_order):
         last[tuple(info[kid].shape[1:])] = info[kid]
-    return [l.path for l in sorted(last.values(), key=lambda l: l.finish_order)]
+    return [layer.path for layer in sorted(last.values(), key=lambda layer: layer.finish_order)]
 
 
 def expand_stages(requested: list[str], model: nn.Module, layers: list[LayerInfo]) -> list[str]:

@@ -89,8 +89,11 @@ def _split(graph: fx.Graph, path: str) -> tuple[fx.Node, set[fx.Node], list[fx.N
     dependent = _reachable(placeholders) | set(placeholders)
     constants = {n for n in _ancestors(list(downstream)) if n not in dependent and n.op != "get_attr"}
     tail = downstream | constants
-    frontier = [n for n in graph.nodes if n not in tail and n is not layer[0] and n in dependent
-                and any(u in downstream for u in n.users)]
+    frontier = [
+        n
+        for n in graph.nodes
+        if n not in tail and n is not layer[0] and n in dependent and any(u in downstream for u in n.users)
+    ]
     return layer[0], tail, frontier
 
 
@@ -147,7 +150,7 @@ def _copies(value: object, image: int | None, n: int) -> object:
         return value
     if image is None:
         return value.clone()
-    return value[image:image + 1].expand(n, *value.shape[1:]).clone()
+    return value[image : image + 1].expand(n, *value.shape[1:]).clone()
 
 
 class WholeNetworkTail:
@@ -164,13 +167,19 @@ class WholeNetworkTail:
     def __call__(self, layer_output: torch.Tensor, frontier: tuple, image: int | None) -> torch.Tensor:
         (inputs,) = frontier
         n = layer_output.shape[self.batch_dim]
-        x = inputs if image is None else inputs[image:image + 1].expand(n, *inputs.shape[1:])
+        x = inputs if image is None else inputs[image : image + 1].expand(n, *inputs.shape[1:])
         with installed(forward=[(self.layer, lambda _m, _i, _o: layer_output)]):
             return self.model(x)
 
 
-def build_tail(model: nn.Module, path: str, inputs: torch.Tensor, layer_output: torch.Tensor,
-               logits: torch.Tensor, batch_dim: int = 0) -> LayerTail | WholeNetworkTail:
+def build_tail(
+    model: nn.Module,
+    path: str,
+    inputs: torch.Tensor,
+    layer_output: torch.Tensor,
+    logits: torch.Tensor,
+    batch_dim: int = 0,
+) -> LayerTail | WholeNetworkTail:
     """The fastest tail that reproduces ``logits`` from ``layer_output`` (for the batch ``inputs``).
 
     ``batch_dim`` is where the layer's output keeps the batch (1 for sequence-first tokens).

@@ -23,8 +23,11 @@ _NESTED_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema", "mo
 
 
 def _is_tensor_dict(obj: object) -> bool:
-    return isinstance(obj, Mapping) and bool(obj) and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    return (
+        isinstance(obj, Mapping)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
 
 
 def _one_line(err: BaseException, limit: int = 200) -> str:
@@ -36,8 +39,11 @@ def _one_line(err: BaseException, limit: int = 200) -> str:
 def _refusal(p: Path, err: BaseException) -> UsageError:
     """The one-line message for a pickle that ``weights_only=True`` would not load."""
     found = re.search(r"GLOBAL ([\w.]+)", str(err))
-    what = f"asks for {found.group(1)}, which is not a tensor or plain container" if found else \
-        "holds objects other than tensors and plain containers"
+    what = (
+        f"asks for {found.group(1)}, which is not a tensor or plain container"
+        if found
+        else "holds objects other than tensors and plain containers"
+    )
     return UsageError(
         f"--weights {p}: refused to load: the file {what}; unpickling it could run code from the file. "
         "Save a plain state_dict (torch.save(model.state_dict(), PATH)) or convert it to .safetensors."
@@ -70,8 +76,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         cause = err.strerror if err.errno and err.strerror else _one_line(err)
         raise UsageError(f"--weights {p}: cannot read ({cause})") from None
     except Exception as err:  # torn files, wrong formats: all are "not a checkpoint"
-        raise UsageError(f"--weights {p}: not a readable checkpoint ({type(err).__name__}: {_one_line(err)}); "
-                         "expected .safetensors, or a .pt/.pth state_dict saved with torch.save") from None
+        raise UsageError(
+            f"--weights {p}: not a readable checkpoint ({type(err).__name__}: {_one_line(err)}); "
+            "expected .safetensors, or a .pt/.pth state_dict saved with torch.save"
+        ) from None
     if isinstance(obj, Mapping) and not _is_tensor_dict(obj):
         for key in _NESTED_KEYS:
             if _is_tensor_dict(obj.get(key)):
@@ -81,7 +89,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise UsageError(f"--weights {p}: no state_dict of tensors found (top-level keys: {_preview(obj)})")
     state = dict(obj)  # type: ignore[arg-type]
     if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 
@@ -103,8 +111,11 @@ def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    misshaped = [f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
-                 for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    misshaped = [
+        f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
     problems = []
     if missing:
         problems.append(f"missing keys: {_listing(missing)}")
@@ -113,8 +124,11 @@ def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source
     if misshaped:
         problems.append(f"mis-shaped keys (file != model): {_listing(misshaped, 4)}")
     if problems:
-        hint = " (a different head? try --num-classes)" if any("fc" in m or "classifier" in m or "head" in m
-                                                              for m in missing + unexpected + misshaped) else ""
+        hint = (
+            " (a different head? try --num-classes)"
+            if any("fc" in m or "classifier" in m or "head" in m for m in missing + unexpected + misshaped)
+            else ""
+        )
         raise UsageError(f"{source}: does not fit the model: " + "; ".join(problems) + hint)
     try:
         model.load_state_dict(state, strict=True)
@@ -140,8 +154,14 @@ def efficientnet_lite0_package_state(model: nn.Module) -> dict[str, torch.Tensor
 
 
 _TOP_LEVEL = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
-_WITH_EXPAND = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-                "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_WITH_EXPAND = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
 _WITHOUT_EXPAND = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
 
 

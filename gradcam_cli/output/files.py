@@ -27,8 +27,9 @@ def output_stem(image_stem: str, method: str, layer: str, class_index: int) -> s
     return f"{image_stem}_{method}_{_UNSAFE.sub('-', layer)}_c{class_index}"
 
 
-def output_path(directory: Path, image_stem: str, method: str, layer: str, class_index: int, kind: str,
-                suffix: str = ".png") -> Path:
+def output_path(
+    directory: Path, image_stem: str, method: str, layer: str, class_index: int, kind: str, suffix: str = ".png"
+) -> Path:
     """Where one output of one (image, method, layer, class) goes."""
     return directory / f"{output_stem(image_stem, method, layer, class_index)}_{kind}{suffix}"
 

@@ -33,8 +33,15 @@ _LOCK = threading.Lock()
 
 def _font_dirs() -> list[Path]:
     home = Path.home()
-    dirs = [Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), home / ".fonts", home / ".local/share/fonts",
-            Path("/Library/Fonts"), Path("/System/Library/Fonts"), home / "Library/Fonts"]
+    dirs = [
+        Path("/usr/share/fonts"),
+        Path("/usr/local/share/fonts"),
+        home / ".fonts",
+        home / ".local/share/fonts",
+        Path("/Library/Fonts"),
+        Path("/System/Library/Fonts"),
+        home / "Library/Fonts",
+    ]
     if sys.platform == "win32":
         dirs.append(Path(os.environ.get("WINDIR", r"C:\Windows")) / "Fonts")
     return [d for d in dirs if d.is_dir()]
@@ -60,8 +67,13 @@ def font_file(bold: bool = False) -> str | None:
                     return str(Path(root) / name)
     spec = importlib.util.find_spec("matplotlib")
     if spec is not None and spec.origin:
-        bundled = Path(spec.origin).parent / "mpl-data" / "fonts" / "ttf" / ("DejaVuSans-Bold.ttf" if bold
-                                                                            else "DejaVuSans.ttf")
+        bundled = (
+            Path(spec.origin).parent
+            / "mpl-data"
+            / "fonts"
+            / "ttf"
+            / ("DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf")
+        )
         if bundled.is_file():
             return str(bundled)
     return None
@@ -97,8 +109,9 @@ def text_width(text: str, size: int, bold: bool = False) -> int:
         return int(np.ceil(get_font(size, bold).getlength(printable(text))))
 
 
-def fit_text(text: str, size: int, width: int, bold: bool = False, min_size: int = MIN_TEXT_PX,
-             shorten: bool = True) -> tuple[str, int]:
+def fit_text(
+    text: str, size: int, width: int, bold: bool = False, min_size: int = MIN_TEXT_PX, shorten: bool = True
+) -> tuple[str, int]:
     """``(text, size)`` that fit in ``width`` pixels: a smaller size down to ``min_size``, then (if
     ``shorten``) an ellipsis in the middle (layer paths differ at both ends, so both ends are kept)."""
     text = printable(text)
@@ -109,7 +122,7 @@ def fit_text(text: str, size: int, width: int, bold: bool = False, min_size: int
     keep = len(text) - 1
     while keep > 2:
         head = (keep + 1) // 2
-        short = f"{text[:head]}…{text[len(text) - (keep - head):]}"
+        short = f"{text[:head]}…{text[len(text) - (keep - head) :]}"
         if text_width(short, size, bold) <= width:
             return short, size
         keep -= 1
@@ -121,8 +134,7 @@ def line_height(size: int) -> int:
     return int(round(size * 1.25))
 
 
-def text_patch(text: str, size: int, fg=(0, 0, 0), bg=(255, 255, 255), bold: bool = False,
-               pad: int = 0) -> np.ndarray:
+def text_patch(text: str, size: int, fg=(0, 0, 0), bg=(255, 255, 255), bold: bool = False, pad: int = 0) -> np.ndarray:
     """``text`` rendered as an RGB uint8 patch of height ``line_height(size) + 2 * pad``."""
     height = line_height(size) + 2 * pad
     text = printable(text)
@@ -144,4 +156,4 @@ def paste(canvas: np.ndarray, patch: np.ndarray, x: int, y: int) -> None:
     x0, y0 = max(0, x), max(0, y)
     x1, y1 = min(w, x + patch.shape[1]), min(h, y + patch.shape[0])
     if x1 > x0 and y1 > y0:
-        canvas[y0:y1, x0:x1] = patch[y0 - y:y1 - y, x0 - x:x1 - x]
+        canvas[y0:y1, x0:x1] = patch[y0 - y : y1 - y, x0 - x : x1 - x]

@@ -92,7 +92,7 @@ def labelled(image: np.ndarray, caption: str | None, colormap: str | None) -> np
     canvas = np.empty((layout.size[1], layout.size[0], 3), np.uint8)
     canvas[:] = BACKGROUND
     r = layout.image
-    canvas[r.y:r.y + r.h, r.x:r.x + r.w] = image
+    canvas[r.y : r.y + r.h, r.x : r.x + r.w] = image
     if caption is not None:
         text, px = fonts.fit_text(caption, layout.text_px, layout.size[0] - 2 * layout.pad, shorten=False)
         fonts.paste(canvas, fonts.text_patch(text, px, TEXT, BACKGROUND), layout.pad, layout.pad)
@@ -105,11 +105,11 @@ def draw_colorbar(canvas: np.ndarray, bar: Rect, colormap: str, text_px: int) ->
     """A vertical bar from the colour of 1 (top row) to that of 0 (bottom row), ticks labelled at 1, 0.5, 0."""
     lut = colormap_lut(colormap)
     values = np.linspace(1.0, 0.0, bar.h) if bar.h > 1 else np.ones(1)
-    canvas[bar.y:bar.y + bar.h, bar.x:bar.x + bar.w] = lut[np.round(values * 255).astype(np.intp)][:, None, :]
+    canvas[bar.y : bar.y + bar.h, bar.x : bar.x + bar.w] = lut[np.round(values * 255).astype(np.intp)][:, None, :]
     tick = _tick_length(text_px)
     line = fonts.line_height(text_px)
     for value, text in TICKS:
         y = bar.y + round((1.0 - value) * (bar.h - 1))
-        canvas[y:y + max(1, text_px // 12), bar.x + bar.w:bar.x + bar.w + tick] = TEXT
+        canvas[y : y + max(1, text_px // 12), bar.x + bar.w : bar.x + bar.w + tick] = TEXT
         patch = fonts.text_patch(text, text_px, TEXT, BACKGROUND)
         fonts.paste(canvas, patch, bar.x + bar.w + tick + 1, y - line // 2)

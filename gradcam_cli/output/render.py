@@ -45,8 +45,9 @@ def overlay(photo: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarr
     return cv2.addWeighted(heat, float(alpha), photo, 1.0 - float(alpha), 0.0)
 
 
-def guided_image(guided: torch.Tensor, reference: torch.Tensor | None = None,
-                 spread: float = GUIDED_SPREAD, consume: bool = False) -> torch.Tensor:
+def guided_image(
+    guided: torch.Tensor, reference: torch.Tensor | None = None, spread: float = GUIDED_SPREAD, consume: bool = False
+) -> torch.Tensor:
     """``(K, 3, H, W)`` guided gradients -> ``(K, H, W, 3)`` uint8 RGB for display, in torch on the tensors' device.
 
     Zero-centred: a zero gradient is mid-grey, positive brighter, negative darker. The scale is

@@ -119,8 +119,9 @@ def sheet_caption(source: str, e) -> str:
     return f"{source} · {name} · p = {e.probability:.3f}"
 
 
-def render_sheet(photo: np.ndarray, explanations, layer_order, *, caption: str | None, colormap: str,
-                 colorbar: bool, alpha: float) -> np.ndarray:
+def render_sheet(
+    photo: np.ndarray, explanations, layer_order, *, caption: str | None, colormap: str, colorbar: bool, alpha: float
+) -> np.ndarray:
     """The sheet of one image and class as an RGB uint8 array."""
     layout = sheet_layout((photo.shape[1], photo.shape[0]), explanations, layer_order, caption is not None, colorbar)
     canvas = np.empty((layout.size[1], layout.size[0], 3), np.uint8)
@@ -139,10 +140,11 @@ def render_sheet(photo: np.ndarray, explanations, layer_order, *, caption: str |
             picture = cell_picture(small, e, cell.kind, colormap, alpha)
         if picture is not None:
             r = cell.image
-            canvas[r.y:r.y + r.h, r.x:r.x + r.w] = picture
+            canvas[r.y : r.y + r.h, r.x : r.x + r.w] = picture
         if cell.title:
-            fonts.paste(canvas, fonts.text_patch(cell.title, TITLE_PX, TEXT, BACKGROUND),
-                        cell.title_box.x, cell.title_box.y + 1)
+            fonts.paste(
+                canvas, fonts.text_patch(cell.title, TITLE_PX, TEXT, BACKGROUND), cell.title_box.x, cell.title_box.y + 1
+            )
     if layout.caption is not None:
         text, px = fonts.fit_text(caption, CAPTION_PX, layout.caption.w, bold=True)
         fonts.paste(canvas, fonts.text_patch(text, px, TEXT, BACKGROUND, bold=True), layout.caption.x, layout.caption.y)

@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from .files import write_all_atomic
 
+
 class LocalFiles:
     """Paths on this machine: temporary file and rename, so a file exists complete or not at all."""
 
@@ -102,8 +103,9 @@ def scheme_of(destination: str) -> str:
     return head.lower() if sep and head.isascii() and head.replace("+", "").isalnum() else ""
 
 
-def open_folder(destination: str | os.PathLike,
-                filesystem=None) -> tuple[LocalFiles | ArrowFiles, Path | PurePosixPath]:
+def open_folder(
+    destination: str | os.PathLike, filesystem=None
+) -> tuple[LocalFiles | ArrowFiles, Path | PurePosixPath]:
     """``(files, root)`` for an output destination: a plain path, a URI, or a path on ``filesystem``.
 
     Local URIs (``file://``) and pyarrow's LocalFileSystem become plain paths, written

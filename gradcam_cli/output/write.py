@@ -25,13 +25,18 @@ class Look:
     all_boxes: bool = False  # label every box with its share of the map (--bbox-mode all)
 
     @classmethod
-    def of(cls, options) -> "Look":
+    def of(cls, options) -> Look:
         """From explain options: ``--caption``/``--colorbar`` are off for files unless given, on for sheets
         unless turned off (None means "not given")."""
         caption, colorbar = getattr(options, "caption", None), getattr(options, "colorbar", None)
-        return cls(colormap=getattr(options, "colormap", DEFAULT_COLORMAP), caption=caption is True,
-                   colorbar=colorbar is True, sheet_caption=caption is not False, sheet_colorbar=colorbar is not False,
-                   all_boxes=getattr(options, "bbox_mode", "largest") == "all")
+        return cls(
+            colormap=getattr(options, "colormap", DEFAULT_COLORMAP),
+            caption=caption is True,
+            colorbar=colorbar is True,
+            sheet_caption=caption is not False,
+            sheet_colorbar=colorbar is not False,
+            all_boxes=getattr(options, "bbox_mode", "largest") == "all",
+        )
 
 
 def planned_files(directory: Path, image_stem: str, explanation, kinds, save_raw: bool) -> dict[str, Path]:
@@ -75,8 +80,18 @@ def encode_sheet(photo: np.ndarray, explanations, layer_order, source: str, alph
     from .sheet import render_sheet, sheet_caption
 
     caption = sheet_caption(source, explanations[0]) if look.sheet_caption else None
-    return encode_png(render_sheet(photo, explanations, layer_order, caption=caption, colormap=look.colormap,
-                                   colorbar=look.sheet_colorbar, alpha=alpha), photographic=True)
+    return encode_png(
+        render_sheet(
+            photo,
+            explanations,
+            layer_order,
+            caption=caption,
+            colormap=look.colormap,
+            colorbar=look.sheet_colorbar,
+            alpha=alpha,
+        ),
+        photographic=True,
+    )
 
 
 def caption_of(e) -> str:
@@ -85,8 +100,9 @@ def caption_of(e) -> str:
     return f"{name} {e.probability:.2f} · {e.method} · {e.layer}"
 
 
-def encode_outputs(photo: np.ndarray, explanation, files: dict[str, Path], alpha: float,
-                   look: Look | None = None) -> dict[Path, bytes]:
+def encode_outputs(
+    photo: np.ndarray, explanation, files: dict[str, Path], alpha: float, look: Look | None = None
+) -> dict[Path, bytes]:
     """Render and encode every requested output of one explanation (bytes by path).
 
     Serially: with fpng a PNG takes 1-2 ms, and a thread per file measured no faster;

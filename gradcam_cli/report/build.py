@@ -80,7 +80,7 @@ def manifests(output_dir: Path) -> list[_Manifest]:
     from ..io.manifest import journal_path, read_records
 
     names = {p.name for p in output_dir.glob("results*.jsonl")}
-    names |= {p.name[1:-len(".journal")] for p in output_dir.glob(".results*.jsonl.journal")}
+    names |= {p.name[1 : -len(".journal")] for p in output_dir.glob(".results*.jsonl.journal")}
     found = []
     for name in sorted(names):
         path = output_dir / name
@@ -99,8 +99,9 @@ def manifests(output_dir: Path) -> list[_Manifest]:
 def _refuse_special(path: Path) -> None:
     mode = os.lstat(path).st_mode
     if stat.S_ISLNK(mode):
-        raise UsageError(f"{path}: a symbolic link; the report reads only manifests that are files of the "
-                         f"folder itself")
+        raise UsageError(
+            f"{path}: a symbolic link; the report reads only manifests that are files of the folder itself"
+        )
     if not stat.S_ISREG(mode):
         raise UsageError(f"{path}: not a regular file")
 
@@ -126,8 +127,8 @@ class _Locator:
         parent = p.parent
         if run_dir is not None:  # the run wrote its paths below the folder as it named it
             prefix = Path(run_dir).parts
-            if parent.parts[:len(prefix)] == prefix and ".." not in parent.parts[len(prefix):]:
-                return PurePosixPath(*parent.parts[len(prefix):])
+            if parent.parts[: len(prefix)] == prefix and ".." not in parent.parts[len(prefix) :]:
+                return PurePosixPath(*parent.parts[len(prefix) :])
         try:  # no run.json: the path as seen from here
             return PurePosixPath(*(Path.cwd() / parent).resolve().relative_to(self.resolved).parts)
         except ValueError:
@@ -158,8 +159,7 @@ def build_report(output_dir: Path, workers: int | None = None) -> ReportSummary:
     page = render_page(output_dir, found, images, rows, data_src=relative_url(data_rel), own=own)
     _write_together(output_dir, data_rel, data, page.encode("utf-8"))
     failed = sum(1 for r in rows if r.get("err"))
-    return ReportSummary(output_dir / INDEX, len(rows) - failed, len(images), failed, made,
-                         time.perf_counter() - start)
+    return ReportSummary(output_dir / INDEX, len(rows) - failed, len(images), failed, made, time.perf_counter() - start)
 
 
 def _write_together(output_dir: Path, data_rel: str, data: bytes, page: bytes) -> None:
@@ -225,11 +225,16 @@ def _rows(found: list[_Manifest], locator: _Locator, own: FolderFiles) -> tuple[
             if "error" in rec:
                 rows.append({"i": i, "err": str(rec["error"])})
                 continue
-            files = {kind: rel for kind, path in (rec.get("files") or {}).items()
-                     if isinstance(path, str) and (rel := locator.relative(path, manifest.run_dir)) is not None
-                     and own.owns(rel)}
-            rows.append(_row(rec, i, {kind: relative_url(rel) for kind, rel in files.items()},
-                             _thumbnail(files, rec, thumbs)))
+            files = {
+                kind: rel
+                for kind, path in (rec.get("files") or {}).items()
+                if isinstance(path, str)
+                and (rel := locator.relative(path, manifest.run_dir)) is not None
+                and own.owns(rel)
+            }
+            rows.append(
+                _row(rec, i, {kind: relative_url(rel) for kind, rel in files.items()}, _thumbnail(files, rec, thumbs))
+            )
     _short_names(images)
     return images, rows, thumbs
 
@@ -263,10 +268,23 @@ def _row(rec: dict, i: int, files: dict[str, str], thumb: str | None) -> dict:
     bbox = rec.get("bbox")
     boxes = rec.get("boxes") or []
     area = (bbox[2] - bbox[0]) * (bbox[3] - bbox[1]) / (width * height) if bbox and width * height else None
-    row = {"i": i, "k": rec.get("class_index"), "c": rec.get("class_name"), "r": rec.get("rank"),
-           "p": rec.get("probability"), "m": rec.get("method"), "l": rec.get("layer"), "g": rec.get("grid"),
-           "e": bool(rec.get("map_empty")), "s": boxes[0].get("share") if boxes else None,
-           "a": None if area is None else round(area, 4), "n": len(boxes), "b": bbox, "f": files, "t": thumb}
+    row = {
+        "i": i,
+        "k": rec.get("class_index"),
+        "c": rec.get("class_name"),
+        "r": rec.get("rank"),
+        "p": rec.get("probability"),
+        "m": rec.get("method"),
+        "l": rec.get("layer"),
+        "g": rec.get("grid"),
+        "e": bool(rec.get("map_empty")),
+        "s": boxes[0].get("share") if boxes else None,
+        "a": None if area is None else round(area, 4),
+        "n": len(boxes),
+        "b": bbox,
+        "f": files,
+        "t": thumb,
+    }
     if rec.get("warnings"):
         row["w"] = [str(w) for w in rec["warnings"]]
     stats = rec.get("map_stats", rec.get("stats"))
@@ -320,12 +338,24 @@ def _make_thumbnail(thumb: Path, source: Path) -> bool:
 
 
 # The columns of the evaluation table: (key in evaluation.jsonl, heading); dict values are read at IoU 0.5.
-_EVALUATION_COLUMNS = (("images", "images"), ("samples", "samples"), ("view", "view"), ("top1_loc", "top-1 loc"),
-                       ("gt_known_loc", "GT-known loc"), ("mean_iou", "mIoU"), ("maxboxacc", "MaxBoxAcc"),
-                       ("maxboxacc_v2", "MaxBoxAccV2"), ("best_threshold", "best threshold"),
-                       ("pointing_game", "pointing game"), ("deletion_auc", "deletion AUC"),
-                       ("insertion_auc", "insertion AUC"), ("road", "ROAD"), ("average_drop", "average drop"),
-                       ("increase_in_confidence", "increase in confidence"), ("sanity_last", "sanity ρ (all randomised)"))
+_EVALUATION_COLUMNS = (
+    ("images", "images"),
+    ("samples", "samples"),
+    ("view", "view"),
+    ("top1_loc", "top-1 loc"),
+    ("gt_known_loc", "GT-known loc"),
+    ("mean_iou", "mIoU"),
+    ("maxboxacc", "MaxBoxAcc"),
+    ("maxboxacc_v2", "MaxBoxAccV2"),
+    ("best_threshold", "best threshold"),
+    ("pointing_game", "pointing game"),
+    ("deletion_auc", "deletion AUC"),
+    ("insertion_auc", "insertion AUC"),
+    ("road", "ROAD"),
+    ("average_drop", "average drop"),
+    ("increase_in_confidence", "increase in confidence"),
+    ("sanity_last", "sanity ρ (all randomised)"),
+)
 
 
 def evaluation(output_dir: Path, own: FolderFiles | None = None) -> dict | None:
@@ -347,15 +377,20 @@ def evaluation(output_dir: Path, own: FolderFiles | None = None) -> dict | None:
             rows = [json.loads(line) for line in text.split("\n") if line.strip()]
             tables.append(_evaluation_table(rows))
         except (OSError, ValueError, AttributeError, TypeError) as err:
-            tables.append({"title": "metrics", "columns": ["value"],
-                           "rows": [["error", f"cannot read {EVALUATION_SUMMARY}: {err}"]]})
+            tables.append(
+                {
+                    "title": "metrics",
+                    "columns": ["value"],
+                    "rows": [["error", f"cannot read {EVALUATION_SUMMARY}: {err}"]],
+                }
+            )
     source = summary if own.owns(summary) else PurePosixPath(folder or ".")
-    return {"source": str(source), "tables": tables,
-            "plots": [{"src": relative_url(p), "name": p.stem} for p in plots]}
+    return {"source": str(source), "tables": tables, "plots": [{"src": relative_url(p), "name": p.stem} for p in plots]}
 
 
 def _evaluation_table(rows: list[dict]) -> dict:
     """One row per method and layer; columns no row has a value for are left out."""
+
     def value(row: dict, key: str):
         if key == "sanity_last":
             return (row.get("sanity") or [{}])[-1].get("spearman")
@@ -363,9 +398,11 @@ def _evaluation_table(rows: list[dict]) -> dict:
         return found.get("0.5") if isinstance(found, dict) else found
 
     columns = [(k, h) for k, h in _EVALUATION_COLUMNS if any(value(r, k) is not None for r in rows)]
-    return {"title": "per method and layer (localisation at IoU 0.5)", "columns": [h for _, h in columns],
-            "rows": [[f"{r.get('method')} · {r.get('layer')}", *(_shown(value(r, k)) for k, _ in columns)]
-                     for r in rows]}
+    return {
+        "title": "per method and layer (localisation at IoU 0.5)",
+        "columns": [h for _, h in columns],
+        "rows": [[f"{r.get('method')} · {r.get('layer')}", *(_shown(value(r, k)) for k, _ in columns)] for r in rows],
+    }
 
 
 def _scalar(value) -> bool:
@@ -382,8 +419,11 @@ def _shown(value) -> str:
 
 def _run_rows(run: dict) -> list[tuple[str, str]]:
     """The run's information as label/value rows for the page's header."""
-    rows = [(label, run[key]) for key, label in (("started", "started"), ("model", "model"), ("weights", "weights"),
-                                                  ("device", "device")) if run.get(key)]
+    rows = [
+        (label, run[key])
+        for key, label in (("started", "started"), ("model", "model"), ("weights", "weights"), ("device", "device"))
+        if run.get(key)
+    ]
     if run.get("command"):
         import shlex
 
@@ -392,8 +432,11 @@ def _run_rows(run: dict) -> list[tuple[str, str]]:
         rows.append(("layers", ", ".join(run["layers"])))
     for group, values in (run.get("options") or {}).items():
         if isinstance(values, dict):
-            shown = [f"{k}={_shown(v) if _scalar(v) or isinstance(v, list) else json.dumps(v)}"
-                     for k, v in values.items() if v not in (None, (), [], "")]
+            shown = [
+                f"{k}={_shown(v) if _scalar(v) or isinstance(v, list) else json.dumps(v)}"
+                for k, v in values.items()
+                if v not in (None, (), [], "")
+            ]
             rows.append((f"{group} options", " · ".join(shown)))
     versions = run.get("versions") or {}
     if versions:
@@ -407,15 +450,25 @@ def content_security_policy(script: str, css: str) -> str:
     script and the folder's pictures); nothing else, so no request reaches a network. 'self' covers the
     files where the page is served over HTTP and, in Chromium, on file://; file: covers browsers whose
     'self' does not match file: URLs (a file:// page's origin is opaque)."""
+
     def digest(text: str) -> str:
         return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
 
-    return (f"default-src 'none'; script-src 'self' file: {digest(script)}; style-src {digest(css)}; "
-            "img-src 'self' file:; base-uri 'none'; form-action 'none'")
+    return (
+        f"default-src 'none'; script-src 'self' file: {digest(script)}; style-src {digest(css)}; "
+        "img-src 'self' file:; base-uri 'none'; form-action 'none'"
+    )
 
 
-def render_page(output_dir: Path, found: list[_Manifest], images: list[dict], rows: list[dict], *,
-                data_src: str, own: FolderFiles | None = None) -> str:
+def render_page(
+    output_dir: Path,
+    found: list[_Manifest],
+    images: list[dict],
+    rows: list[dict],
+    *,
+    data_src: str,
+    own: FolderFiles | None = None,
+) -> str:
     """``index.html`` from the Jinja2 templates (autoescaped: every name from the records is text, never markup),
     loading its rows from ``data_src`` (a URL relative to the page)."""
     from datetime import datetime
@@ -423,22 +476,33 @@ def render_page(output_dir: Path, found: list[_Manifest], images: list[dict], ro
     import jinja2
     from markupsafe import Markup
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     failed = [(images[r["i"]]["in"], r["err"]) for r in rows if r.get("err")]
     explained = len({r["i"] for r in rows if not r.get("err")})
     # The inline style and script go in as they are, between their tags: the policy allows them by their hash.
-    assets = {name: Markup((TEMPLATES / name).read_text(encoding="utf-8"))
-              for name in ("report.css", "report.js")}
+    assets = {name: Markup((TEMPLATES / name).read_text(encoding="utf-8")) for name in ("report.css", "report.js")}
     return env.get_template("index.html.j2").render(
         title=f"gradcam report: {output_dir.resolve().name}",
         generated=datetime.now().astimezone().isoformat(timespec="seconds"),
-        counts={"images": len(images), "explained": explained, "results": len(rows) - len(failed),
-                "failed": len(failed)},
+        counts={
+            "images": len(images),
+            "explained": explained,
+            "results": len(rows) - len(failed),
+            "failed": len(failed),
+        },
         runs=[{"name": m.name, "rows": _run_rows(m.run)} for m in found if m.run],
         manifests=[m.name for m in found],
         evaluation=evaluation(output_dir, own),
-        failed=failed[:FAILED_LISTED], failed_more=max(0, len(failed) - FAILED_LISTED),
-        data_src=data_src, css=assets["report.css"], script=assets["report.js"],
+        failed=failed[:FAILED_LISTED],
+        failed_more=max(0, len(failed) - FAILED_LISTED),
+        data_src=data_src,
+        css=assets["report.css"],
+        script=assets["report.js"],
         csp=content_security_policy(str(assets["report.js"]), str(assets["report.css"])),
     )

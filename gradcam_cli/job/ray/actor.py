@@ -58,9 +58,13 @@ class Ledger:
         self.stopping = True
 
     def state(self) -> dict:
-        return {"running": len(self.running), "finished": self.finished,
-                "retried": sum(1 for n in self.starts.values() if n > 1), "actors": self.actors,
-                "first_begin": self.first_begin}
+        return {
+            "running": len(self.running),
+            "finished": self.finished,
+            "retried": sum(1 for n in self.starts.values() if n > 1),
+            "actors": self.actors,
+            "first_begin": self.first_begin,
+        }
 
 
 def placement(device: str) -> dict:
@@ -68,8 +72,13 @@ def placement(device: str) -> dict:
     import ray
 
     ctx = ray.get_runtime_context()
-    return {"node": ctx.get_node_id(), "pid": os.getpid(), "gpus": [str(g) for g in ray.get_gpu_ids()],
-            "device": device, "restarted": bool(ctx.was_current_actor_reconstructed)}
+    return {
+        "node": ctx.get_node_id(),
+        "pid": os.getpid(),
+        "gpus": [str(g) for g in ray.get_gpu_ids()],
+        "device": device,
+        "restarted": bool(ctx.was_current_actor_reconstructed),
+    }
 
 
 def for_this_actor(task: Callable) -> Callable:
@@ -83,8 +92,9 @@ def for_this_actor(task: Callable) -> Callable:
 class TaskActor:
     """The class Ray Data runs as actors: the task's worker, made once, then rows in, outcome columns out."""
 
-    def __init__(self, make_task: Callable, ledger=None, threads: int = 0, workers: int = 2,
-                 output: str = "outcomes") -> None:
+    def __init__(
+        self, make_task: Callable, ledger=None, threads: int = 0, workers: int = 2, output: str = "outcomes"
+    ) -> None:
         import ray
         import torch
 
@@ -107,8 +117,10 @@ class TaskActor:
             outcomes = self.run(rows, indices)
         except Exception as err:  # a fault in the task fails this batch's images, not the job
             cause = f"worker failed ({type(err).__name__}: {one_line(err)})"
-            outcomes = [Outcome(i, [error_record(str(r.get("path")), f"{r.get('path')}: {cause}")])
-                        for i, r in zip(indices, rows)]
+            outcomes = [
+                Outcome(i, [error_record(str(r.get("path")), f"{r.get('path')}: {cause}")])
+                for i, r in zip(indices, rows)
+            ]
         if self.ledger is not None:
             ray.get(self.ledger.finish.remote(indices))
         return record_columns(outcomes) if self.output == "records" else outcome_columns(outcomes)
@@ -163,23 +175,57 @@ def _plain(value):
 
 
 def outcome_columns(outcomes: Sequence[Outcome]) -> dict:
-    return {"index": [o.index for o in outcomes],
-            "records": [json.dumps(o.records, ensure_ascii=False, allow_nan=False) for o in outcomes],
-            "skipped": [o.skipped for o in outcomes], "started": [o.started for o in outcomes],
-            "source": [o.source for o in outcomes],
-            "payload": [pickle.dumps(o.payload, protocol=5) if o.payload is not None else b"" for o in outcomes]}
+    return {
+        "index": [o.index for o in outcomes],
+        "records": [json.dumps(o.records, ensure_ascii=False, allow_nan=False) for o in outcomes],
+        "skipped": [o.skipped for o in outcomes],
+        "started": [o.started for o in outcomes],
+        "source": [o.source for o in outcomes],
+        "payload": [pickle.dumps(o.payload, protocol=5) if o.payload is not None else b"" for o in outcomes],
+    }
 
 
 def outcome_of(row: dict) -> Outcome:
     """An outcome back from its columns."""
     payload = row.get("payload")
-    return Outcome(int(row["index"]), json.loads(row["records"]), bool(row["skipped"]), bool(row["started"]),
-                   str(row.get("source") or ""), pickle.loads(payload) if payload else None)
+    return Outcome(
+        int(row["index"]),
+        json.loads(row["records"]),
+        bool(row["skipped"]),
+        bool(row["started"]),
+        str(row.get("source") or ""),
+        pickle.loads(payload) if payload else None,
+    )
 
 
-RECORD_COLUMNS = ("input", "model", "weights", "layer", "method", "class_specific", "rank", "class_index", "class_name",
-                  "probability", "score", "bbox", "boxes", "box_covers_photo", "view", "image_size", "output_size",
-                  "grid", "layout", "prefix_tokens", "map_empty", "files", "time_s", "warnings", "skipped", "error")
+RECORD_COLUMNS = (
+    "input",
+    "model",
+    "weights",
+    "layer",
+    "method",
+    "class_specific",
+    "rank",
+    "class_index",
+    "class_name",
+    "probability",
+    "score",
+    "bbox",
+    "boxes",
+    "box_covers_photo",
+    "view",
+    "image_size",
+    "output_size",
+    "grid",
+    "layout",
+    "prefix_tokens",
+    "map_empty",
+    "files",
+    "time_s",
+    "warnings",
+    "skipped",
+    "error",
+)
 
 
 def record_columns(outcomes: Sequence[Outcome]) -> dict:

@@ -31,33 +31,49 @@ from .session import one_line
 _POLL_S = 0.2
 
 
-def map_with_actors(ds, make_task: Callable, plan: PoolPlan, batch_size: int, ledger=None, output: str = "outcomes",
-                    workers: int = 2):
+def map_with_actors(
+    ds, make_task: Callable, plan: PoolPlan, batch_size: int, ledger=None, output: str = "outcomes", workers: int = 2
+):
     """``ds`` mapped by a pool of :class:`TaskActor` (a dead actor is restarted, its batch retried once)."""
     from ray.data import ActorPoolStrategy
 
     with warnings.catch_warnings():
         # max_restarts / max_task_retries have no named parameter yet: they go as remote args.
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
-        return ds.map_batches(TaskActor, fn_constructor_args=(make_task, ledger, plan.threads, workers, output),
-                              batch_size=batch_size, batch_format="numpy",
-                              # One batch per actor at a time: batches queued behind one that kills its actor
-                              # would die with it and spend their one retry on another's fault.
-                              compute=ActorPoolStrategy(size=plan.actors, max_tasks_in_flight_per_actor=1),
-                              num_cpus=plan.cpus, num_gpus=plan.gpus or None, max_restarts=-1, max_task_retries=1,
-                              runtime_env=threads_env(plan.threads))
+        return ds.map_batches(
+            TaskActor,
+            fn_constructor_args=(make_task, ledger, plan.threads, workers, output),
+            batch_size=batch_size,
+            batch_format="numpy",
+            # One batch per actor at a time: batches queued behind one that kills its actor
+            # would die with it and spend their one retry on another's fault.
+            compute=ActorPoolStrategy(size=plan.actors, max_tasks_in_flight_per_actor=1),
+            num_cpus=plan.cpus,
+            num_gpus=plan.gpus or None,
+            max_restarts=-1,
+            max_task_retries=1,
+            runtime_env=threads_env(plan.threads),
+        )
 
 
-def run_on_ray(make_task: Callable, items: Sequence[InputImage], book: Bookkeeper, plan: PoolPlan, *,
-               batch_size: int, workers: int = 2) -> None:
+def run_on_ray(
+    make_task: Callable,
+    items: Sequence[InputImage],
+    book: Bookkeeper,
+    plan: PoolPlan,
+    *,
+    batch_size: int,
+    workers: int = 2,
+) -> None:
     """Every input of ``items`` through ``make_task``'s workers on the connected Ray cluster; each outcome
     handed to ``book`` in input order (one the actors lost twice as an error record)."""
     import ray
 
     started_wall = time.time()
     ledger = ray.remote(num_cpus=0)(Ledger).remote()
-    ds = ray.data.from_items([item_row(i, it) for i, it in enumerate(items)],
-                             override_num_blocks=max(1, math.ceil(len(items) / batch_size)))
+    ds = ray.data.from_items(
+        [item_row(i, it) for i, it in enumerate(items)], override_num_blocks=max(1, math.ceil(len(items) / batch_size))
+    )
     ds = map_with_actors(ds, make_task, plan, batch_size, ledger, workers=workers)
     ds.context.execution_options.preserve_order = True  # outcomes come back in input order
     ds.context.max_errored_blocks = -1  # a batch lost twice becomes error records, not a failed job
@@ -74,8 +90,9 @@ def run_on_ray(make_task: Callable, items: Sequence[InputImage], book: Bookkeepe
         if not book.stopping:
             for i in sorted(set(range(len(items))) - received):  # lost: the retry died too
                 path = items[i].path
-                book.outcome(Outcome(i, [error_record(path, f"{path}: lost: the worker on it died, twice")],
-                                     source=path))
+                book.outcome(
+                    Outcome(i, [error_record(path, f"{path}: lost: the worker on it died, twice")], source=path)
+                )
     finally:
         state = ray.get(ledger.state.remote())
         book.summary.retried, book.summary.actors = state["retried"], state["actors"]

@@ -40,8 +40,12 @@ def ray_session(engine: EngineOptions) -> Iterator[None]:
             if engine.ray_address:
                 ray.init(address=engine.ray_address, logging_level=logging.ERROR, log_to_driver=False)
             else:
-                ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, logging_level=logging.ERROR,
-                         log_to_driver=False)
+                ray.init(
+                    num_cpus=os.cpu_count() or 1,
+                    include_dashboard=False,
+                    logging_level=logging.ERROR,
+                    log_to_driver=False,
+                )
     except (ConnectionError, ValueError, RuntimeError, TimeoutError) as err:
         where = f"--ray-address {engine.ray_address}" if engine.ray_address else "--engine ray"
         raise UsageError(f"{where}: cannot start or join Ray ({one_line(err)})") from None
