@@ -440,3 +440,25 @@ def test_dataset_rows_have_a_column_for_every_field_of_a_record():
     schema = json.loads((Path(__file__).resolve().parents[1] / "gradcam_cli" / "record.schema.json").read_text())
     fields = {name for variant in schema["oneOf"] for name in variant["properties"]}
     assert fields | {"skipped"} == set(RECORD_COLUMNS)
+
+
+@needs_ray
+def test_the_python_api_evaluates_on_ray_as_it_does_locally(tmp_path, ray_address):
+    """gradcam_cli.evaluate(..., engine="ray") measures what the local engine measures, in the same order."""
+    from gradcam_cli import evaluate
+
+    boxes = Path(__file__).resolve().parents[1] / "tests" / "data" / "sample_boxes.csv"
+    photos = [str(SAMPLES / name) for name in ("cat.png", "dogs.png", "hot_dog.jpg", "samoyed.png")]
+    common = dict(methods=["gradcam", "layercam"], faithfulness=True, measure=None)
+    local = evaluate(None, photos, boxes, **common)
+    remote = evaluate(None, photos, boxes, engine="ray", ray_address=ray_address, actors=2, **common)
+    assert [s.image for s in remote.measurements.samples] == [s.image for s in local.measurements.samples]
+    assert len(local.summaries) == len(remote.summaries) == 2
+    for got, want in zip(remote.summaries, local.summaries):
+        assert (got["method"], got["layer"], got["images"], got["samples"]) == \
+            (want["method"], want["layer"], want["images"], want["samples"])
+        for key, value in want.items():
+            if isinstance(value, float):  # other processes, other thread counts: float rounding apart
+                assert got[key] == pytest.approx(value, abs=1e-4), key
+            elif key not in ("sweep",):
+                assert got[key] == value, key

@@ -19,8 +19,9 @@ def test_a_folder_without_r_names_what_its_sub_folders_hold(tmp_path) -> None:
     shutil.copy(SAMPLES / "bird.png", mine / "sub" / "deeper" / "bird.png")
     only_below = run("explain", mine, "-o", tmp_path / "out")
     assert only_below.exit_code == 2
-    assert "no input images found" in only_below.stderr and "3 images in sub-folders left out; add -r" \
-        in only_below.stderr
+    assert (
+        "no input images found" in only_below.stderr and "3 images in sub-folders left out; add -r" in only_below.stderr
+    )
     assert not (tmp_path / "out").exists()
     shutil.copy(SAMPLES / "samoyed.png", mine / "samoyed.png")
     top = run("explain", mine, "-o", tmp_path / "out", "--outputs", "heatmap")
@@ -32,8 +33,9 @@ def test_a_folder_without_r_names_what_its_sub_folders_hold(tmp_path) -> None:
 
 def test_each_warning_is_said_once_on_stderr_and_quiet_silences_it(tmp_path) -> None:
     Image.new("RGB", (1, 1), (200, 30, 30)).save(tmp_path / "dot.png")
-    result = run("explain", tmp_path / "dot.png", "-o", tmp_path / "out", "--method", "gradcam,layercam",
-                 "--outputs", "heatmap")
+    result = run(
+        "explain", tmp_path / "dot.png", "-o", tmp_path / "out", "--method", "gradcam,layercam", "--outputs", "heatmap"
+    )
     assert result.exit_code == 0
     warnings = [line for line in result.stderr.splitlines() if line.startswith("gradcam: warning: ")]
     assert warnings and len(warnings) == len(set(warnings)), result.stderr
@@ -49,8 +51,9 @@ def test_fail_fast_stops_taking_work_at_once_and_says_what_was_under_way(tmp_pat
     for i in range(10):
         photo.save(folder / f"img{i}.png")
     (folder / "img3.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
-    result = run("explain", folder, "-o", tmp_path / "out", "--fail-fast", "--json", "--outputs", "heatmap",
-                 "--batch-size", "2")
+    result = run(
+        "explain", folder, "-o", tmp_path / "out", "--fail-fast", "--json", "--outputs", "heatmap", "--batch-size", "2"
+    )
     assert result.exit_code == 1
     done = [r["input"] for r in records(result) if "error" not in r]
     failed = [r["input"] for r in records(result) if "error" in r]
@@ -82,8 +85,19 @@ def test_fail_fast_after_a_write_failure_finishes_what_was_under_way(tmp_path) -
 
 
 def test_cam_runs_where_its_head_follows_the_layer_and_says_where_it_was_skipped(tmp_path) -> None:
-    result = run("explain", SAMPLES / "cat.png", "-o", tmp_path / "out", "--json", "--outputs", "heatmap",
-                 "--method", "cam,gradcam", "--layer", "stages,bn2")
+    result = run(
+        "explain",
+        SAMPLES / "cat.png",
+        "-o",
+        tmp_path / "out",
+        "--json",
+        "--outputs",
+        "heatmap",
+        "--method",
+        "cam,gradcam",
+        "--layer",
+        "stages,bn2",
+    )
     assert result.exit_code == 0, result.output
     found = records(result)
     cam_layers = {r["layer"] for r in found if r["method"] == "cam"}

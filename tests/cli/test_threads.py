@@ -11,6 +11,7 @@ import time
 import pytest
 
 from gradcam_cli import threads
+
 from helpers import SAMPLES, gradcam
 
 

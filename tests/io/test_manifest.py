@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from gradcam_cli.io.manifest import Manifest, journal_path, read_records
+
 from helpers import SAMPLES, gradcam, jsonl, run
 
 # Every character str.splitlines() splits at, besides \n (JSON escapes \n, \r, \x0b, \x0c and \x1c-\x1e inside
@@ -53,9 +54,26 @@ def test_a_killed_runs_finished_images_keep_their_records(tmp_path) -> None:
     folder = photos(tmp_path / "in", [f"img{i}.png" for i in range(8)], size=(320, 240))
     out = tmp_path / "out"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADCAM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "gradcam_cli", "explain", str(folder), "-o", str(out), "--json",
-                             "--outputs", "heatmap,overlay", "--workers", "0"], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gradcam_cli",
+            "explain",
+            str(folder),
+            "-o",
+            str(out),
+            "--json",
+            "--outputs",
+            "heatmap,overlay",
+            "--workers",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     seen = [proc.stdout.readline() for _ in range(3)]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -78,9 +96,29 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_runs(tmp_p
     out = tmp_path / "out"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADCAM_THREADS": "1"}
     # 6 images x 30 classes of records fill the pipe's buffer: unread, the run blocks while it holds the folder.
-    first = subprocess.Popen([sys.executable, "-m", "gradcam_cli", "explain", str(folder), "-o", str(out), "--json",
-                              "--workers", "0", "--overwrite", "--top-k", "30", "--outputs", "heatmap"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gradcam_cli",
+            "explain",
+            str(folder),
+            "-o",
+            str(out),
+            "--json",
+            "--workers",
+            "0",
+            "--overwrite",
+            "--top-k",
+            "30",
+            "--outputs",
+            "heatmap",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     first.stdout.readline()  # the first image is done: the run holds the folder
     second = gradcam("explain", folder, "-o", out, "--overwrite")
     assert second.returncode == 2 and "another gradcam run (pid" in second.stderr, second.stderr
@@ -145,8 +183,9 @@ def test_the_journal_is_folded_in_whatever_the_next_run(tmp_path) -> None:
     out.mkdir()
     path = out / "results.jsonl"
     path.write_text('{"input": "a.png", "error": "a.png: earlier failure"}\n')
-    journal_path(path).write_text('{"input": "a.png", "layer": "x"}\n{"input": "b.png", "layer": "y"}\n'
-                                  '{"input": "c.png", "lay')  # cut short by the kill
+    journal_path(path).write_text(
+        '{"input": "a.png", "layer": "x"}\n{"input": "b.png", "layer": "y"}\n{"input": "c.png", "lay'
+    )  # cut short by the kill
     manifest = Manifest(path).open()
     manifest.close()
     assert jsonl(path.read_text()) == [{"input": "a.png", "layer": "x"}, {"input": "b.png", "layer": "y"}]

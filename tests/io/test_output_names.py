@@ -10,13 +10,36 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from gradcam_cli.io.inputs import InputImage, collect_inputs, output_names, safe_part, safe_rel
+
 from helpers import SAMPLES, records, run
 
 # Folder and file names as a user, or an attacker choosing names, might make them: case variants, dots,
 # separators that are not separators here, percent signs, colons, the names the disambiguation produces.
-PART = st.one_of(st.sampled_from(["x", "X", "x-png", "x-jpg", "c:", "C", "c", ".", "..", "%2E", "a%25b", "a\\b",
-                                  "x-png-1a2b3c4d", "dog", "Dog", " ", "é", "e\u0301"]),
-                 st.text(alphabet="aAbB.-_:%\\\u2028 ", min_size=1, max_size=6))
+PART = st.one_of(
+    st.sampled_from(
+        [
+            "x",
+            "X",
+            "x-png",
+            "x-jpg",
+            "c:",
+            "C",
+            "c",
+            ".",
+            "..",
+            "%2E",
+            "a%25b",
+            "a\\b",
+            "x-png-1a2b3c4d",
+            "dog",
+            "Dog",
+            " ",
+            "é",
+            "e\u0301",
+        ]
+    ),
+    st.text(alphabet="aAbB.-_:%\\\u2028 ", min_size=1, max_size=6),
+)
 SUFFIX = st.sampled_from([".png", ".PNG", ".jpg", ".Png", "", ".tar.png", ".x-png"])
 PATHS = st.lists(st.tuples(st.lists(PART, max_size=3), PART, SUFFIX), min_size=1, max_size=12)
 
@@ -80,8 +103,9 @@ def test_the_reported_collisions_get_distinct_files(tmp_path) -> None:
 
 
 def test_names_are_the_plain_stem_where_nothing_meets() -> None:
-    items = [InputImage(f"{d}/{n}", PurePosixPath(d) / n) for d, n in (("p", "cat.png"), ("p", "dog.png"),
-                                                                       ("q", "cat.png"))]
+    items = [
+        InputImage(f"{d}/{n}", PurePosixPath(d) / n) for d, n in (("p", "cat.png"), ("p", "dog.png"), ("q", "cat.png"))
+    ]
     assert [i.stem for i in output_names(items)] == ["cat", "dog", "cat"]
     pair = [InputImage(n, PurePosixPath(n)) for n in ("dog.jpg", "dog.png")]
     assert [i.stem for i in output_names(pair)] == ["dog-jpg", "dog-png"]

@@ -10,6 +10,7 @@ from gradcam_cli.maps.boxes import WHOLE_PHOTO_SHARE, box_share
 from gradcam_cli.maps.preprocess import PreprocessConfig
 from gradcam_cli.model.loading import LoadedModel
 from gradcam_cli.options import ExplainOptions
+
 from helpers import BrightnessNet
 
 
@@ -43,8 +44,13 @@ def test_the_flag_reaches_the_record_and_the_picture(tmp_path) -> None:
     Image.fromarray(bright).save(tmp_path / "bright.png")
     explainer = _explainer()
     found = []
-    run_explain(explainer, collect_inputs([str(tmp_path / "bright.png")]), tmp_path / "out", JobOptions(workers=0),
-                on_record=found.append)
+    run_explain(
+        explainer,
+        collect_inputs([str(tmp_path / "bright.png")]),
+        tmp_path / "out",
+        JobOptions(workers=0),
+        on_record=found.append,
+    )
     assert found[0]["box_covers_photo"] is True and found[0]["bbox"] == [0, 0, 64, 48]
     [[e]] = explainer.explain_arrays([bright])
     unflagged = boxed(bright, type("E", (), {**vars(e), "box_covers_photo": False})(), False)
