@@ -114,7 +114,7 @@ def test_names_are_the_plain_stem_where_nothing_meets() -> None:
 def test_collected_inputs_get_distinct_names_for_every_random_tree(tmp_path) -> None:
     rng = random.Random(0)
     stems = ["x", "X", "x-png", "x-jpg"]
-    for k in range(12):
+    for _ in range(12):
         rel = f"{rng.choice(['d', 'D', 'e'])}/{rng.choice(stems)}{rng.choice(['.png', '.PNG', '.jpg'])}"
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"")
