@@ -55,7 +55,7 @@ class ImageResult:
 
 @dataclass
 class Evaluation:
-    """What :func:`evaluate` measured: one summary per (method, layer), and the measurements behind them."""
+    """What `evaluate` measured: one summary per (method, layer), and the measurements behind them."""
 
     summaries: list[dict]
     measurements: object  # gradcam_cli.metrics.measure.Measurements
@@ -155,16 +155,16 @@ def explain(
     engine: str = "local",
     **load_options,
 ) -> list[ImageResult]:
-    """Explain ``images`` with ``model``; one :class:`ImageResult` per image, nothing written.
+    """Explain ``images`` with ``model``; one `ImageResult` per image, nothing written.
 
     ``images``: paths (photos above ``options.max_output_pixels`` are scaled down while
     decoded, and their maps made at that size), PIL images, ``(H, W, 3)`` uint8 RGB arrays
     (preprocessed with the model's own transform, maps placed back on the photo), or ``(3, H, W)``
     tensors that are already the model's input (maps at the tensor's resolution). ``load_options``
-    go to :func:`gradcam_cli.load_model` when ``model`` is a name (``pretrained``, ``weights``,
+    go to `gradcam_cli.load_model` when ``model`` is a name (``pretrained``, ``weights``,
     ``device``, ...). ``options`` overrides the keyword options wholesale. ``engine="ray"`` runs the
     images on a Ray cluster's actors (``ray_address=``, ``actors=``, ``gpus_per_actor=`` choose it).
-    An image that cannot be read raises :class:`~gradcam_cli.ImageError`.
+    An image that cannot be read raises `ImageError`.
     """
     from .job.bookkeeper import Bookkeeper
     from .job.explain import ExplainTask

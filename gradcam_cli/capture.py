@@ -1,10 +1,10 @@
 """What the engine records during a forward pass, as context managers that leave nothing behind.
 
-- :class:`ActivationCapture`: each hooked layer's output, made the leaf of the autograd
+- `ActivationCapture`: each hooked layer's output, made the leaf of the autograd
   graph when only layer gradients are needed, so nothing before it is recorded.
-- :func:`frozen_parameters`: no parameter records gradients inside the block (no ``.grad``
+- `frozen_parameters`: no parameter records gradients inside the block (no ``.grad``
   is ever written); the caller's flags come back after.
-- :func:`guided_gates`: Guided Backpropagation (Springenberg et al. 2015) without touching
+- `guided_gates`: Guided Backpropagation (Springenberg et al. 2015) without touching
   the user's modules. Instead of swapping activation modules, a forward hook puts a
   gradient hook on each activation's output. While the gates are open, the gradient
   flowing back into an activation is gated as ``max(grad, 0) * [y > 0]`` and then passes
@@ -17,7 +17,7 @@
   (``F.relu`` inside a ``forward``) are not modules and are not gated; pytorch-grad-cam
   and captum share that limit.
 
-Every hook goes through :func:`gradcam_cli.model.hooks.installed`.
+Every hook goes through `gradcam_cli.model.hooks.installed`.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """A loaded model made ready to explain photos: layers, classes and methods resolved once, then
-photos in, :class:`Explanation` objects out (maps at the photo's resolution, boxes, guided images).
+photos in, `Explanation` objects out (maps at the photo's resolution, boxes, guided images).
 
 It knows the engine and the model on one side and the maps' geometry on the other; it
 writes no file and prints nothing (``job/`` and ``output/`` do).

@@ -1,7 +1,7 @@
 """Every option of a run, declared once: its default, its flag, its help and its check.
 
 The dataclasses below are the Python API's options and, through the metadata of their
-fields (:func:`option`), the command line's: ``cli/params.py`` turns each field into a
+fields (`option`), the command line's: ``cli/params.py`` turns each field into a
 flag, so a default or a help text lives in one place. Checks that need nothing but the
 values run in ``validate`` before any model is loaded (this module imports no heavy
 library); checks that need the model (layer names, class names, CAM's head) run right
@@ -273,7 +273,7 @@ class ExplainOptions:
     )
 
     def validate(self) -> None:
-        """Every check that needs no model; raises :class:`UsageError` with a one-line message."""
+        """Every check that needs no model; raises `UsageError` with a one-line message."""
         for name in self.methods:
             get_method(name)
         self._check_method_combinations()

@@ -6,7 +6,7 @@ the input does, when a guided image is asked for); with no gradient method and n
 guided image it runs under ``torch.inference_mode``. One backward pass per class to
 the hooked layers serves every gradient method. The methods then run under inference
 mode on the recorded activations and gradients; those that need more forward passes
-(Score-CAM, Ablation-CAM, occlusion) get them from :class:`_Passes`, batched. Hooks are
+(Score-CAM, Ablation-CAM, occlusion) get them from `_Passes`, batched. Hooks are
 removed and the graph is released before returning.
 """
 

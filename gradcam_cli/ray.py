@@ -46,7 +46,7 @@ def explain_dataset(
 ):
     """A ``ray.data.Dataset`` of records: ``ds``'s images explained by a pool of actors, each loading the model once.
 
-    ``model`` and ``load_options`` are as for :func:`gradcam_cli.explain` given a name
+    ``model`` and ``load_options`` are as for `gradcam_cli.explain` given a name
     (``pretrained``, ``weights``, ``num_classes``, ``labels``, ``device``, ...); the
     model is loaded in every actor, so a weights file must be readable there.
     ``output_dir``: a folder (shared by the workers) or a URI, or a path on

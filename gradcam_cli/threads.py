@@ -63,7 +63,7 @@ def prepare_process() -> None:
 
 
 def free_cores() -> float | None:
-    """Cores not busy with other processes since :func:`prepare_process` (None when it cannot be measured)."""
+    """Cores not busy with other processes since `prepare_process` (None when it cannot be measured)."""
     cores = usable_cores()
     busy = _busy_seconds(cores)
     if _SAMPLE is None or busy is None:
@@ -100,7 +100,7 @@ def choose_threads(requested: int | None) -> tuple[int | None, str]:
 
 
 def apply_threads(requested: int | None) -> int:
-    """Set torch's intra-op threads as :func:`choose_threads` says; returns the count in use."""
+    """Set torch's intra-op threads as `choose_threads` says; returns the count in use."""
     import torch
 
     threads, _ = choose_threads(requested)

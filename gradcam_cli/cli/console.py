@@ -144,7 +144,7 @@ class Console:
 
 def start_progress(total: int, verb: str, quiet: bool):
     """``(progress bar or None, update)``: a bar on a terminal; off one, a line every
-    :data:`PROGRESS_LINE_S` seconds once a job runs that long; nothing with ``--quiet``."""
+    `PROGRESS_LINE_S` seconds once a job runs that long; nothing with ``--quiet``."""
     if quiet:
         return None, lambda summary: None
     start = time.perf_counter()

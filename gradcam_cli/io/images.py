@@ -1,6 +1,6 @@
 """Reading photos from disk into RGB arrays, with one clear error type for every failure.
 
-Every failure is an :class:`ImageError` whose message is one line, ``"PATH: cause"``.
+Every failure is an `ImageError` whose message is one line, ``"PATH: cause"``.
 Untrusted files are handled defensively: the declared size is checked before any
 pixel is decoded (decompression bombs), PNG chunk checksums are verified, truncated
 data is an error (``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set), and anything
@@ -226,7 +226,7 @@ def load_rgb(path: str | os.PathLike, data: bytes | None = None) -> np.ndarray:
 
     With ``data``, those bytes are decoded instead of reading the file (``path`` then
     only names it in messages: the bytes may come from an object store).
-    Raises :class:`ImageError` naming the file and the cause for anything unusable,
+    Raises `ImageError` naming the file and the cause for anything unusable,
     and nothing else.
     """
     return load_photo(path, data=data)[0]
@@ -235,13 +235,13 @@ def load_rgb(path: str | os.PathLike, data: bytes | None = None) -> np.ndarray:
 def load_photo(
     path: str | os.PathLike, max_pixels: int | None = None, data: bytes | None = None
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """Like :func:`load_rgb`, scaled down to at most ``max_pixels`` pixels while decoding.
+    """Like `load_rgb`, scaled down to at most ``max_pixels`` pixels while decoding.
 
     Returns ``(rgb, (width, height))``: the array, and the upright photo's full size.
     With ``data``, those bytes are decoded instead of reading the file (``path`` then only
     names it in messages).
     A JPEG is decoded at a reduced scale straight away; other formats are decoded in
-    full (at most :data:`MAX_PIXELS`) and averaged down before any conversion, so
+    full (at most `MAX_PIXELS`) and averaged down before any conversion, so
     memory stays bounded whatever the photo's size.
     """
     p = Path(path)

@@ -3,7 +3,7 @@
 Directories (``recursive`` to descend), glob patterns, plain files, and ``-`` for paths
 on stdin. Every input gets an output location that mirrors the input tree below the
 deepest folder all inputs share, can never point outside the output directory, and is
-distinct from every other input's (see :func:`output_names`).
+distinct from every other input's (see `output_names`).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def safe_part(name: str) -> str:
 
 def safe_rel(parts: Iterable[str]) -> PurePosixPath:
     """A relative output location from path components: anchors and empty parts dropped, every other part
-    made safe (:func:`safe_part`), so it cannot climb out of the output dir and no two inputs meet."""
+    made safe (`safe_part`), so it cannot climb out of the output dir and no two inputs meet."""
     kept = [safe_part(p) for p in parts if p not in ("", "/", "\\") and not (p.endswith(("/", "\\")))]
     return PurePosixPath(*kept) if kept else PurePosixPath("image")
 
@@ -105,7 +105,7 @@ def scan_directory(
 
 def images_in_subfolders(root: Path, skip: Path | None) -> tuple[int, bool]:
     """How many images the sub-folders of ``root`` hold (by extension), and whether the count stopped early
-    (at :data:`SUBFOLDER_SCAN_LIMIT` entries): what a listing without ``-r`` leaves out."""
+    (at `SUBFOLDER_SCAN_LIMIT` entries): what a listing without ``-r`` leaves out."""
     count, seen = 0, 0
     skip_resolved = skip.resolve() if skip is not None else None
     for dirpath, dirnames, filenames in os.walk(root):

@@ -146,7 +146,7 @@ class Manifest:
             os.truncate(journal_path(self.path), 0)
 
     def close(self) -> None:
-        """Release the journal and the lock (after the last :meth:`write`, the journal is empty: removed)."""
+        """Release the journal and the lock (after the last `write`, the journal is empty: removed)."""
         if self._journal is not None:
             empty = self._journal.tell() == 0
             self._journal.close()
@@ -168,7 +168,7 @@ def _refuse_link(path: Path) -> None:
 def _take_lock(path: Path):
     """The folder's write lock for this manifest: an open lock file holding an exclusive ``flock``.
 
-    The file is removed when the lock is released (:func:`_release_lock`); a run that opened it just before
+    The file is removed when the lock is released (`_release_lock`); a run that opened it just before
     then finds, once it holds the lock, that the name points elsewhere (or nowhere) and tries again.
     """
     try:

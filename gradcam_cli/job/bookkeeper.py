@@ -47,7 +47,7 @@ class JobSummary:
 
 
 class Bookkeeper:
-    """The driver's side of a job: every outcome goes through :meth:`outcome`, in input order."""
+    """The driver's side of a job: every outcome goes through `outcome`, in input order."""
 
     def __init__(
         self,

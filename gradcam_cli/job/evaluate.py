@@ -2,7 +2,7 @@
 
 Workers (in this process, or Ray's actors) measure their batches and hand back each image's
 measurements as the outcome's payload; the caller gathers them in input order into one
-:class:`~gradcam_cli.metrics.measure.Measurements`. The sanity check then runs here, on the
+`Measurements`. The sanity check then runs here, on the
 first ``sanity_images`` images, against randomised copies of the model.
 """
 

@@ -37,7 +37,7 @@ class ExplainTask:
 
     ``model``: options naming the model (each process loads it), or a loaded model (the Python
     API's own module; pickled to Ray's actors). ``keep_explanations``: each outcome carries the
-    image's :class:`~gradcam_cli.explainer.Explanation` objects (the Python API's maps).
+    image's `Explanation` objects (the Python API's maps).
     """
 
     model: object  # ModelOptions, LoadedModel, or an Explainer already made in this process
@@ -52,7 +52,7 @@ class ExplainTask:
 
 
 def explainer_for(model, options: ExplainOptions):
-    """The :class:`~gradcam_cli.explainer.Explainer` of a task's model: loaded here from its options, made for
+    """The `Explainer` of a task's model: loaded here from its options, made for
     the loaded model the task carries, or (in this process) the explainer itself, when its options agree."""
     from ..explainer import Explainer
 

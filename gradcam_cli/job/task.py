@@ -1,8 +1,8 @@
 """The task protocol: what an executor needs from a job, and what one input becomes.
 
 An executor calls the task once where the work happens (loading the model there) and gets a
-:class:`Worker`; it then decodes inputs with :meth:`Worker.decode` (in loader threads) and
-hands batches of decoded inputs to :meth:`Worker.run`, which returns one :class:`Outcome`
+`Worker`; it then decodes inputs with `Worker.decode` (in loader threads) and
+hands batches of decoded inputs to `Worker.run`, which returns one `Outcome`
 per input, in order (or a future of it, when the worker writes files in writer threads).
 """
 

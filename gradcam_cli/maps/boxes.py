@@ -44,7 +44,7 @@ def regions_from_map(map01: np.ndarray, threshold: float) -> list[Region]:
 
 
 def region_boxes(values: np.ndarray, threshold: float) -> list[BBox]:
-    """The boxes of :func:`regions_from_map`, in its order (largest first), without the masses.
+    """The boxes of `regions_from_map`, in its order (largest first), without the masses.
 
     For a sweep over many thresholds: when the regions' outer borders (OpenCV's contours, whose
     8-connected outer boundaries match the 8-connected regions one to one) show a single region,

@@ -1,7 +1,7 @@
 """The method family, behind one extension point.
 
 Each method is a file in this package with a ``compute(evidence)`` function (see
-``base.py``) and one line in :data:`METHODS` saying what it needs. Adding a method is
+``base.py``) and one line in `METHODS` saying what it needs. Adding a method is
 adding a file and a line. This module imports nothing heavy, so options can be
 checked before torch loads; the method's own file is imported when it first runs.
 """

@@ -1,9 +1,9 @@
 """What a method receives and what it returns; the arithmetic every method shares.
 
-A method is a pure function from :class:`Evidence` to one of three results, as in
+A method is a pure function from `Evidence` to one of three results, as in
 the papers: channel weights ``w`` (the map is ``ReLU(sum_k w_k A_k)``), element-wise
 weighted activations (summed over channels), or a finished saliency map. The
-passes turn any of them into maps with :func:`to_map`, where ``--smooth eigen``
+passes turn any of them into maps with `to_map`, where ``--smooth eigen``
 replaces the channel sum by the first principal component.
 
 Shapes: ``B`` images, ``K`` explained classes per image, ``C`` channels, ``h x w``

@@ -6,7 +6,7 @@ to [0, 1]; a channel whose mask is constant carries no location and is skipped (
 0), which also saves its forward pass. The peers differ: pytorch-grad-cam upsamples
 with ``align_corners=True`` and weighs channels by a softmax over channels of the raw
 scores, torchcam scales before upsampling and does the same softmax. Each is available
-as a :class:`Convention` so that the tests can compare like with like.
+as a `Convention` so that the tests can compare like with like.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ probability of the explained class. With ``steps`` = N and P pixels, the curves 
 Cost: each map needs ``2 (N - 1) + 1 + 18`` perturbed inputs; the points every map of an image
 shares are computed once: the unperturbed input (its probability comes with the sample), the
 fully deleted input (all zeros: once per call) and the fully blurred one (once per image). The
-inputs go through the model in chunks of a moderate batch (:func:`forward_batch_size`), built on
+inputs go through the model in chunks of a moderate batch (`forward_batch_size`), built on
 the model's device as they are needed; the probabilities stay there until the end, so the whole
 path runs on a GPU without a host round trip per chunk (the imputation's solver checks its
 residual once per round of iterations).
@@ -137,7 +137,7 @@ def class_probabilities(
 
 
 def forward_batch_size(device: torch.device, height: int, width: int) -> int:
-    """Inputs per forward chunk: :data:`CPU_CHUNK_PIXELS` or :data:`GPU_CHUNK_PIXELS` worth of pixels."""
+    """Inputs per forward chunk: `CPU_CHUNK_PIXELS` or `GPU_CHUNK_PIXELS` worth of pixels."""
     budget = CPU_CHUNK_PIXELS if device.type == "cpu" else GPU_CHUNK_PIXELS
     return max(1, budget // (height * width))
 
@@ -162,7 +162,7 @@ def measure_faithfulness(
     timings: dict[str, float] | None = None,
 ) -> list[Curves]:
     """Every curve of every sample. ``batch_size``: inputs per forward chunk (default
-    :func:`forward_batch_size`); ``timings``: a dict that collects the seconds spent in ``forward``,
+    `forward_batch_size`); ``timings``: a dict that collects the seconds spent in ``forward``,
     ``imputation`` and ``perturbation`` and the count of ``forward_inputs`` (synchronising a GPU to do so)."""
     if not samples:
         return []

@@ -4,7 +4,7 @@ Definitions (maps are min-max normalised, at the photo's resolution; boxes are `
 with ``x1, y1`` exclusive, so IoU is the ratio of continuous areas):
 
 - For a threshold τ the map's regions are the 8-connected components of ``map >= τ`` (and > 0), as
-  ``gradcam explain`` draws its boxes (:func:`gradcam_cli.maps.boxes.region_boxes`).
+  ``gradcam explain`` draws its boxes (`gradcam_cli.maps.boxes.region_boxes`).
 - *Largest-box IoU* at τ: the box of the largest region against its best-matching ground-truth box of
   the explained class. ``BoxAcc(τ, δ)`` is the share of samples whose IoU is at least δ.
 - *MaxBoxAcc* (Choe et al. 2020, "Evaluating Weakly Supervised Object Localization Methods Right"):

@@ -237,7 +237,7 @@ class SanityImages:
 
 
 def sanity_images(explainer, batch: Sequence, truths: Sequence[ImageTruth]) -> SanityImages:
-    """The trained model's maps of a batch of same-sized decoded images, for :func:`sanity_curves`."""
+    """The trained model's maps of a batch of same-sized decoded images, for `sanity_curves`."""
     inputs = torch.stack([b.tensor for b in batch])
     padded = padded_classes(truths)
     classes = torch.tensor(padded)

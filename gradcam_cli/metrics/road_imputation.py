@@ -8,8 +8,8 @@ with w = 1/6 for the 4 direct and 1/12 for the 4 diagonal neighbours and d_i the
 in-image neighbours (Rong et al. 2022). The matrix is symmetric positive definite: a graph
 Laplacian with the kept pixels as fixed values.
 
-:func:`noisy_linear_imputation` is the reference: one SciPy sparse direct solve per image on the
-CPU. :func:`impute_removed` solves a whole batch (images x masks x colour channels) at once on
+`noisy_linear_imputation` is the reference: one SciPy sparse direct solve per image on the
+CPU. `impute_removed` solves a whole batch (images x masks x colour channels) at once on
 the tensors' device with conjugate gradients, preconditioned by one multigrid V-cycle (bilinear
 interpolation between grids of odd sides, Galerkin coarse operators, Jacobi smoothing, a dense
 solve on the coarsest grid). The multigrid work runs in float32; the solution and the residual
@@ -48,7 +48,7 @@ def noisy_linear_imputation(
     image: np.ndarray, removed: np.ndarray, noise: float = 0.01, rng: np.random.Generator | None = None
 ) -> np.ndarray:
     """``(C, H, W)`` image with the ``removed`` pixels (flat bool mask) filled in: each one the weighted
-    mean of its in-image neighbours (:data:`NEIGHBOURS`), all solved at once, plus Gaussian ``noise``."""
+    mean of its in-image neighbours (`NEIGHBOURS`), all solved at once, plus Gaussian ``noise``."""
     from scipy import sparse
     from scipy.sparse.linalg import spsolve
 
@@ -95,7 +95,7 @@ def impute_removed(
     tolerance: float = RESIDUAL_TOLERANCE,
 ) -> torch.Tensor:
     """``(N, C, H, W)`` images with the ``(N, H, W)`` removed pixels imputed (plus ``noise[n, c, i]`` at each
-    removed pixel i when given), as :func:`noisy_linear_imputation` does one image at a time."""
+    removed pixel i when given), as `noisy_linear_imputation` does one image at a time."""
     height, width = images.shape[-2:]
     problem = _Problem(images, removed)
     preconditioner = _Multigrid(problem.free, problem.inside, problem.levels)
@@ -112,7 +112,7 @@ def padded_side(side: int, levels: int) -> int:
 
 
 def grid_levels(height: int, width: int) -> int:
-    """How many times to halve the grid so that the coarsest one has at most :data:`COARSEST_UNKNOWNS` points."""
+    """How many times to halve the grid so that the coarsest one has at most `COARSEST_UNKNOWNS` points."""
     levels = 0
     while True:
         sides = [math.ceil(max(side - 1, 1) / 2**levels) + 1 for side in (height, width)]
@@ -140,7 +140,7 @@ def neighbour_sum(u: torch.Tensor) -> torch.Tensor:
 
 class _Problem:
     """The systems in the solver's layout: ``(C, N, H', W')`` with the N systems as channels (so that one
-    depthwise convolution serves them all), sides padded to :func:`padded_side` with outside points."""
+    depthwise convolution serves them all), sides padded to `padded_side` with outside points."""
 
     def __init__(self, images: torch.Tensor, removed: torch.Tensor) -> None:
         height, width = images.shape[-2:]

@@ -104,8 +104,8 @@ def cascade(
 ) -> Iterator[tuple[str, object]]:
     """A copy of ``loaded`` (a LoadedModel) randomised one more unit per step: yields ``(unit name, copy)``.
 
-    ``units_of`` picks the steps (default :func:`cascade_units`), ``reset`` re-initialises one unit
-    (default :func:`randomise` with ``seed + step``).
+    ``units_of`` picks the steps (default `cascade_units`), ``reset`` re-initialises one unit
+    (default `randomise` with ``seed + step``).
     """
     model = copy.deepcopy(loaded.model)
     twin = dataclasses.replace(loaded, model=model, folded=[])

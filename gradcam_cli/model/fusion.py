@@ -9,9 +9,9 @@ EfficientNet-Lite0's 0.70x at batch 8. Results change only by float rounding.
 A pair is folded only when one probe forward shows that the BatchNorm's input *is*
 the convolution's output and that nothing else reads that output (counted in the
 autograd graph), and both modules run once. Module paths stay: a plain BatchNorm
-becomes ``nn.Identity``, timm's ``BatchNormAct2d`` a :class:`FoldedNormAct` that keeps
+becomes ``nn.Identity``, timm's ``BatchNormAct2d`` a `FoldedNormAct` that keeps
 its ``drop`` and ``act`` children. A folded convolution's own output now includes the
-BatchNorm, so hooking that convolution needs :func:`unfold_conv` first (the
+BatchNorm, so hooking that convolution needs `unfold_conv` first (the
 explainer does it).
 """
 

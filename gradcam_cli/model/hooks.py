@@ -1,6 +1,6 @@
 """The one place where hooks are put on modules and taken off again.
 
-Every hook this package installs goes through :func:`installed`, so none can outlive
+Every hook this package installs goes through `installed`, so none can outlive
 the block that needed it, whatever is raised inside.
 """
 

@@ -76,7 +76,7 @@ def hf_endpoint() -> str:
 
 
 def require_download(name: str, url: str, cache: str) -> None:
-    """Raise the one-line :class:`UsageError` if ``url`` cannot be downloaded from here, right now.
+    """Raise the one-line `UsageError` if ``url`` cannot be downloaded from here, right now.
 
     ``HF_HUB_OFFLINE`` (for the Hugging Face hub) answers at once; otherwise one TCP
     connect to the host, or to the proxy the environment names, with a short timeout.

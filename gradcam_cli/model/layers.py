@@ -135,7 +135,7 @@ def default_layer(model: nn.Module, layers: list[LayerInfo]) -> str:
     ``blocks``), take its last stage instead (``stages.3``).
 
     Token models (when the last block's output, before any final norm, is a token
-    sequence or a channels-last grid): see :func:`_token_default`.
+    sequence or a channels-last grid): see `_token_default`.
     """
     modules = dict(model.named_modules())
     spatial = [layer for layer in layers if layer.spatial and not isinstance(modules[layer.path], nn.Identity)]

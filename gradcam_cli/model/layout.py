@@ -4,15 +4,15 @@ Methods work on channel-first grids. A layout converts a layer's own output to t
 form (and back, for methods that replace the output); the conversion is a pure
 reshape, so gradients convert the same way. Four layouts occur in classifiers:
 
-- ``(B, C, h, w)`` convolutional maps (:class:`ChannelsFirst`), used as they are;
-- ``(B, h, w, C)`` channels-last stages (:class:`ChannelsLast`: Swin, NHWC blocks);
-- ``(B, P + h*w, C)`` token sequences (:class:`Tokens`: ViT, DeiT, EVA, BEiT, Mixer), whose
+- ``(B, C, h, w)`` convolutional maps (`ChannelsFirst`), used as they are;
+- ``(B, h, w, C)`` channels-last stages (`ChannelsLast`: Swin, NHWC blocks);
+- ``(B, P + h*w, C)`` token sequences (`Tokens`: ViT, DeiT, EVA, BEiT, Mixer), whose
   ``P`` prefix tokens (class, distillation, register tokens) are dropped from the map and
   kept as they were when a method replaces the output;
 - ``(P + h*w, B, C)`` sequence-first token sequences (``nn.MultiheadAttention``'s default).
 
-:func:`detect_layout` reads the layout of one output from its shape, the model's input
-size and what the model says about itself (:func:`model_hints`); where the shape fits
+`detect_layout` reads the layout of one output from its shape, the model's input
+size and what the model says about itself (`model_hints`); where the shape fits
 more than one reading and nothing settles it, it returns the reason instead of a guess.
 """
 

@@ -210,8 +210,8 @@ def load_model(
 
     ``weights`` (a local checkpoint) wins over ``pretrained``; ``labels`` overrides the
     built-in ImageNet names; ``memory_format`` is ``auto``, ``channels_last`` or
-    ``contiguous`` (see :func:`choose_memory_format`); ``fold_bn`` folds eval-mode
-    BatchNorms into the convolutions before them (see :mod:`gradcam_cli.fusion`).
+    ``contiguous`` (see `choose_memory_format`); ``fold_bn`` folds eval-mode
+    BatchNorms into the convolutions before them (see `gradcam_cli.fusion`).
     """
     _check_memory_format(memory_format)  # before the (slow) build
     name = name or DEFAULT_MODEL

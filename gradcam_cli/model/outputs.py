@@ -3,7 +3,7 @@
 timm and torchvision classifiers return a ``(B, N)`` tensor; Hugging Face-style models
 return a ``ModelOutput`` dataclass with ``.logits`` (also readable as ``["logits"]``);
 other code returns a tuple whose first element is the logits. Every forward pass of this
-package reads its output through :func:`logits_of`.
+package reads its output through `logits_of`.
 """
 
 from __future__ import annotations

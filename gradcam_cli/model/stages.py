@@ -75,7 +75,7 @@ def _from_structure(modules: dict[str, nn.Module], layers: list[LayerInfo]) -> l
 
 
 def expand_stages(requested: list[str], model: nn.Module, layers: list[LayerInfo]) -> list[str]:
-    """``requested`` layer paths with ``stages`` replaced by :func:`stage_layers` (duplicates dropped).
+    """``requested`` layer paths with ``stages`` replaced by `stage_layers` (duplicates dropped).
 
     The shorthand wins over a module of that name (ConvNeXt's ``stages`` returns the same tensor
     as its last stage, ``stages.3``, so nothing is lost).

@@ -2,7 +2,7 @@
 
 Ablation-CAM asks for the class scores of hundreds of copies of one image whose hooked
 layer output differs in one channel each. Re-running the whole network for every copy
-repeats the part before the layer for nothing. :class:`LayerTail` traces the model
+repeats the part before the layer for nothing. `LayerTail` traces the model
 with ``torch.fx`` (the hooked layer kept as one call), takes the nodes that depend on
 the layer's output, and runs just those. Values from before the layer that the tail
 still reads (a residual that skips over the layer, say) are computed once per batch
@@ -11,7 +11,7 @@ by the matching head graph and handed in.
 Tracing fails on models with data-dependent Python control flow, and a traced tail can
 mis-handle the batch size (a reshape that read it before the layer). Both are caught:
 a tail that cannot be built, or that does not reproduce the model's own logits on the
-first batch, is replaced by :class:`WholeNetworkTail`, which re-runs the full network
+first batch, is replaced by `WholeNetworkTail`, which re-runs the full network
 with the layer's output swapped in by a hook: slower, never wrong.
 """
 

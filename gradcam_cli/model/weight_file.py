@@ -1,7 +1,7 @@
 """The checks on a ``--weights`` file that need no torch: it exists, is a readable, non-empty regular file.
 
 Run before the model is built (a bad path is a bad request, answered in a fraction of a
-second) and again by :func:`gradcam_cli.model.weights.read_state_dict` when it reads the file.
+second) and again by `gradcam_cli.model.weights.read_state_dict` when it reads the file.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from ..errors import UsageError
 
 
 def check_weight_file(path: str | os.PathLike) -> Path:
-    """``path`` as a Path, or a one-line :class:`UsageError` naming ``--weights`` and the cause."""
+    """``path`` as a Path, or a one-line `UsageError` naming ``--weights`` and the cause."""
     p = Path(path)
     try:
         st = p.stat()

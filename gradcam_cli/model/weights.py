@@ -54,7 +54,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A flat ``{name: tensor}`` from a ``.safetensors``/``.pt``/``.pth`` file, never executing pickled code.
 
     Accepts a bare state_dict or one nested under ``state_dict``/``model``; strips a
-    ``module.`` prefix left by DataParallel/DDP. Every failure is a one-line :class:`UsageError`.
+    ``module.`` prefix left by DataParallel/DDP. Every failure is a one-line `UsageError`.
     """
     p = check_weight_file(path)
     try:

@@ -41,7 +41,7 @@ def colorize(map01: np.ndarray, colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
 
 
 def overlay(photo: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """The colour-mapped map (:func:`colorize`) blended over the photo: ``alpha * heat + (1 - alpha) * photo``."""
+    """The colour-mapped map (`colorize`) blended over the photo: ``alpha * heat + (1 - alpha) * photo``."""
     return cv2.addWeighted(heat, float(alpha), photo, 1.0 - float(alpha), 0.0)
 
 

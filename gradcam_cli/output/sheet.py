@@ -2,7 +2,7 @@
 
 The grid: the photo first, then one column per layer in model order, one row per method
 (and, when guided images were computed, a row of Guided <method> under it). Each cell is
-the overlay (or guided image) scaled so its longer side is :data:`CELL` pixels, titled
+the overlay (or guided image) scaled so its longer side is `CELL` pixels, titled
 ``layer · method``. A caption above names the input, class and probability; a colour bar
 at the right gives the colour map's scale. A method on the model's input (occlusion) has its
 map in the first cell of its row; cells with no explanation stay blank.
@@ -47,7 +47,7 @@ class SheetLayout:
 
 
 def cell_size(width: int, height: int) -> tuple[int, int]:
-    """A photo's cell: its longer side :data:`CELL` pixels, aspect kept."""
+    """A photo's cell: its longer side `CELL` pixels, aspect kept."""
     scale = CELL / max(width, height)
     return max(1, round(width * scale)), max(1, round(height * scale))
 

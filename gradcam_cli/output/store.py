@@ -3,7 +3,7 @@ filesystem pyarrow reaches by URI (``s3://``, ``gs://``, ``hdfs://``, ``file://`
 
 Both offer the few operations a job needs, on paths below the output folder: whether a
 file exists, which names in a folder match a pattern, read a small text file, and write
-a group of files all or none. Naming stays in :mod:`.files`; only where the bytes land
+a group of files all or none. Naming stays in `.files`; only where the bytes land
 changes. pyarrow is imported only when a URI is used.
 """
 

@@ -63,7 +63,7 @@ def plan_image(directory: Path, image_stem: str, explanations, options) -> list[
 
 
 def encode_image(photo: np.ndarray, planned, options, layer_order=(), source: str = "") -> dict[Path, bytes]:
-    """Every file of one image (:func:`plan_image`): each explanation's outputs, then one sheet per class."""
+    """Every file of one image (`plan_image`): each explanation's outputs, then one sheet per class."""
     look = Look.of(options)
     encoded: dict[Path, bytes] = {}
     sheets: dict[Path, list] = {}

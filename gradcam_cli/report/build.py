@@ -9,7 +9,7 @@ page makes no request that leaves the folder):
   with a detail view per image (all its outputs and sheets).
 - ``report/data-<hash>.js``: the table's rows, loaded by a script tag (``file://`` pages may not
   fetch JSON), named by a hash of its content so that ``index.html`` and its rows are replaced
-  together (see :func:`_write_together`). The page renders rows in pages of a few hundred, so
+  together (see `_write_together`). The page renders rows in pages of a few hundred, so
   10,000 results open as fast as 500.
 - ``report/thumbs/``: one small JPEG per result, made once: a thumbnail newer than its
   picture is kept. A picture already as small as a thumbnail is used as it is.
@@ -19,8 +19,8 @@ itself or its ``evaluation/`` folder: ``evaluation.jsonl`` as a table, and its p
 
 File names are data, never markup or URL syntax: text goes into the page through Jinja's
 autoescape and ``textContent``, every link and picture is a relative URL made here
-(:func:`.links.relative_url`), only the folder's own files are shown or linked
-(:class:`.links.FolderFiles`: a symbolic link to a file elsewhere is not), a manifest that is a
+(`.links.relative_url`), only the folder's own files are shown or linked
+(`.links.FolderFiles`: a symbolic link to a file elsewhere is not), a manifest that is a
 symbolic link is refused, and a Content-Security-Policy lets the page load nothing but its own
 inline style and script, its data script and its pictures. ``docs/report-security.md`` says more.
 """
@@ -211,7 +211,7 @@ def _rows(found: list[_Manifest], locator: _Locator, own: FolderFiles) -> tuple[
 
     A row keeps only the files that are the folder's own (a path that leads out of it, or a symbolic link
     to a file elsewhere, is dropped; the row's text stays), each as a relative URL (``f``); its thumbnail
-    (``t``) is still a path, made a URL by :func:`_link_thumbnails` once the thumbnails exist."""
+    (``t``) is still a path, made a URL by `_link_thumbnails` once the thumbnails exist."""
     images: list[dict] = []
     index: dict[str, int] = {}
     rows: list[dict] = []
@@ -250,7 +250,7 @@ def _short_names(images: list[dict]) -> None:
 
 
 def _thumbnail(files: dict[str, str], rec: dict, thumbs: dict[str, str]) -> str | None:
-    """The record's thumbnail (planned in ``thumbs``): of its first picture in :data:`THUMB_SOURCES` order."""
+    """The record's thumbnail (planned in ``thumbs``): of its first picture in `THUMB_SOURCES` order."""
     kind = next((k for k in THUMB_SOURCES if k in files and files[k].endswith(".png")), None)
     if kind is None:
         return None

@@ -34,7 +34,7 @@ _POLL_S = 0.2
 def map_with_actors(
     ds, make_task: Callable, plan: PoolPlan, batch_size: int, ledger=None, output: str = "outcomes", workers: int = 2
 ):
-    """``ds`` mapped by a pool of :class:`TaskActor` (a dead actor is restarted, its batch retried once)."""
+    """``ds`` mapped by a pool of `TaskActor` (a dead actor is restarted, its batch retried once)."""
     from ray.data import ActorPoolStrategy
 
     with warnings.catch_warnings():
