@@ -171,11 +171,16 @@ def test_forward_inputs_are_as_many_as_the_plan_and_end_points_are_shared() -> N
         assert len(curve.deletion) == len(curve.insertion) == steps + 1
 
 
-def test_curves_do_not_depend_on_the_chunk_size() -> None:
-    """Chunks change only how inputs are grouped; ROAD's noise is seeded per map, not per chunk."""
+def test_curves_do_not_depend_on_the_chunk_size(monkeypatch) -> None:
+    """Chunks, and how many maps share one ROAD solve (one on a CPU, more on a GPU), change only how
+    inputs are grouped; ROAD's noise is seeded per map, not per chunk or solve."""
+    from gradcam_cli.evaluate import faithfulness
+
     model, inputs, maps = _setup(images=2)
     samples = _samples(model, inputs, maps, [(0, 1), (1, 2), (1, 0)])
     runs = [measure_faithfulness(model, inputs, samples, 5, batch_size=size) for size in (1, 7, 1000)]
+    monkeypatch.setattr(faithfulness, "CPU_ROAD_MAPS", 2)
+    runs.append(measure_faithfulness(model, inputs, samples, 5))
     for other in runs[1:]:
         for a, b in zip(runs[0], other):
             for field in ("deletion", "insertion", "road_morf", "road_lerf"):

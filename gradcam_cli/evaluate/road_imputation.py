@@ -33,7 +33,7 @@ RESIDUAL_TOLERANCE = 1e-6
 OFFSETS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))  # stencil slot 3 * (dy + 1) + (dx + 1)
 CENTRE = 4
 COARSEST_UNKNOWNS = 160  # the coarsest grid is solved densely: a few hundred unknowns at most
-FIRST_ROUND, LATER_ROUNDS, MAX_ROUNDS = 6, 3, 40  # float32 CG iterations between float64 residual checks
+FIRST_ROUND, LATER_ROUNDS, MAX_ROUNDS = 5, 3, 40  # float32 CG iterations between float64 residual checks
 
 
 def noisy_linear_imputation(image: np.ndarray, removed: np.ndarray, noise: float = 0.01,
@@ -84,7 +84,7 @@ def impute_removed(images: torch.Tensor, removed: torch.Tensor, noise: torch.Ten
     removed pixel i when given), as :func:`noisy_linear_imputation` does one image at a time."""
     height, width = images.shape[-2:]
     problem = _Problem(images, removed)
-    preconditioner = _Multigrid(problem.free, problem.inside, problem.levels)
+    preconditioner = _Multigrid(problem.fine, problem.levels)
     solution = problem.solve(preconditioner, tolerance)  # (C, N, H', W'), kept pixels included
     out = solution[..., :height, :width].permute(1, 0, 2, 3).to(images.dtype)
     if noise is not None:
@@ -126,31 +126,36 @@ def neighbour_sum(u: torch.Tensor) -> torch.Tensor:
 
 class _Problem:
     """The systems in the solver's layout: ``(C, N, H', W')`` with the N systems as channels (so that one
-    depthwise convolution serves them all), sides padded to :func:`padded_side` with outside points."""
+    depthwise convolution serves them all), sides padded to :func:`padded_side` with outside points.
+    The float32 copies serve the iterations; the float64 residual is taken from the float64 solution."""
 
     def __init__(self, images: torch.Tensor, removed: torch.Tensor) -> None:
-        height, width = images.shape[-2:]
+        count, channels, height, width = images.shape
         self.levels = grid_levels(height, width)
-        pad = (0, padded_side(width, self.levels) - width, 0, padded_side(height, self.levels) - height)
-        dtype = accurate_dtype(images.device)
-        self.free = _channels_last(F.pad(removed[None].to(dtype), pad))  # (1, N, H', W'): 1 at the unknowns
-        self.inside = _channels_last(F.pad(torch.ones_like(removed[None], dtype=dtype), pad))  # 0 on the padding
-        self.kept = _channels_last(F.pad(images.transpose(0, 1).to(dtype), pad) * (1 - self.free))
-        self.degree = neighbour_sum(self.inside)  # d_i: the in-image neighbours' weights
-        self.rhs = neighbour_sum(self.kept) * self.free
-        self.rhs_norm = _norms(self.rhs)
+        padded = (padded_side(height, self.levels), padded_side(width, self.levels))
+        device = images.device
+        free = torch.zeros((1, count, *padded), device=device).contiguous(memory_format=torch.channels_last)
+        free[..., :height, :width] = removed[None]
+        inside = torch.zeros((1, 1, *padded), device=device)
+        inside[..., :height, :width] = 1
+        self.fine = _FineGrid(free, inside)
+        self.kept = torch.zeros((channels, count, *padded), device=device).contiguous(memory_format=torch.channels_last)
+        self.kept[..., :height, :width] = images.transpose(0, 1) * ~removed[None]  # the unknowns start at 0
+        self.rhs = self.fine.apply(self.kept).neg_()  # b = K v at the unknowns: -A applied to the kept values
+        self.rhs_norm = _norms(self.rhs).to(accurate_dtype(device))
+        self.degree = neighbour_sum(inside.to(self.rhs_norm.dtype))  # d_i: the in-image neighbours' weights
 
     def residual(self, solution: torch.Tensor) -> torch.Tensor:
         """``b - A x`` at the unknowns, for the whole image ``solution`` (kept pixels included)."""
-        return (neighbour_sum(solution) - self.degree * solution) * self.free
+        return (neighbour_sum(solution) - self.degree * solution).mul_(self.fine.free)
 
     def solve(self, preconditioner: _Multigrid, tolerance: float) -> torch.Tensor:
         """Rounds of float32 preconditioned CG on the float64 residual until it is within ``tolerance``."""
-        solution, residual = self.kept.clone(), self.rhs
+        solution, residual = self.kept.to(self.rhs_norm.dtype), self.rhs
         for round_ in range(MAX_ROUNDS):
             iterations = FIRST_ROUND if round_ == 0 else LATER_ROUNDS
             correction = preconditioned_cg(preconditioner, _channels_last(residual.float()), iterations)
-            solution += correction.to(solution.dtype)
+            solution += correction
             residual = self.residual(solution)
             if bool((_norms(residual) <= tolerance * self.rhs_norm).all()):  # the only host sync: once a round
                 break
@@ -194,12 +199,12 @@ class _FineGrid:
 
     def __init__(self, free: torch.Tensor, inside: torch.Tensor) -> None:
         systems = free.shape[1]
-        self.free = _channels_last(free.float())
+        self.free = free  # (1, N, H, W), channels last
         kernel = torch.tensor([[w_at(dy, dx) for dx in (-1, 0, 1)] for dy in (-1, 0, 1)], device=free.device)
         self.kernel = kernel.expand(systems, 1, 3, 3).contiguous()
-        degree = neighbour_sum(inside.float())
-        self.diagonal = _channels_last(degree * self.free)
-        self.inverse_diagonal = _channels_last(torch.where(self.free > 0, 1 / degree.clamp_min(1e-30), 0.0))
+        degree = neighbour_sum(inside)  # (1, 1, H, W)
+        self.diagonal = _channels_last(degree * free)
+        self.inverse_diagonal = _channels_last(free / degree.clamp_min(1e-30))
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         y = F.conv2d(x, self.kernel, padding=1, groups=x.shape[1]).mul_(self.free).neg_()
@@ -213,9 +218,13 @@ class _FineGrid:
     def stencil(self) -> torch.Tensor:
         """``(1, N, 9, H, W)``: slot s holds A[i, i + OFFSETS[s]] (zero where either end is not an unknown)."""
         free = self.free.contiguous()
-        slots = [self.diagonal.contiguous() if (dy, dx) == (0, 0) else -w_at(dy, dx) * free * _shifted(free, dy, dx)
-                 for dy, dx in OFFSETS]
-        return torch.stack(slots, dim=2)
+        height, width = free.shape[-2:]
+        padded = F.pad(free, (1, 1, 1, 1))
+        neighbours = torch.stack([padded[..., 1 + dy:1 + dy + height, 1 + dx:1 + dx + width] for dy, dx in OFFSETS], 2)
+        weights = torch.tensor([-w_at(dy, dx) for dy, dx in OFFSETS], device=free.device).view(9, 1, 1)
+        slots = neighbours.mul_(weights).mul_(free[:, :, None])
+        slots[:, :, CENTRE] = self.diagonal
+        return slots
 
 
 def w_at(dy: int, dx: int) -> float:
@@ -256,11 +265,6 @@ def _window(offset: int, size: int) -> tuple[slice, slice]:
     return slice(max(0, -offset), size - max(0, offset)), slice(max(0, offset), size + min(0, offset))
 
 
-def _shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """``out[i, j] = x[i + dy, j + dx]``, zero outside."""
-    return F.pad(x, (1, 1, 1, 1))[..., 1 + dy:1 + dy + x.shape[-2], 1 + dx:1 + dx + x.shape[-1]]
-
-
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
@@ -293,13 +297,13 @@ def galerkin(stencil: torch.Tensor) -> torch.Tensor:
 class _Multigrid:
     """One symmetric V-cycle (a Jacobi sweep before and after each coarse correction): an SPD preconditioner."""
 
-    def __init__(self, free: torch.Tensor, inside: torch.Tensor, levels: int) -> None:
-        self.grids: list = [_FineGrid(free, inside)]
+    def __init__(self, fine: _FineGrid, levels: int) -> None:
+        self.grids: list = [fine]
         for _ in range(levels):
             self.grids.append(_CoarseGrid(galerkin(self.grids[-1].stencil())))
-        systems = free.shape[1]
-        self.transfer = torch.tensor(INTERPOLATION, device=free.device).outer(
-            torch.tensor(INTERPOLATION, device=free.device)).expand(systems, 1, 3, 3).contiguous()
+        systems, device = fine.free.shape[1], fine.free.device
+        weights = torch.tensor(INTERPOLATION, device=device)
+        self.transfer = weights.outer(weights).expand(systems, 1, 3, 3).contiguous()
         self.coarsest = _dense_inverse(self.grids[-1])
 
     def __call__(self, residual: torch.Tensor, level: int = 0) -> torch.Tensor:
