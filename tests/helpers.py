@@ -81,3 +81,18 @@ def minmax_bound(error: float, span: float) -> float:
     4 error / (span - 2 error), for a map of range ``span``."""
     assert span > 2 * error, f"a range of {span:.3g} is within rounding ({error:.3g}): the comparison would be vacuous"
     return 4 * error / (span - 2 * error)
+
+
+def gradcam_here(*args, input: str | None = None):
+    """The ``gradcam`` command run in this process, as a ``subprocess.CompletedProcess``: for tests of what the
+    command does rather than of its process (signals, pipes, umask, environment, imports), as starting a process
+    costs seconds (Python, torch, the model). Unexpected exceptions propagate as they are."""
+    import subprocess
+
+    from typer.testing import CliRunner
+
+    from gradcam_cli.cli import app
+
+    argv = [str(a) for a in args]
+    result = CliRunner().invoke(app, argv, input=input, catch_exceptions=False)
+    return subprocess.CompletedProcess(argv, result.exit_code, result.stdout, result.stderr)
