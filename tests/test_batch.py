@@ -58,7 +58,8 @@ def test_folder_tree_with_corrupt_files_and_a_non_image(tmp_path):
     (src / "README.txt").write_text("ignored: not an image")
     (src / ".hidden.jpg").write_bytes(jpeg)
     out = tmp_path / "out"
-    result = gradcam_here("explain", src, "-r", "-o", out, "--jsonl", "--outputs", "heatmap,bbox", "-b", "8", "--device", "cpu")
+    result = gradcam_here("explain", src, "-r", "-o", out, "--jsonl", "--outputs", "heatmap,bbox", "-b", "8",
+                          "--device", "cpu")
     assert result.returncode == 1, result.stderr
     records = jsonl(result.stdout)
     errors = [r for r in records if "error" in r]
@@ -228,7 +229,8 @@ def test_same_stem_different_extension_do_not_collide(tmp_path):
     folder.mkdir()
     Image.open(SAMPLES / "cat.png").convert("RGB").resize((80, 60)).save(folder / "x.jpg")
     Image.open(SAMPLES / "samoyed.png").convert("RGB").resize((80, 60)).save(folder / "x.png")
-    result = gradcam_here("explain", folder, "-o", tmp_path / "out", "--jsonl", "--outputs", "heatmap", "--device", "cpu")
+    result = gradcam_here("explain", folder, "-o", tmp_path / "out", "--jsonl", "--outputs", "heatmap",
+                          "--device", "cpu")
     assert result.returncode == 0, result.stderr
     names = sorted(Path(r["files"]["heatmap"]).name.split("_")[0] for r in jsonl(result.stdout))
     assert names == ["x-jpg", "x-png"]
