@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -169,9 +169,10 @@ def measure_faithfulness(model: nn.Module, inputs: torch.Tensor, samples: Sequen
         for first in range(0, len(samples), group):
             maps = range(first, min(len(samples), first + group))
             for j in maps:
-                with _timed(timings, "perturbation", inputs.device):
-                    curve_inputs = plan.curve_inputs(j)
-                batcher.add(curve_inputs, j, 0)
+                column = 0
+                for block in plan.curve_inputs(j):
+                    batcher.add(block, j, column)
+                    column += block.shape[0]
             with _timed(timings, "imputation", inputs.device):
                 road = plan.road_inputs(maps, seed, road_noise)
             for k, j in enumerate(maps):
@@ -190,7 +191,7 @@ class _Plan:
     def __init__(self, inputs: torch.Tensor, samples: Sequence[FaithfulnessSample], steps: int,
                  timings: dict | None) -> None:
         device = inputs.device
-        self.samples = samples
+        self.samples, self.timings = samples, timings
         self.size = tuple(inputs.shape[-2:])
         self.pixels = self.size[0] * self.size[1]
         self.counts = step_counts(self.pixels, steps)
@@ -213,14 +214,20 @@ class _Plan:
         zeros = torch.zeros(1, channels, self.pixels, device=self.x.device)
         return torch.cat([zeros, self.blurred]).view(-1, channels, *self.size)
 
-    def curve_inputs(self, j: int) -> torch.Tensor:
-        """Sample j's deletion and insertion inputs inside the curves, then its map-weighted input."""
+    def curve_inputs(self, j: int) -> Iterator[torch.Tensor]:
+        """Sample j's deletion inputs inside the curve, its insertion inputs, then its map-weighted input,
+        each block built when the batcher takes it."""
         x, ranks = self.x[self.samples[j].image], self.ranks[j]
         first = (ranks[None] < self.inner[:, None])[:, None]  # (n - 1, 1, P): the pixels perturbed so far
-        deletion = torch.where(first, 0.0, x)
-        insertion = torch.where(first, x, self.blurred[self.image_slot[j]])
-        masked = (x * self.maps[j])[None]
-        return torch.cat([deletion, insertion, masked]).view(-1, x.shape[0], *self.size)
+        with _timed(self.timings, "perturbation", x.device):
+            block = torch.where(first, 0.0, x)
+        yield block.view(-1, x.shape[0], *self.size)
+        with _timed(self.timings, "perturbation", x.device):
+            block = torch.where(first, x, self.blurred[self.image_slot[j]])
+        yield block.view(-1, x.shape[0], *self.size)
+        with _timed(self.timings, "perturbation", x.device):
+            block = x * self.maps[j]
+        yield block.view(1, x.shape[0], *self.size)
 
     def road_inputs(self, maps: Sequence[int], seed: int, noise: float) -> torch.Tensor:
         """The ROAD inputs of samples ``maps``, one solve for all: per sample MoRF at each percentage, then
