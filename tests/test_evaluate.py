@@ -293,7 +293,19 @@ def test_methods_and_layers_share_one_forward_pass_per_batch(tmp_path) -> None:
     calls.clear()
     evaluate_images(explainer, items, annotations, EvaluateOptions(annotations="x", faithfulness=True,
                                                                    faithfulness_steps=5), JobOptions(workers=0))
-    assert len(calls) == 2 + 2 * 5  # each batch: its forward pass, then 5 for every curve of all six maps
+    # Each batch: its forward pass, then the curves' shared end points (everything deleted once, each image
+    # blurred once), then every map's own perturbed inputs in forward chunks (6 maps an image: 3 methods x 2
+    # layers). The maps of a batch share the chunks: no forward pass per map or per method.
+    from gradcam_cli.evaluate.faithfulness import forward_batch_size, inputs_per_map
+
+    per_map, chunk = inputs_per_map(5, 48 * 64), forward_batch_size(torch.device("cpu"), 48, 64)
+    first, second = 4 * 6 * per_map, 2 * 6 * per_map
+    expected = [4, 4 + 1, *_chunks(first, chunk), 2, 2 + 1, *_chunks(second, chunk)]
+    assert calls == expected
+
+
+def _chunks(total: int, size: int) -> list[int]:
+    return [size] * (total // size) + ([total % size] if total % size else [])
 
 
 def test_a_stop_request_ends_after_the_batch_in_flight(tmp_path) -> None:

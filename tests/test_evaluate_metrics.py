@@ -306,16 +306,22 @@ def test_step_counts_follow_torchcams_rule() -> None:
     assert step_counts(192, 8) == list(range(0, 193, 24))
 
 
-def test_faithfulness_costs_at_most_steps_forward_passes_for_a_whole_batch() -> None:
+def test_faithfulness_costs_its_documented_forward_inputs_in_chunks() -> None:
     model, inputs, maps = _model_and_maps(size=(16, 16), images=4)
     calls = []
     model.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
     samples = _samples(model, inputs, maps, [0, 1, 2, 0]) * 2  # two maps per image, as two methods give
-    calls.clear()
-    measure_faithfulness(model, inputs, samples, steps=5)
-    assert len(calls) == 5  # one batched forward pass per step, every map and curve inside it
-    # deletion + insertion per map at every step; Average Drop at the first; ROAD's 9 points twice (MoRF, LeRF)
-    assert sum(calls) == len(samples) * (2 * 5 + 1 + 2 * len(ROAD_PERCENTAGES))
+    per_map = 2 * (5 - 1) + 1 + 2 * len(ROAD_PERCENTAGES)  # inside both curves, Average Drop, ROAD both ways
+    for chunk in (None, 7):
+        calls.clear()
+        measure_faithfulness(model, inputs, samples, steps=5, batch_size=chunk)
+        # The shared end points first: everything deleted (one input for the call), each image blurred once.
+        assert calls[0] == len(inputs) + 1
+        # Then every map's own inputs, batched across maps and curves in chunks of at most the chunk size.
+        assert sum(calls[1:]) == len(samples) * per_map
+        total = len(samples) * per_map
+        size = chunk or total  # 16 x 16 inputs: the default chunk holds them all
+        assert calls[1:] == [size] * (total // size) + ([total % size] if total % size else [])
 
 
 # ---------------------------------------------------------------- ROAD
