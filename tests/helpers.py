@@ -118,3 +118,18 @@ def jsonl(text: str) -> list[dict]:
 def records(result) -> list[dict]:
     """The records a run printed with --json."""
     return jsonl(result.stdout)
+
+
+def gradcam_here(*args, input: str | None = None):
+    """The ``gradcam`` command run in this process, as a ``subprocess.CompletedProcess``: for tests of what the
+    command does rather than of its process (signals, pipes, umask, environment, imports), as starting a process
+    costs seconds (Python, torch, the model). Unexpected exceptions propagate as they are."""
+    import subprocess
+
+    from click.testing import CliRunner
+
+    from gradcam_cli.cli import app
+
+    argv = [str(a) for a in args]
+    result = CliRunner().invoke(app, argv, input=input, catch_exceptions=False)
+    return subprocess.CompletedProcess(argv, result.exit_code, result.stdout, result.stderr)

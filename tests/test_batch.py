@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from gradcam_cli.io.inputs import collect_inputs, in_shard
+from helpers import gradcam_here
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
 GRADCAM = str(Path(sys.executable).with_name("gradcam"))
@@ -57,7 +58,8 @@ def test_folder_tree_with_corrupt_files_and_a_non_image(tmp_path):
     (src / "README.txt").write_text("ignored: not an image")
     (src / ".hidden.jpg").write_bytes(jpeg)
     out = tmp_path / "out"
-    result = gradcam("explain", src, "-r", "-o", out, "--jsonl", "--outputs", "heatmap,bbox", "-b", "8", "--device", "cpu")
+    result = gradcam_here("explain", src, "-r", "-o", out, "--jsonl", "--outputs", "heatmap,bbox", "-b", "8",
+                          "--device", "cpu")
     assert result.returncode == 1, result.stderr
     records = jsonl(result.stdout)
     errors = [r for r in records if "error" in r]
@@ -132,12 +134,12 @@ def test_shard_runs_split_a_folder_without_overlap(tmp_path):
     out = tmp_path / "out"
     seen = []
     for k in range(3):
-        result = gradcam("explain", tmp_path / "p", "-r", "-o", out, "--shard", f"{k}/3", "--outputs", "heatmap",
-                         "--quiet", "--device", "cpu")
+        result = gradcam_here("explain", tmp_path / "p", "-r", "-o", out, "--shard", f"{k}/3", "--outputs", "heatmap",
+                              "--quiet", "--device", "cpu")
         assert result.returncode == 0, result.stderr
         seen += [r["input"] for r in jsonl((out / f"results.{k}-of-3.jsonl").read_text())]
     assert len(seen) == len(set(seen)) == 9
-    assert gradcam("explain", tmp_path / "p", "-o", out, "--shard", "3/3").returncode == 2
+    assert gradcam_here("explain", tmp_path / "p", "-o", out, "--shard", "3/3").returncode == 2
 
 
 def test_sigint_mid_run_then_skip_existing_finishes_the_rest(tmp_path):
@@ -176,14 +178,14 @@ def test_sigint_mid_run_then_skip_existing_finishes_the_rest(tmp_path):
 def test_fail_fast_stops_early(tmp_path):
     make_tree(tmp_path / "p", 6)
     (tmp_path / "p" / "aaa.jpg").write_text("broken")
-    result = gradcam("explain", tmp_path / "p", "-o", tmp_path / "out", "--jsonl", "--fail-fast", "-b", "1",
-                     "--workers", "0", "--outputs", "heatmap", "--device", "cpu")
+    result = gradcam_here("explain", tmp_path / "p", "-o", tmp_path / "out", "--jsonl", "--fail-fast", "-b", "1",
+                          "--workers", "0", "--outputs", "heatmap", "--device", "cpu")
     assert result.returncode == 1
     assert len(jsonl(result.stdout)) < 3  # the broken file sorts first among the top-level inputs
 
 
 def test_overwrite_and_skip_existing_conflict(tmp_path):
-    result = gradcam("explain", SAMPLES / "cat.png", "-o", tmp_path, "--overwrite", "--skip-existing")
+    result = gradcam_here("explain", SAMPLES / "cat.png", "-o", tmp_path, "--overwrite", "--skip-existing")
     assert result.returncode == 2 and "conflict" in result.stderr
 
 
@@ -227,7 +229,8 @@ def test_same_stem_different_extension_do_not_collide(tmp_path):
     folder.mkdir()
     Image.open(SAMPLES / "cat.png").convert("RGB").resize((80, 60)).save(folder / "x.jpg")
     Image.open(SAMPLES / "samoyed.png").convert("RGB").resize((80, 60)).save(folder / "x.png")
-    result = gradcam("explain", folder, "-o", tmp_path / "out", "--jsonl", "--outputs", "heatmap", "--device", "cpu")
+    result = gradcam_here("explain", folder, "-o", tmp_path / "out", "--jsonl", "--outputs", "heatmap",
+                          "--device", "cpu")
     assert result.returncode == 0, result.stderr
     names = sorted(Path(r["files"]["heatmap"]).name.split("_")[0] for r in jsonl(result.stdout))
     assert names == ["x-jpg", "x-png"]

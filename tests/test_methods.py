@@ -160,7 +160,7 @@ def test_gradient_methods_match_pytorch_grad_cam_in_float32(method: str, name: s
     path = LAYERS[name][which]
     res = ours_gradient_family(name)
     theirs, acts, grads = pgc_family(name, path, False)
-    mine_acts, mine_grads = activations_and_gradients(name, path, res.classes[:, 0])
+    mine_acts, mine_grads = family_activations_and_gradients(name, path)
     assert torch.equal(acts, mine_acts) and torch.equal(grads, mine_grads)
     bound = float32_bound(method, acts, grads, PGC_SETTINGS.get(f"{method}_eps", 0.0))
     assert max_diff(scaled(res.maps[method, path][:, 0]), theirs[method]) <= bound
@@ -219,6 +219,12 @@ def test_paper_gradcampp_differs_from_pytorch_grad_cams_epsilon() -> None:
     assert max_diff(ours, theirs) > TOL  # the convention switch in the oracle test is doing real work
 
 
+@functools.lru_cache(maxsize=None)
+def family_activations_and_gradients(name: str, path: str, float64: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``activations_and_gradients`` for the classes of ``ours_gradient_family``, once per model, layer and dtype."""
+    return activations_and_gradients(name, path, ours_gradient_family(name, float64).classes[:, 0], float64)
+
+
 def activations_and_gradients(name: str, path: str, classes: torch.Tensor,
                               float64: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The layer's activations and the gradient of each image's class score, computed plainly here."""
@@ -245,7 +251,7 @@ def test_eigen_methods_match_pytorch_grad_cam_up_to_the_svd_sign(name: str, whic
     """
     path = LAYERS[name][which]
     res = ours_gradient_family(name, True)
-    acts, grads = activations_and_gradients(name, path, res.classes[:, 0], float64=True)
+    acts, grads = family_activations_and_gradients(name, path, float64=True)
     for method, values in (("eigencam", acts), ("eigengradcam", grads * acts)):
         reference = _eigen_reference(values)
         ours = first_component(values)

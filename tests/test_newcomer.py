@@ -25,6 +25,7 @@ from click.testing import CliRunner
 from gradcam_cli.cli import app
 from gradcam_cli.errors import ImageError, UsageError
 from gradcam_cli.options import ExplainOptions, default_of
+from helpers import gradcam_here
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
 runner = CliRunner()
@@ -82,13 +83,13 @@ def test_rerun_without_overwrite_never_loses_a_good_record(tmp_path):
     for name in ("cat.png", "dogs.png"):
         (photos / name).write_bytes((SAMPLES / name).read_bytes())
     out = tmp_path / "out"
-    first = gradcam("explain", photos / "cat.png", photos / "dogs.png", "-o", out, "--outputs", "heatmap")
+    first = gradcam_here("explain", photos / "cat.png", photos / "dogs.png", "-o", out, "--outputs", "heatmap")
     assert first.returncode == 0, first.stderr
     good = manifest(out)
     assert len(good) == 2 and not any("error" in r for r in good)
 
     (photos / "bird.png").write_bytes((SAMPLES / "bird.png").read_bytes())
-    again = gradcam("explain", photos, "-o", out, "--outputs", "heatmap")  # no --overwrite: two of three exist
+    again = gradcam_here("explain", photos, "-o", out, "--outputs", "heatmap")  # no --overwrite: two of three exist
     assert again.returncode == 1
     assert again.stderr.count("output exists") == 2, again.stderr
     after = {r["input"]: r for r in manifest(out)}
@@ -97,7 +98,7 @@ def test_rerun_without_overwrite_never_loses_a_good_record(tmp_path):
     assert "error" not in after[str(photos / "bird.png")]  # and the new image's
 
     (photos / "dogs.png").write_bytes(b"now corrupt")
-    third = gradcam("explain", photos / "dogs.png", "-o", out, "--outputs", "heatmap", "--overwrite")
+    third = gradcam_here("explain", photos / "dogs.png", "-o", out, "--outputs", "heatmap", "--overwrite")
     assert third.returncode == 1 and "dogs.png: not an image file" in third.stderr
     assert {r["input"]: r for r in manifest(out)}[str(photos / "dogs.png")] == good[1]
 
@@ -112,7 +113,7 @@ def test_a_missing_input_does_not_move_the_other_outputs(tmp_path, how):
     def files_of(paths, out):
         args = ("-",) if how == "stdin" else paths
         text = "".join(f"{p}\n" for p in paths) if how == "stdin" else None
-        done = gradcam("explain", *args, "-o", out, "--outputs", "heatmap", input=text)
+        done = gradcam_here("explain", *args, "-o", out, "--outputs", "heatmap", input=text)
         return done, {r["input"]: r.get("files") for r in manifest(out)}
 
     alone, files_alone = files_of([photo], tmp_path / "alone")

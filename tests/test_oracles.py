@@ -3,7 +3,10 @@
 Oracles: pytorch-grad-cam (``GradCAM``, ``GuidedBackpropReLUModel``), captum
 (``LayerGradCam``, ``GuidedBackprop``) and a hand-written guided-SiLU reference.
 Every model is built once (random init, fixed seed, never pretrained) and every
-oracle runs on a deep copy, since pytorch-grad-cam swaps modules in place.
+oracle runs on a deep copy, since pytorch-grad-cam swaps modules in place. Every
+comparison runs its models and inputs in float64, ours and the oracle's: float64 rounding
+(~1e-16 per operation) is far below the bounds, so they hold on any CPU, and a wrong rule
+(a gate, a layer, a class) moves maps by 1e-2 to 1.
 """
 
 from __future__ import annotations
@@ -34,9 +37,12 @@ from gradcam_cli.passes import explain_batch  # noqa: E402
 from gradcam_cli.errors import MethodError  # noqa: E402
 from gradcam_cli.model.layers import default_layer, trace_layers  # noqa: E402
 
-SIZE = (224, 224)
-CAM_TOL = 1e-5  # max abs difference between min-max normalised maps
-GUIDED_REL_TOL = 1e-4  # max abs difference relative to the oracle's max abs value
+# The definitions, not the scale: at 96 px the default layers are 3x3 grids and the intermediate ones 6x6. VGG-16
+# runs its widest convolutions at full resolution: at 64 px its layers are 4x4 grids.
+SIZE = (96, 96)
+SIZES = {"vgg16": (64, 64)}
+CAM_TOL = 1e-5  # max abs difference between min-max normalised maps (float64: see above)
+GUIDED_REL_TOL = 1e-4  # max abs difference relative to the oracle's max abs value (float64: see above)
 
 # model name -> an intermediate block with a spatial output whose tensor is not
 # modified in place afterwards (a block output, a maxpool, a dense block).
@@ -50,6 +56,9 @@ INTERMEDIATE = {
     "tv_resnet50": "layer3",
 }
 CAM_MODELS = list(INTERMEDIATE)
+# Grad-CAM against pytorch-grad-cam on ResNet-50, VGG-16 and ConvNeXt-T at these very layers is
+# test_methods.py::test_gradient_methods_match_pytorch_grad_cam (float64 too); captum checks them here.
+PGC_CAM_MODELS = [m for m in CAM_MODELS if m not in ("resnet50", "vgg16", "convnext_tiny")]
 RELU_MODELS = ["resnet50", "vgg16", "densenet121", "tv_resnet50"]
 
 
@@ -67,15 +76,37 @@ def get_model(name: str) -> nn.Module:
 
 
 @functools.lru_cache(maxsize=None)
-def get_inputs() -> torch.Tensor:
+def get_model64(name: str) -> nn.Module:
+    return copy.deepcopy(get_model(name)).double()
+
+
+@functools.lru_cache(maxsize=None)
+def oracle_model(name: str) -> nn.Module:
+    """A float64 copy for the hook-based oracles (Grad-CAM's, captum's guided backprop), made once. Its weights
+    need no gradients (the input carries the graph): their backward passes then skip the weight gradients."""
+    return copy.deepcopy(get_model64(name)).requires_grad_(False)
+
+
+def size_of(name: str) -> tuple[int, int]:
+    return SIZES.get(name, SIZE)
+
+
+@functools.lru_cache(maxsize=None)
+def get_inputs(size: tuple[int, int] = SIZE, float64: bool = True) -> torch.Tensor:
     gen = torch.Generator().manual_seed(1234)
-    return torch.randn(2, 3, *SIZE, generator=gen)
+    x = torch.randn(2, 3, *size, generator=gen)
+    return x.double() if float64 else x
+
+
+def inputs_of(name: str) -> torch.Tensor:
+    """The model's float64 inputs, as a fresh leaf that requires a gradient (the oracles' graph starts there)."""
+    return get_inputs(size_of(name)).clone().requires_grad_(True)
 
 
 @functools.lru_cache(maxsize=None)
 def get_default_path(name: str) -> str:
     model = get_model(name)
-    return default_layer(model, trace_layers(model, SIZE))
+    return default_layer(model, trace_layers(model, size_of(name)))
 
 
 def layer_path(name: str, which: str) -> str:
@@ -85,17 +116,17 @@ def layer_path(name: str, which: str) -> str:
 @functools.lru_cache(maxsize=None)
 def our_gradcam(name: str):
     """One explain_batch for both layers of a model (top-1 class per image)."""
-    model = get_model(name)
+    model = get_model64(name)
     modules = dict(model.named_modules())
     paths = [get_default_path(name), INTERMEDIATE[name]]
-    return explain_batch(model, get_inputs(), {p: modules[p] for p in paths})
+    return explain_batch(model, get_inputs(size_of(name)), {p: modules[p] for p in paths})
 
 
 @functools.lru_cache(maxsize=None)
 def our_guided(name: str):
-    model = get_model(name)
+    model = get_model64(name)
     path = get_default_path(name)
-    return explain_batch(model, get_inputs(), {path: dict(model.named_modules())[path]}, guided=True)
+    return explain_batch(model, get_inputs(size_of(name)), {path: dict(model.named_modules())[path]}, guided=True)
 
 
 def norm(maps: torch.Tensor) -> torch.Tensor:
@@ -126,17 +157,16 @@ def _ours_normalised(name: str, which: str) -> tuple[torch.Tensor, torch.Tensor]
 
 
 @pytest.mark.parametrize("which", ["default", "intermediate"])
-@pytest.mark.parametrize("name", CAM_MODELS)
+@pytest.mark.parametrize("name", PGC_CAM_MODELS)
 def test_gradcam_matches_pytorch_grad_cam(name: str, which: str) -> None:
     ours, classes = _ours_normalised(name, which)
     h, w = ours.shape[-2:]
-    model = copy.deepcopy(get_model(name))
+    model = oracle_model(name)
     layer = module_at(model, layer_path(name, which))
     with GradCAM(model=model, target_layers=[layer]) as cam:
         cam.get_target_width_height = lambda _t: (w, h)  # keep the layer's own resolution
-        theirs = cam(input_tensor=get_inputs().clone(),
-                     targets=[ClassifierOutputTarget(int(c)) for c in classes])
-    theirs = torch.from_numpy(np.asarray(theirs, dtype=np.float32))
+        theirs = cam(input_tensor=inputs_of(name), targets=[ClassifierOutputTarget(int(c)) for c in classes])
+    theirs = torch.from_numpy(np.asarray(theirs, dtype=np.float64))  # its scaling ends in one float32 rounding
     assert theirs.shape == ours.shape
     assert max_diff(ours, norm(theirs)) <= CAM_TOL
 
@@ -145,10 +175,9 @@ def test_gradcam_matches_pytorch_grad_cam(name: str, which: str) -> None:
 @pytest.mark.parametrize("name", CAM_MODELS)
 def test_gradcam_matches_captum(name: str, which: str) -> None:
     ours, classes = _ours_normalised(name, which)
-    model = copy.deepcopy(get_model(name))
+    model = oracle_model(name)
     layer = module_at(model, layer_path(name, which))
-    theirs = LayerGradCam(model, layer).attribute(get_inputs().clone(), target=classes.clone(),
-                                                  relu_attributions=True)
+    theirs = LayerGradCam(model, layer).attribute(inputs_of(name), target=classes.clone(), relu_attributions=True)
     assert theirs.shape == (ours.shape[0], 1, *ours.shape[-2:])
     assert max_diff(ours, norm(theirs[:, 0].detach())) <= CAM_TOL
 
@@ -157,11 +186,12 @@ def test_gradcam_layers_are_independent() -> None:
     """Hooking two layers in one call gives each the same map as hooking it alone."""
     name = "resnet50"
     both = our_gradcam(name)
-    model = get_model(name)
+    model = get_model64(name)
     for path in (get_default_path(name), INTERMEDIATE[name]):
-        alone = explain_batch(model, get_inputs(), {path: module_at(model, path)})
+        alone = explain_batch(model, get_inputs(size_of(name)), {path: module_at(model, path)})
         assert torch.equal(alone.classes, both.classes)
-        assert max_diff(alone.maps["gradcam", path], both.maps["gradcam", path]) <= 1e-6 * both.maps["gradcam", path].abs().max().item()
+        reference = both.maps["gradcam", path]  # float64 on both sides: 1e-6 of the map is far above its rounding
+        assert max_diff(alone.maps["gradcam", path], reference) <= 1e-6 * reference.abs().max().item()
 
 
 # --------------------------------------------------------------------------- 2. Guided backprop oracles
@@ -178,10 +208,10 @@ def _assert_close_rel(ours: torch.Tensor, ref: torch.Tensor, tol: float = GUIDED
 @pytest.mark.parametrize("name", RELU_MODELS)
 def test_guided_matches_pytorch_grad_cam(name: str, image: int) -> None:
     res = our_guided(name)
-    assert res.guided is not None and res.guided.shape == (2, 1, 3, *SIZE)
+    assert res.guided is not None and res.guided.shape == (2, 1, 3, *size_of(name))
     cls = int(res.classes[image, 0])
-    oracle = GuidedBackpropReLUModel(copy.deepcopy(get_model(name)), device="cpu")
-    theirs = oracle(get_inputs()[image:image + 1].clone(), target_category=cls)  # (H, W, 3)
+    oracle = GuidedBackpropReLUModel(copy.deepcopy(oracle_model(name)), device="cpu")  # it swaps the ReLUs
+    theirs = oracle(inputs_of(name)[image:image + 1].detach().clone(), target_category=cls)  # (H, W, 3)
     theirs = torch.from_numpy(np.ascontiguousarray(theirs)).permute(2, 0, 1)
     _assert_close_rel(res.guided[image, 0], theirs)
 
@@ -189,17 +219,16 @@ def test_guided_matches_pytorch_grad_cam(name: str, image: int) -> None:
 @pytest.mark.parametrize("name", RELU_MODELS)
 def test_guided_matches_captum(name: str) -> None:
     res = our_guided(name)
-    model = copy.deepcopy(get_model(name))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        theirs = GuidedBackprop(model).attribute(get_inputs().clone(), target=res.classes[:, 0].clone())
+        theirs = GuidedBackprop(oracle_model(name)).attribute(inputs_of(name), target=res.classes[:, 0].clone())
     for image in range(2):
         _assert_close_rel(res.guided[image, 0], theirs[image].detach())
 
 
 def test_guided_is_not_plain_gradient_on_relu_model() -> None:
     res = our_guided("resnet50")
-    plain = _plain_input_gradient(get_model("resnet50"), res.classes[:, 0])
+    plain = _plain_input_gradient(get_model64("resnet50"), res.classes[:, 0])
     scale = plain.abs().max().item()
     assert max_diff(res.guided[:, 0], plain) > 1e-2 * scale
 
@@ -216,7 +245,8 @@ def test_guided_does_not_change_gradcam_maps() -> None:
 
 
 def _plain_input_gradient(model: nn.Module, classes: torch.Tensor) -> torch.Tensor:
-    x = get_inputs().clone().requires_grad_(True)
+    float64 = next(model.parameters()).dtype == torch.float64
+    x = get_inputs(float64=float64).clone().requires_grad_(True)
     logits = model(x)
     (g,) = torch.autograd.grad(logits.gather(1, classes[:, None]).sum(), x)
     return g
@@ -242,7 +272,7 @@ def test_guided_leaves_model_untouched(flags: str) -> None:
     assert before_inplace and any(before_inplace.values())  # timm ReLUs are in place
     before_hooks = {path: _hook_dicts(m) for path, m in model.named_modules()}
     assert all(v == 0 for d in before_hooks.values() for v in d.values())
-    x = get_inputs()
+    x = get_inputs(float64=False)
     with torch.no_grad():
         logits_before = model(x)
     classes = logits_before.argmax(dim=1)
@@ -300,7 +330,7 @@ def _replace_modules(model: nn.Module, cls: type, factory) -> int:
 
 def test_guided_silu_rule_efficientnet() -> None:
     name = "efficientnet_b0"
-    model = get_model(name)
+    model = get_model64(name)
     kinds = collections.Counter(type(m).__name__ for m in model.modules())
     # The only activations are SiLU (gated) and the SE Sigmoid gates (not gated by design).
     activations = {k for k in kinds if k in {"ReLU", "ReLU6", "SiLU", "Swish", "GELU", "Hardswish", "Mish",
@@ -319,7 +349,7 @@ def test_guided_silu_rule_efficientnet() -> None:
     assert not any(isinstance(m, nn.SiLU) for m in ref_model.modules())
     x = get_inputs().clone().requires_grad_(True)
     logits = ref_model(x)
-    assert torch.allclose(logits, res.logits, atol=1e-4)
+    assert torch.allclose(logits, res.logits, atol=1e-4)  # float64: the same forward pass, to ~1e-15
     (ref,) = torch.autograd.grad(logits.gather(1, classes[:, None]).sum(), x)
     _assert_close_rel(ours, ref)
 
@@ -329,7 +359,7 @@ def test_guided_silu_rule_efficientnet() -> None:
 
 @pytest.mark.parametrize("name", ["resnet50", "efficientnet_b0", "tv_resnet50"])
 def test_cam_equals_gradcam(name: str) -> None:
-    model = get_model(name)
+    model = get_model64(name)
     path = get_default_path(name)
     layers = {path: module_at(model, path)}
     grad = our_gradcam(name)
@@ -345,7 +375,7 @@ def test_cam_refused_without_gap_fc_head(name: str) -> None:
     model = get_model(name)
     path = get_default_path(name)
     with pytest.raises(MethodError):
-        explain_batch(model, get_inputs(), {path: module_at(model, path)}, methods=["cam"])
+        explain_batch(model, get_inputs(float64=False), {path: module_at(model, path)}, methods=["cam"])
 
 
 # --------------------------------------------------------------------------- 6. one forward pass per call
@@ -353,7 +383,7 @@ def test_cam_refused_without_gap_fc_head(name: str) -> None:
 
 @pytest.mark.parametrize("top_k,guided", [(1, False), (1, True), (3, False), (3, True)])
 def test_single_forward_pass(top_k: int, guided: bool) -> None:
-    model = get_model("resnet50")
+    model = get_model64("resnet50")  # float64: each top-k map equals the single-class one to ~1e-15
     calls = []
     handle = model.register_forward_hook(lambda *_: calls.append(1))
     try:
@@ -364,7 +394,7 @@ def test_single_forward_pass(top_k: int, guided: bool) -> None:
     assert res.classes.shape == (2, top_k)
     assert torch.equal(res.classes, res.logits.topk(top_k, dim=1).indices)
     maps = res.maps["gradcam", "layer4"]
-    assert maps.shape == (2, top_k, 7, 7)
+    assert maps.shape == (2, top_k, 3, 3)
     if guided:
         assert res.guided.shape == (2, top_k, 3, *SIZE)
     else:
@@ -409,7 +439,8 @@ def test_guided_relu6_rule_on_the_default_model() -> None:
     """The bundled EfficientNet-Lite0 uses ReLU6, which pytorch-grad-cam and captum leave ungated."""
     from gradcam_cli import load_model
 
-    model = load_model().model
+    # Folded as the CLI loads it, in float64; contiguous, as channels_last gains nothing there.
+    model = load_model().model.double().to(memory_format=torch.contiguous_format)
     kinds = collections.Counter(type(m).__name__ for m in model.modules())
     assert kinds["ReLU6"] > 0 and kinds["ReLU"] == 0, kinds
     x = get_inputs()

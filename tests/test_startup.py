@@ -50,10 +50,13 @@ def test_layers_table_is_cached_and_the_cached_listing_needs_no_torch(tmp_path) 
             "prefix_tokens": 0, "default": True} in rows
 
 
-def test_layers_cache_is_keyed_and_can_be_bypassed(tmp_path) -> None:
+def test_layers_cache_is_keyed_and_can_be_bypassed(tmp_path, monkeypatch) -> None:
+    from helpers import gradcam_here
+
     cache = tmp_path / "cache"
     resnet, _ = run_cli(["layers", "--model", "resnet18", "--json"], cache)
-    other, _ = run_cli(["layers", "--model", "resnet18", "--num-classes", "10", "--json"], cache)
+    monkeypatch.setenv("GRADCAM_CACHE_DIR", str(cache))  # in this process: what it imports is not asked here
+    other = gradcam_here("layers", "--model", "resnet18", "--num-classes", "10", "--json").stdout
     assert len(list(cache.glob("layers-*.json"))) == 2  # one entry per (model, classes)
     assert json.loads(other) == json.loads(resnet)  # a different head leaves the spatial layers alone
     for f in cache.glob("layers-*.json"):

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -50,6 +50,9 @@ RISE_BLUR = (11, 5.0)  # kernel side and sigma of RISE's insertion substrate
 # (EfficientNet-Lite0 costs 4x more per input at batch 64); a GPU wants larger batches.
 CPU_CHUNK_PIXELS = 8 * 256 * 256
 GPU_CHUNK_PIXELS = 64 * 256 * 256
+# Maps whose ROAD inputs are imputed in one solve: 18 systems fill a CPU's caches; a GPU takes more
+# at once (4 maps of 256 x 256 hold about 0.5 GB of solver state).
+CPU_ROAD_MAPS, GPU_ROAD_MAPS = 1, 4
 
 
 @dataclass
@@ -177,13 +180,19 @@ def measure_faithfulness(
             timings,
         )
         shared = batcher.full_rows(plan.shared_inputs())  # all zeros, then each image blurred
-        for j in range(len(samples)):
-            with _timed(timings, "perturbation", inputs.device):
-                curve_inputs = plan.curve_inputs(j)
-            batcher.add(curve_inputs, j, 0)
+        group = CPU_ROAD_MAPS if inputs.device.type == "cpu" else GPU_ROAD_MAPS
+        road_columns = 2 * len(ROAD_PERCENTAGES)
+        for first in range(0, len(samples), group):
+            maps = range(first, min(len(samples), first + group))
+            for j in maps:
+                column = 0
+                for block in plan.curve_inputs(j):
+                    batcher.add(block, j, column)
+                    column += block.shape[0]
             with _timed(timings, "imputation", inputs.device):
-                road = plan.road_inputs(j, seed, road_noise)
-            batcher.add(road, j, plan.columns - road.shape[0])
+                road = plan.road_inputs(maps, seed, road_noise)
+            for k, j in enumerate(maps):
+                batcher.add(road[k * road_columns:(k + 1) * road_columns], j, plan.columns - road_columns)
         batcher.flush()
         table = torch.cat([batcher.results.view(len(samples), plan.columns), plan.shared_columns(shared)], dim=1)
         return plan.curves(table.cpu().numpy())
@@ -199,7 +208,7 @@ class _Plan:
         self, inputs: torch.Tensor, samples: Sequence[FaithfulnessSample], steps: int, timings: dict | None
     ) -> None:
         device = inputs.device
-        self.samples = samples
+        self.samples, self.timings = samples, timings
         self.size = tuple(inputs.shape[-2:])
         self.pixels = self.size[0] * self.size[1]
         self.counts = step_counts(self.pixels, steps)
@@ -222,28 +231,36 @@ class _Plan:
         zeros = torch.zeros(1, channels, self.pixels, device=self.x.device)
         return torch.cat([zeros, self.blurred]).view(-1, channels, *self.size)
 
-    def curve_inputs(self, j: int) -> torch.Tensor:
-        """Sample j's deletion and insertion inputs inside the curves, then its map-weighted input."""
+    def curve_inputs(self, j: int) -> Iterator[torch.Tensor]:
+        """Sample j's deletion inputs inside the curve, its insertion inputs, then its map-weighted input,
+        each block built when the batcher takes it."""
         x, ranks = self.x[self.samples[j].image], self.ranks[j]
         first = (ranks[None] < self.inner[:, None])[:, None]  # (n - 1, 1, P): the pixels perturbed so far
-        deletion = torch.where(first, 0.0, x)
-        insertion = torch.where(first, x, self.blurred[self.image_slot[j]])
-        masked = (x * self.maps[j])[None]
-        return torch.cat([deletion, insertion, masked]).view(-1, x.shape[0], *self.size)
+        with _timed(self.timings, "perturbation", x.device):
+            block = torch.where(first, 0.0, x)
+        yield block.view(-1, x.shape[0], *self.size)
+        with _timed(self.timings, "perturbation", x.device):
+            block = torch.where(first, x, self.blurred[self.image_slot[j]])
+        yield block.view(-1, x.shape[0], *self.size)
+        with _timed(self.timings, "perturbation", x.device):
+            block = x * self.maps[j]
+        yield block.view(1, x.shape[0], *self.size)
 
-    def road_inputs(self, j: int, seed: int, noise: float) -> torch.Tensor:
-        """Sample j's ROAD inputs: MoRF at each percentage, then LeRF; noise seeded by (seed, j)."""
-        x, ranks = self.x[self.samples[j].image], self.ranks[j]
-        most = ranks[None] < self.road_thresholds[:, None]
-        least = ranks[None] >= self.pixels - self.road_thresholds[:, None]
-        removed = torch.cat([most, least]).view(-1, *self.size)
-        images = x.view(1, x.shape[0], *self.size).expand(removed.shape[0], -1, -1, -1)
-        draws = None
-        if noise:
-            generator = torch.Generator(device=x.device)
-            generator.manual_seed(int(np.random.SeedSequence([seed, j]).generate_state(1)[0]))
-            draws = noise * torch.randn(images.shape, generator=generator, device=x.device)
-        return impute_removed(images, removed, draws)
+    def road_inputs(self, maps: Sequence[int], seed: int, noise: float) -> torch.Tensor:
+        """The ROAD inputs of samples ``maps``, one solve for all: per sample MoRF at each percentage, then
+        LeRF. Each sample's noise has its own seed, (seed, j): the draws do not depend on the grouping."""
+        removed, images, draws = [], [], []
+        for j in maps:
+            x, ranks = self.x[self.samples[j].image], self.ranks[j]
+            most = ranks[None] < self.road_thresholds[:, None]
+            least = ranks[None] >= self.pixels - self.road_thresholds[:, None]
+            removed.append(torch.cat([most, least]).view(-1, *self.size))
+            images.append(x.view(1, x.shape[0], *self.size).expand(removed[-1].shape[0], -1, -1, -1))
+            if noise:
+                generator = torch.Generator(device=x.device)
+                generator.manual_seed(int(np.random.SeedSequence([seed, j]).generate_state(1)[0]))
+                draws.append(noise * torch.randn(images[-1].shape, generator=generator, device=x.device))
+        return impute_removed(torch.cat(images), torch.cat(removed), torch.cat(draws) if draws else None)
 
     def shared_columns(self, shared: torch.Tensor) -> torch.Tensor:
         """``(J, 2)``: each sample's class probability on the all-zeros input and on its blurred image."""
