@@ -56,8 +56,11 @@ def photo_paths(specs: list[str]) -> list[Path]:
     out = []
     for spec in specs:
         path = Path(spec)
-        out += sorted(p for p in path.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")) if path.is_dir() \
+        out += (
+            sorted(p for p in path.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+            if path.is_dir()
             else [path]
+        )
     return out
 
 
@@ -109,8 +112,9 @@ def ours(model, photo, steps: int, batch_size: int | None) -> dict:
     _, inputs, over_input, cls, prob = photo
     timings: dict = {}
     start = time.perf_counter()
-    curves = measure_faithfulness(model, inputs, [FaithfulnessSample(0, cls, over_input, prob)], steps,
-                                  batch_size=batch_size, timings=timings)
+    curves = measure_faithfulness(
+        model, inputs, [FaithfulnessSample(0, cls, over_input, prob)], steps, batch_size=batch_size, timings=timings
+    )
     timings["total"] = time.perf_counter() - start
     timings["other"] = timings["total"] - sum(timings[k] for k in ("forward", "imputation", "perturbation"))
     c = curves[0]
@@ -153,8 +157,9 @@ def peers(model, photo, steps: int) -> dict:
     softmax = partial(torch.softmax, dim=-1)
     with stopwatch(out, "torchcam"):
         for baseline in (None, rise_blur):
-            metric = DeletionInsertionMetric(GivenMaps(model, over_input[None]), softmax, steps=steps,
-                                             baseline=baseline)
+            metric = DeletionInsertionMetric(
+                GivenMaps(model, over_input[None]), softmax, steps=steps, baseline=baseline
+            )
             metric.update(inputs, class_idx=[cls])
             metric.summary()
     out["quantus"] = quantus_road(model, photo)
@@ -175,7 +180,7 @@ def quantus_road(model, photo) -> float:
     start = time.perf_counter()
     with torch.inference_mode():
         for p in range(10, 100, 10):
-            perturbed = quantus_imputation(image, order[:order.size * p // 100], noise=0.01)
+            perturbed = quantus_imputation(image, order[: order.size * p // 100], noise=0.01)
             model(torch.from_numpy(perturbed[None].astype(np.float32)).to(inputs.device)).argmax(1).item()
     return time.perf_counter() - start
 
@@ -230,20 +235,32 @@ def summarise(name: str, rows: list[dict]) -> dict:
 def print_table(results: list[dict], swept: dict[int, float]) -> None:
     print("per-input forward time by batch size: " + ", ".join(f"{b}: {s * 1000:.1f} ms" for b, s in swept.items()))
     print("seconds per photo; ratio: total / floor (median of the rounds' own ratios), best: fastest round's")
-    head = f"{'photo':28} {'inputs':>6} {'total':>7} {'floor':>7} {'ratio':>5} {'best':>5} {'fwd':>6} {'imput':>6} " \
-           f"{'mask':>6} {'other':>6} {'pgc':>7} {'x':>5} {'tcam':>6} {'quant':>6}"
+    head = (
+        f"{'photo':28} {'inputs':>6} {'total':>7} {'floor':>7} {'ratio':>5} {'best':>5} {'fwd':>6} {'imput':>6} "
+        f"{'mask':>6} {'other':>6} {'pgc':>7} {'x':>5} {'tcam':>6} {'quant':>6}"
+    )
     print(head)
     for r in results:
-        peer = (f"{r['pytorch_grad_cam']:7.2f} {r['pytorch_grad_cam_over_ours']:5.1f} {r['torchcam']:6.2f} "
-                f"{r['quantus']:6.2f}") if "pytorch_grad_cam" in r else ""
-        print(f"{r['photo']:28} {r['forward_inputs']:6.0f} {r['total']:7.3f} {r['floor']:7.3f} "
-              f"{r['ratio_to_floor']:5.2f} {r['best_ratio']:5.2f} {r['forward']:6.3f} {r['imputation']:6.3f} "
-              f"{r['perturbation']:6.3f} {r['other']:6.3f} {peer}")
+        peer = (
+            (
+                f"{r['pytorch_grad_cam']:7.2f} {r['pytorch_grad_cam_over_ours']:5.1f} {r['torchcam']:6.2f} "
+                f"{r['quantus']:6.2f}"
+            )
+            if "pytorch_grad_cam" in r
+            else ""
+        )
+        print(
+            f"{r['photo']:28} {r['forward_inputs']:6.0f} {r['total']:7.3f} {r['floor']:7.3f} "
+            f"{r['ratio_to_floor']:5.2f} {r['best_ratio']:5.2f} {r['forward']:6.3f} {r['imputation']:6.3f} "
+            f"{r['perturbation']:6.3f} {r['other']:6.3f} {peer}"
+        )
     total = sum(r["total"] for r in results)
     floor = sum(r["floor"] for r in results)
     best = sum(r["best_total"] for r in results) / sum(r["best_floor"] for r in results)
-    line = f"all photos (medians): {total / len(results):.3f} s per photo, floor {floor / len(results):.3f} s, " \
-           f"ratio {total / floor:.2f} (best rounds: {best:.2f})"
+    line = (
+        f"all photos (medians): {total / len(results):.3f} s per photo, floor {floor / len(results):.3f} s, "
+        f"ratio {total / floor:.2f} (best rounds: {best:.2f})"
+    )
     if "pytorch_grad_cam" in results[0]:
         pgc = sum(r["pytorch_grad_cam"] for r in results)
         line += f"; pytorch-grad-cam ROAD + confidence change {pgc / len(results):.2f} s per photo ({pgc / total:.1f}x)"
@@ -261,18 +278,25 @@ def tradeoff(model, photos, step_counts: list[int]) -> list[dict]:
         for steps in step_counts:
             start = time.perf_counter()
             [c] = measure_faithfulness(model, inputs, [FaithfulnessSample(0, cls, over_input, prob)], steps)
-            row[steps] = {"deletion_auc": c.deletion_auc, "insertion_auc": c.insertion_auc,
-                          "seconds": time.perf_counter() - start}
+            row[steps] = {
+                "deletion_auc": c.deletion_auc,
+                "insertion_auc": c.insertion_auc,
+                "seconds": time.perf_counter() - start,
+            }
         rows.append(row)
     finest = max(step_counts)
-    print(f"{'steps':>5} {'mean |d deletion|':>18} {'max':>7} {'mean |d insertion|':>19} {'max':>7} {'s/photo':>8}"
-          f"   (differences to {finest} steps)")
+    print(
+        f"{'steps':>5} {'mean |d deletion|':>18} {'max':>7} {'mean |d insertion|':>19} {'max':>7} {'s/photo':>8}"
+        f"   (differences to {finest} steps)"
+    )
     for steps in step_counts:
         dd = [abs(r[steps]["deletion_auc"] - r[finest]["deletion_auc"]) for r in rows]
         di = [abs(r[steps]["insertion_auc"] - r[finest]["insertion_auc"]) for r in rows]
         seconds = statistics.mean(r[steps]["seconds"] for r in rows)
-        print(f"{steps:5d} {statistics.mean(dd):18.4f} {max(dd):7.4f} {statistics.mean(di):19.4f} {max(di):7.4f} "
-              f"{seconds:8.2f}")
+        print(
+            f"{steps:5d} {statistics.mean(dd):18.4f} {max(dd):7.4f} {statistics.mean(di):19.4f} {max(di):7.4f} "
+            f"{seconds:8.2f}"
+        )
     return rows
 
 
@@ -283,8 +307,14 @@ def main(argv=None) -> None:
     keep_freed_memory()  # as the `gradcam` command does at start
     torch.set_num_threads(args.threads)
     model, photos = load_photos(photo_paths(args.photos), args.device)
-    report: dict = {"machine": platform.processor() or platform.machine(), "threads": args.threads,
-                    "torch": torch.__version__, "steps": args.steps, "repeat": args.repeat, "device": args.device}
+    report: dict = {
+        "machine": platform.processor() or platform.machine(),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "steps": args.steps,
+        "repeat": args.repeat,
+        "device": args.device,
+    }
     if args.tradeoff:
         report["tradeoff"] = tradeoff(model, photos, [int(s) for s in args.tradeoff.split(",")])
     else:

@@ -178,7 +178,7 @@ def agreement(ours_map, peer, name, method) -> float | None:
         out = torch.relu(out[:, 0])
     theirs = scaled(out)
     if method in ("eigencam", "eigengradcam") and name == "pytorch-grad-cam":
-        return None  # the SVD's sign is arbitrary in theirs (tests/test_methods.py compares up to it)
+        return None  # the SVD's sign is arbitrary in theirs (tests/methods/test_gradient_oracles.py compares up to it)
     if name == "torchcam" and method == "gradcampp":
         return None  # torchcam 0.5 weighs by g^2 ReLU(g) (see methods/gradcampp.py); timed, not compared
     if name == "torchcam" and method == "scorecam":

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "sample_images"
+from helpers import SAMPLES
 
 # Offline machines: make any accidental hub access fail fast instead of retrying for a minute.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -35,8 +34,11 @@ SERIAL_TESTS = {
 
 
 def _serial(item: pytest.Item) -> bool:
-    return (item.path.name in SERIAL_FILES or item.originalname in SERIAL_TESTS
-            or bool(SERIAL_FIXTURES & set(getattr(item, "fixturenames", ()))))
+    return (
+        item.path.name in SERIAL_FILES
+        or item.originalname in SERIAL_TESTS
+        or bool(SERIAL_FIXTURES & set(getattr(item, "fixturenames", ())))
+    )
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups

@@ -6,13 +6,15 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from click.testing import CliRunner
 from torch import nn
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def oracle_model(name: str) -> nn.Module:
     """A model for oracle comparisons: timm's ``name`` at random init (seed 0), or ``lite0``, the bundled
     EfficientNet-Lite0 with its real weights, unfolded and contiguous (as timm builds it)."""
@@ -72,7 +74,7 @@ def default_dtype(dtype: torch.dtype):
 # sum of n + 1 terms is off by at most gamma32(n) times the sum of their magnitudes (Higham, "Accuracy and
 # Stability of Numerical Algorithms", 2nd ed., sec. 3.1). The magnitudes come from the actual values.
 
-U32 = 2.0 ** -24  # float32's unit roundoff: half the distance from 1.0 to the next float32
+U32 = 2.0**-24  # float32's unit roundoff: half the distance from 1.0 to the next float32
 
 
 def gamma32(n: int) -> float:
@@ -89,25 +91,32 @@ def minmax_bound(error: float, span: float) -> float:
 
 
 # --------------------------------------------------------------------------- running the command
+runner = CliRunner()  # one for every in-process run of the command
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_images"
 SCHEMA = json.loads((ROOT / "gradcam_cli" / "record.schema.json").read_text())
 
 
-def run(*args, input=None, env=None):
-    """``gradcam ARGS`` in this process (click's runner): fast; stdout and stderr kept apart."""
-    from click.testing import CliRunner
-
+def run(*args, **kw):
+    """``gradcam ARGS`` in this process (click's runner): fast; stdout and stderr kept apart. ``kw`` goes to
+    ``CliRunner.invoke`` (``input``, ``env``, ``catch_exceptions``)."""
     from gradcam_cli.cli import app
 
-    return CliRunner().invoke(app, [str(a) for a in args], input=input, env=env)
+    return runner.invoke(app, [str(a) for a in args], **kw)
 
 
 def gradcam(*args, input=None, env=None, timeout=600, **kw) -> subprocess.CompletedProcess:
     """``gradcam ARGS`` as a process of its own (``python -m gradcam_cli``), text in and out."""
     full = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "gradcam_cli", *map(str, args)], input=input, capture_output=True,
-                          text=True, env=full, timeout=timeout, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "gradcam_cli", *map(str, args)],
+        input=input,
+        capture_output=True,
+        text=True,
+        env=full,
+        timeout=timeout,
+        **kw,
+    )
 
 
 def jsonl(text: str) -> list[dict]:
@@ -116,8 +125,9 @@ def jsonl(text: str) -> list[dict]:
 
 
 def records(result) -> list[dict]:
-    """The records a run printed with --json."""
-    return jsonl(result.stdout)
+    """The records a run printed with --json: the lines of its stdout that are JSON objects (split at \n only,
+    as the tool writes them)."""
+    return [json.loads(line) for line in result.stdout.split("\n") if line.startswith("{")]
 
 
 def gradcam_here(*args, input: str | None = None):
@@ -133,3 +143,43 @@ def gradcam_here(*args, input: str | None = None):
     argv = [str(a) for a in args]
     result = CliRunner().invoke(app, argv, input=input, catch_exceptions=False)
     return subprocess.CompletedProcess(argv, result.exit_code, result.stdout, result.stderr)
+
+
+# --------------------------------------------------------------------------- what a run imports
+HEAVY_MODULES = ("torch", "timm", "torchvision", "cv2", "numpy", "ray", "pyarrow")
+_PROBE = """
+import json, sys
+from gradcam_cli.cli import main
+sys.argv = ["gradcam"] + json.loads(sys.argv[1])
+code = 0
+try:
+    main()
+except SystemExit as stop:
+    code = stop.code
+print("\\nPROBE=" + json.dumps({"exit": code, "imported": [m for m in json.loads(sys.argv[2]) if m in sys.modules]}))
+"""
+
+
+@dataclass
+class Probe:
+    """A run of the command in a fresh process: what it printed, its exit code, the heavy modules it imported."""
+
+    stdout: str
+    stderr: str
+    exit_code: int
+    imported: list[str]
+
+
+def probe(args: list[str], env: dict | None = None) -> Probe:
+    """``gradcam ARGS`` in a fresh Python, reporting which of `HEAVY_MODULES` it imported."""
+    full = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, json.dumps([str(a) for a in args]), json.dumps(HEAVY_MODULES)],
+        capture_output=True,
+        text=True,
+        env=full,
+    )
+    body, marker, report = done.stdout.rpartition("\nPROBE=")
+    assert marker, done.stdout + done.stderr
+    found = json.loads(report)
+    return Probe(body, done.stderr, found["exit"], found["imported"])

@@ -192,7 +192,7 @@ def measure_faithfulness(
             with _timed(timings, "imputation", inputs.device):
                 road = plan.road_inputs(maps, seed, road_noise)
             for k, j in enumerate(maps):
-                batcher.add(road[k * road_columns:(k + 1) * road_columns], j, plan.columns - road_columns)
+                batcher.add(road[k * road_columns : (k + 1) * road_columns], j, plan.columns - road_columns)
         batcher.flush()
         table = torch.cat([batcher.results.view(len(samples), plan.columns), plan.shared_columns(shared)], dim=1)
         return plan.curves(table.cpu().numpy())

@@ -26,13 +26,21 @@ import torch
 import torch.nn.functional as F
 
 # ROAD's imputation weights: the 4 direct neighbours count twice as much as the 4 diagonal ones.
-NEIGHBOURS = ((1, 1, 1 / 12), (0, 1, 1 / 6), (-1, 1, 1 / 12), (1, -1, 1 / 12),
-              (0, -1, 1 / 6), (-1, -1, 1 / 12), (1, 0, 1 / 6), (-1, 0, 1 / 6))
+NEIGHBOURS = (
+    (1, 1, 1 / 12),
+    (0, 1, 1 / 6),
+    (-1, 1, 1 / 12),
+    (1, -1, 1 / 12),
+    (0, -1, 1 / 6),
+    (-1, -1, 1 / 12),
+    (1, 0, 1 / 6),
+    (-1, 0, 1 / 6),
+)
 # The solve ends when both hold for every image and channel: its estimate of the error left, the V-cycle applied to
 # the float64 residual r (B r with B ~ A^-1, and A^-1 r = x* - x), is at most ERROR_TOLERANCE at every pixel (on the
 # sample photos' masks the true error was at most 2.3 times the estimate; in the A-norm it is at most 1 / (1 - rho)
 # times, rho ~ 0.43 the V-cycle's contraction); and ||r|| <= RESIDUAL_TOLERANCE ||b||, which bounds the error by
-# ||r|| / lambda_min(A) (tests/test_faithfulness.py computes that bound on small systems).
+# ||r|| / lambda_min(A) (tests/evaluate/test_faithfulness.py computes that bound on small systems).
 ERROR_TOLERANCE = 1e-5
 RESIDUAL_TOLERANCE = 1e-6
 OFFSETS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))  # stencil slot 3 * (dy + 1) + (dx + 1)
@@ -41,8 +49,9 @@ COARSEST_UNKNOWNS = 160  # the coarsest grid is solved densely: a few hundred un
 FIRST_ROUND, LATER_ROUNDS, MAX_ROUNDS = 5, 3, 10  # float32 CG iterations between float64 residual checks
 
 
-def noisy_linear_imputation(image: np.ndarray, removed: np.ndarray, noise: float = 0.01,
-                            rng: np.random.Generator | None = None) -> np.ndarray:
+def noisy_linear_imputation(
+    image: np.ndarray, removed: np.ndarray, noise: float = 0.01, rng: np.random.Generator | None = None
+) -> np.ndarray:
     """``(C, H, W)`` image with the ``removed`` pixels (flat bool mask) filled in: each one the weighted
     mean of its in-image neighbours (`NEIGHBOURS`), all solved at once, plus Gaussian ``noise``."""
     from scipy import sparse
@@ -73,8 +82,9 @@ def noisy_linear_imputation(image: np.ndarray, removed: np.ndarray, noise: float
     rows.append(np.arange(unknown.size))
     cols.append(np.arange(unknown.size))
     vals.append(weight_sum)
-    system = sparse.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                               shape=(unknown.size, unknown.size))
+    system = sparse.csc_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(unknown.size, unknown.size)
+    )
     solved = spsolve(system, rhs).reshape(unknown.size, channels)
     if noise:
         solved = solved + noise * (rng or np.random.default_rng()).standard_normal(solved.shape)
@@ -83,8 +93,9 @@ def noisy_linear_imputation(image: np.ndarray, removed: np.ndarray, noise: float
     return out.reshape(channels, height, width)
 
 
-def impute_removed(images: torch.Tensor, removed: torch.Tensor, noise: torch.Tensor | None = None,
-                   tolerance: float = ERROR_TOLERANCE) -> torch.Tensor:
+def impute_removed(
+    images: torch.Tensor, removed: torch.Tensor, noise: torch.Tensor | None = None, tolerance: float = ERROR_TOLERANCE
+) -> torch.Tensor:
     """``(N, C, H, W)`` images with the ``(N, H, W)`` removed pixels imputed (plus ``noise[n, c, i]`` at each
     removed pixel i when given), as `noisy_linear_imputation` does one image at a time."""
     height, width = images.shape[-2:]
@@ -99,14 +110,14 @@ def impute_removed(images: torch.Tensor, removed: torch.Tensor, noise: torch.Ten
 
 def padded_side(side: int, levels: int) -> int:
     """The smallest ``2**levels * m + 1 >= side``: a side every coarser grid halves exactly (vertex-centred)."""
-    return 2 ** levels * math.ceil(max(side - 1, 1) / 2 ** levels) + 1
+    return 2**levels * math.ceil(max(side - 1, 1) / 2**levels) + 1
 
 
 def grid_levels(height: int, width: int) -> int:
     """How many times to halve the grid so that the coarsest one has at most `COARSEST_UNKNOWNS` points."""
     levels = 0
     while True:
-        sides = [math.ceil(max(side - 1, 1) / 2 ** levels) + 1 for side in (height, width)]
+        sides = [math.ceil(max(side - 1, 1) / 2**levels) + 1 for side in (height, width)]
         if sides[0] * sides[1] <= COARSEST_UNKNOWNS or min(sides) <= 2:
             return levels
         levels += 1
@@ -179,8 +190,9 @@ def _dot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x * y).sum(dim=(2, 3), keepdim=True)
 
 
-def preconditioned_cg(preconditioner: _Multigrid, rhs: torch.Tensor, iterations: int,
-                      preconditioned: torch.Tensor | None = None) -> torch.Tensor:
+def preconditioned_cg(
+    preconditioner: _Multigrid, rhs: torch.Tensor, iterations: int, preconditioned: torch.Tensor | None = None
+) -> torch.Tensor:
     """``iterations`` steps of CG on ``A x = rhs`` from x = 0, every (channel, system) its own; no host sync.
     ``preconditioned``: the preconditioner applied to ``rhs`` already, if at hand."""
     tiny = torch.finfo(rhs.dtype).tiny
@@ -231,7 +243,9 @@ class _FineGrid:
         free = self.free.contiguous()
         height, width = free.shape[-2:]
         padded = F.pad(free, (1, 1, 1, 1))
-        neighbours = torch.stack([padded[..., 1 + dy:1 + dy + height, 1 + dx:1 + dx + width] for dy, dx in OFFSETS], 2)
+        neighbours = torch.stack(
+            [padded[..., 1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width] for dy, dx in OFFSETS], 2
+        )
         weights = torch.tensor([-w_at(dy, dx) for dy, dx in OFFSETS], device=free.device).view(9, 1, 1)
         slots = neighbours.mul_(weights).mul_(free[:, :, None])
         slots[:, :, CENTRE] = self.diagonal
@@ -263,8 +277,9 @@ class _CoarseGrid:
         for s, (dy, dx) in enumerate(OFFSETS):
             if s != CENTRE:
                 rows, cols = _window(dy, height), _window(dx, width)
-                y[..., rows[0], cols[0]].addcmul_(self.slots[s][..., rows[0], cols[0]], x[..., rows[1], cols[1]],
-                                                  value=-1)
+                y[..., rows[0], cols[0]].addcmul_(
+                    self.slots[s][..., rows[0], cols[0]], x[..., rows[1], cols[1]], value=-1
+                )
         return y
 
     def stencil(self) -> torch.Tensor:
