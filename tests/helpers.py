@@ -150,13 +150,14 @@ HEAVY_MODULES = ("torch", "timm", "torchvision", "cv2", "numpy", "ray", "pyarrow
 _PROBE = """
 import json, sys
 from gradcam_cli.cli import main
+heavy = json.loads(sys.argv[2])
 sys.argv = ["gradcam"] + json.loads(sys.argv[1])
 code = 0
 try:
     main()
 except SystemExit as stop:
     code = stop.code
-print("\\nPROBE=" + json.dumps({"exit": code, "imported": [m for m in json.loads(sys.argv[2]) if m in sys.modules]}))
+print("\\nPROBE=" + json.dumps({"exit": code, "imported": [m for m in heavy if m in sys.modules]}))
 """
 
 
