@@ -110,6 +110,27 @@ def test_the_python_api_leaves_a_users_transformer_as_it_was() -> None:
     assert_unchanged(model, before)
 
 
+ALL_NEW_METHODS = ("rollout", "chefer", "legrad", "inputxgradient", "integratedgradients", "smoothgrad", "vargrad")
+
+
+def test_explain_takes_every_new_method_by_name_with_a_users_module() -> None:
+    """``explain(model, images, methods=[...])`` with the defaults (50 path points, 25 noisy copies): one map per
+    method at the photo's size, on the layer it read, and the model left as it was."""
+    model = users_vit()
+    before = snapshot(model)
+    photo = np.random.default_rng(1).integers(0, 256, size=(40, 60, 3), dtype=np.uint8)
+    config = PreprocessConfig((32, 48), resize=(32, 48))
+    (result,) = explain(model, [photo], methods=list(ALL_NEW_METHODS), top_k=2, preprocess=config)
+    found = {(e.method, e.layer, e.rank) for e in result.explanations}
+    assert found == {
+        (m, "attention" if m in ("rollout", "chefer", "legrad") else "input", r)
+        for m in ALL_NEW_METHODS
+        for r in (1, 2)
+    }
+    assert all(e.map.shape == (40, 60) and not e.empty for e in result.explanations)
+    assert_unchanged(model, before)
+
+
 class Boom(RuntimeError):
     pass
 
