@@ -26,6 +26,7 @@ timm = pytest.importorskip("timm")
 torchvision = pytest.importorskip("torchvision")
 
 from gradcam_cli.maps.scale import normalize_minmax  # noqa: E402
+from gradcam_cli.model.layers import layer_layouts  # noqa: E402
 from gradcam_cli.passes import explain_batch  # noqa: E402
 
 TOL = 1e-5
@@ -339,3 +340,22 @@ def test_rollout_and_chefer_peak_at_the_patch_the_class_token_attends_to(target:
         assert maps.flatten(1).argmax(dim=1).tolist() == [target] * 3, method
         others = maps.flatten(1)[:, [i for i in range(15) if i != target]]
         assert (others.amax(dim=1) <= 0.5 * maps.flatten(1)[:, target]).all(), method
+
+
+@pytest.mark.parametrize("path", ["patch_embed", "blocks.0.norm1", "blocks.2.norm1", "norm"])
+def test_sharing_the_pass_with_grad_cam_at_any_layer_changes_no_map(path: str) -> None:
+    """Grad-CAM's layer may become the graph's leaf: before the first attention (the attention then is not the
+    leaf), inside the blocks or after the last one. Every map is the one each method gives alone (float64; the
+    unfused attention Grad-CAM then sees computes the same function up to rounding)."""
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=(32, 48), depth=3, num_classes=5)
+    model = model.eval().double()
+    x = inputs((32, 48))
+    methods = ["chefer", "legrad", "inputxgradient"]
+    layers = {path: model.get_submodule(path)}
+    layouts = layer_layouts(model, layers, (32, 48))
+    alone = explain_batch(model, x, {}, methods=methods, top_k=2).maps
+    gradcam = explain_batch(model, x, layers, methods=["gradcam"], top_k=2, layouts=layouts).maps
+    shared = explain_batch(model, x, layers, methods=["gradcam", *methods], top_k=2, layouts=layouts).maps
+    for key, value in {**alone, **gradcam}.items():
+        assert (shared[key] - value).abs().max().item() <= 1e-12 * max(1.0, value.abs().max().item()), key
