@@ -86,3 +86,12 @@ def test_methods_lists_the_new_methods_costs_and_the_models_they_apply_to() -> N
     assert all("--noise-samples" in rows[m]["cost"] for m in ("smoothgrad", "vargrad"))
     table = run("methods", env={"COLUMNS": "300"})  # a wide terminal: no name folded over two lines
     assert table.exit_code == 0 and "integratedgradients" in table.stdout and "transformers" in table.stdout
+
+
+def test_evaluate_ranks_the_input_attributions_with_their_settings(tmp_path) -> None:
+    annotations = Path(__file__).resolve().parents[1] / "data" / "sample_boxes.csv"
+    flags = ("--method", "gradcam,inputxgradient,integratedgradients", "--ig-steps", "2", "--ig-baseline", "mean")
+    result = run("evaluate", SAMPLES, "-a", annotations, "-o", tmp_path, *flags)
+    assert result.exit_code == 0, result.output
+    rows = {line.split("\t")[0]: line.split("\t")[1] for line in result.stdout.splitlines() if "\t" in line}
+    assert rows == {"gradcam": "bn2", "inputxgradient": "input", "integratedgradients": "input"}
