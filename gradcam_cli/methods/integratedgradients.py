@@ -54,16 +54,18 @@ def baseline(x: torch.Tensor, kind: str, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.
 
 
 def attributions(evidence: Evidence, steps: int, kind: str) -> torch.Tensor:
-    """``(B, K, 3, H, W)`` Integrated Gradients of every explained class."""
+    """``(B, K, 3, H, W)`` Integrated Gradients of every explained class. One image's path at a time, so memory
+    grows with ``steps`` times the classes, not with the batch too."""
     x, classes = evidence.passes.inputs, evidence.classes
     settings = evidence.settings
     start = baseline(x, kind, settings.get("input_mean", (0.0, 0.0, 0.0)), settings.get("input_std", (1.0, 1.0, 1.0)))
     alphas, weights = gauss_legendre(steps, x)
-    path = start[:, None] + alphas[None, :, None, None, None] * (x - start)[:, None]  # (B, S, 3, H, W)
-    grads = evidence.passes.input_gradients(path.flatten(0, 1), classes.repeat_interleave(steps, dim=0))
-    grads = grads.view(x.shape[0], steps, *grads.shape[1:])  # (B, S, K, 3, H, W)
-    integral = torch.einsum("s,bskchw->bkchw", weights.to(grads.dtype), grads)
-    return (x - start).to(grads.dtype)[:, None] * integral
+    out = []
+    for b in range(x.shape[0]):
+        path = start[b] + alphas[:, None, None, None] * (x[b] - start[b])  # (S, 3, H, W)
+        grads = evidence.passes.input_gradients(path, classes[b : b + 1].expand(steps, -1))  # (S, K, 3, H, W)
+        out.append(torch.einsum("s,skchw->kchw", weights.to(grads.dtype), grads))
+    return (x - start).to(out[0].dtype)[:, None] * torch.stack(out)
 
 
 def compute(evidence: Evidence) -> Saliency:

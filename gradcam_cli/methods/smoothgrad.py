@@ -8,6 +8,8 @@ does not depend on the run or on the batch it is in.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .base import Evidence, Saliency, channel_magnitude
@@ -27,16 +29,21 @@ def noise_scale(x: torch.Tensor, level: float) -> torch.Tensor:
     return level * (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3)))
 
 
-def noisy_gradients(evidence: Evidence) -> torch.Tensor:
-    """``(B, N, K, 3, H, W)`` the class scores' input gradients at the ``N`` noisy copies of each image."""
+def reduced_noisy_gradients(evidence: Evidence, reduce: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``(B, K, 3, H, W)``: ``reduce`` applied to each image's ``(N, K, 3, H, W)`` class-score input gradients at
+    its ``N`` noisy copies. One image's copies at a time, so memory grows with ``N`` times the classes, not with
+    the batch too."""
     x, classes = evidence.passes.inputs, evidence.classes
     samples = evidence.settings.get("noise_samples", DEFAULT_SAMPLES)
     level = evidence.settings.get("noise_level", DEFAULT_LEVEL)
     noise = noise_draws(samples, tuple(x.shape[1:])).to(device=x.device, dtype=x.dtype)
-    noisy = x[:, None] + noise_scale(x, level)[:, None, None, None, None] * noise[None]  # (B, N, 3, H, W)
-    grads = evidence.passes.input_gradients(noisy.flatten(0, 1), classes.repeat_interleave(samples, dim=0))
-    return grads.view(x.shape[0], samples, *grads.shape[1:])
+    scale = noise_scale(x, level)
+    out = []
+    for b in range(x.shape[0]):
+        noisy = x[b] + scale[b] * noise  # (N, 3, H, W)
+        out.append(reduce(evidence.passes.input_gradients(noisy, classes[b : b + 1].expand(samples, -1))))
+    return torch.stack(out)
 
 
 def compute(evidence: Evidence) -> Saliency:
-    return Saliency(channel_magnitude(noisy_gradients(evidence).mean(dim=1)))
+    return Saliency(channel_magnitude(reduced_noisy_gradients(evidence, lambda g: g.mean(dim=0))))

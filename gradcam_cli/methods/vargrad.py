@@ -6,8 +6,8 @@ never negative)."""
 from __future__ import annotations
 
 from .base import Evidence, Saliency, channel_magnitude
-from .smoothgrad import noisy_gradients
+from .smoothgrad import reduced_noisy_gradients
 
 
 def compute(evidence: Evidence) -> Saliency:
-    return Saliency(channel_magnitude(noisy_gradients(evidence).var(dim=1, correction=0)))
+    return Saliency(channel_magnitude(reduced_noisy_gradients(evidence, lambda g: g.var(dim=0, correction=0))))

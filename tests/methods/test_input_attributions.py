@@ -229,3 +229,17 @@ def test_noise_is_seeded_and_the_same_whatever_the_batch() -> None:
     alone = explain_batch(model, x[1:], {}, methods=["smoothgrad"], settings=settings, classes=[4])
     assert torch.equal(pair.maps["smoothgrad", "input"], again.maps["smoothgrad", "input"])
     assert (pair.maps["smoothgrad", "input"][1:] - alone.maps["smoothgrad", "input"]).abs().max().item() <= 1e-12
+
+
+@pytest.mark.parametrize("method", ["integratedgradients", "smoothgrad", "vargrad"])
+def test_one_images_copies_at_a_time_so_memory_does_not_grow_with_the_batch(method: str) -> None:
+    """The forward passes the model sees: the shared one of the batch, then each image's copies on their own (cut
+    at the perturbation batch size), never the copies of several images at once."""
+    model, x = small_net(), photos("cat.png", "dogs.png", "cat.png")
+    sizes: list[int] = []
+    handle = model.register_forward_pre_hook(lambda _m, args: sizes.append(args[0].shape[0]))
+    try:
+        explain_batch(model, x, {}, methods=[method], settings={"ig_steps": 5, "noise_samples": 5}, batch_size=4)
+    finally:
+        handle.remove()
+    assert sizes == [3] + [4, 1] * 3
