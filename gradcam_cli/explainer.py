@@ -77,8 +77,9 @@ class Explainer:
         self.states: dict[tuple[int, int], PassState] = {}  # by input size: the full view's inputs vary
         autocast_for(self.device, opts.precision)  # refuses a precision the device cannot run
         self.skipped = self._cam_skipped() if any(m.name == "cam" for m in self.methods) else {}
-        for method in [m.name for m in self.methods if m.map_layer == ATTENTION_LAYER][:1]:
-            require_sites(loaded.model, method)  # a model without attention is refused before any photo is read
+        attention = [m.name for m in self.methods if m.map_layer == ATTENTION_LAYER]
+        if attention:  # a model without attention is refused before any photo is read
+            require_sites(loaded.model, attention[0])
 
     def _cam_skipped(self) -> dict[tuple[str, str], str]:
         """CAM at the layers its head does not follow: skipped, with the reason; at none of them, refused."""
