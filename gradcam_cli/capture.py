@@ -4,6 +4,9 @@
   graph when only layer gradients are needed, so nothing before it is recorded.
 - `frozen_parameters`: no parameter records gradients inside the block (no ``.grad``
   is ever written); the caller's flags come back after.
+- `AttentionCapture`: every attention block's per-head probabilities (timm attention run unfused inside the
+  block, ``nn.MultiheadAttention`` asked for its weights), kept in the autograd graph when their gradients are
+  needed.
 - `guided_gates`: Guided Backpropagation (Springenberg et al. 2015) without touching
   the user's modules. Instead of swapping activation modules, a forward hook puts a
   gradient hook on each activation's output. While the gates are open, the gradient
@@ -24,11 +27,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .errors import MethodError
+from .model.attention import MHA, TIMM, AttentionSite
 from .model.hooks import installed
 
 GATED_ACTIVATIONS = frozenset(
@@ -76,9 +81,17 @@ class ActivationCapture:
         self.layers = layers
         self.make_leaf = make_leaf
         self.outputs: dict[str, torch.Tensor] = {}
+        self.stopped = False
+
+    def stop(self) -> None:
+        """The forward pass is over: later calls of a hooked module (LeGrad's block scores run the final norm
+        and the head again) are not its output in the pass."""
+        self.stopped = True
 
     def _hook(self, path: str):
         def hook(_module: nn.Module, _inputs: object, output: object) -> object:
+            if self.stopped:
+                return None
             if not isinstance(output, torch.Tensor):
                 raise MethodError(f"--layer {path!r}: returns {type(output).__name__}, not a tensor")
             if path in self.outputs:
@@ -145,3 +158,109 @@ def gates_open(gates: GuidedGates) -> Iterator[None]:
         yield
     finally:
         gates.open = False
+
+
+@dataclass
+class AttentionCall:
+    """One attention module's call in a forward pass."""
+
+    site: AttentionSite
+    probabilities: torch.Tensor  # (B, H, T, T)
+    target: torch.Tensor  # what its gradients are taken with respect to: the probabilities, or MHA's output
+    value: torch.Tensor | None = None  # MHA: the value input, batch first (to turn output gradients into ones of A)
+    block_output: torch.Tensor | None = None  # (B, T, C) the tokens of the block the attention belongs to
+
+
+class AttentionCapture:
+    """Every attention module's per-head probabilities in one forward pass, in the order the modules ran.
+
+    timm attention runs unfused inside the block, the only way it forms the probabilities: each module's
+    ``fused_attn`` flag is switched off and comes back after, whatever is raised. ``nn.MultiheadAttention`` is
+    asked for per-head weights and returns what its caller asked for. With ``graph`` the probabilities stay in the
+    autograd graph; where nothing before the first attention records gradients, that attention's probabilities
+    (timm) or input (MHA) become the graph's leaf, so nothing before is recorded and no parameter is touched.
+    With ``blocks`` the output tokens of each attention's block are kept too (LeGrad scores them).
+    """
+
+    def __init__(self, sites: list[AttentionSite], graph: bool, blocks: bool) -> None:
+        self.sites, self.graph, self.blocks = sites, graph, blocks
+        self.calls: list[AttentionCall] = []
+        self._requests: dict[int, tuple[bool, bool]] = {}  # an MHA module's caller's (need_weights, average)
+
+    def _timm_hook(self, site: AttentionSite):
+        def hook(_module: nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor | None:
+            probabilities = output
+            if self.graph and not probabilities.requires_grad:
+                probabilities = probabilities.detach().requires_grad_(True)
+            self.calls.append(AttentionCall(site, probabilities, probabilities))
+            return probabilities if probabilities is not output else None
+
+        return hook
+
+    def _mha_pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        args, kwargs = list(args), dict(kwargs)
+        names = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask", "average_attn_weights")
+        given = {name: args[i] if i < len(args) else kwargs.get(name) for i, name in enumerate(names)}
+        self._requests[id(module)] = (given["need_weights"] is not False, given["average_attn_weights"] is not False)
+        for i, name, value in ((4, "need_weights", True), (6, "average_attn_weights", False)):
+            if i < len(args):
+                args[i] = value
+            else:
+                kwargs[name] = value
+        query, key, value = given["query"], given["key"], given["value"]
+        if not (query is key and key is value) or query.dim() != 3:
+            raise MethodError("attention methods need batched self-attention (the same query, key and value)")
+        if self.graph and not query.requires_grad:
+            leaf = query.detach().requires_grad_(True)
+            for i, name in enumerate(names[:3]):
+                if i < len(args):
+                    args[i] = leaf
+                else:
+                    kwargs[name] = leaf
+        return tuple(args), kwargs
+
+    def _mha_hook(self, site: AttentionSite):
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: tuple) -> tuple:
+            out, weights = output
+            value = args[2] if len(args) > 2 else kwargs["value"]
+            batch_first = getattr(module, "batch_first", False)
+            value = value if batch_first else value.transpose(0, 1)
+            self.calls.append(AttentionCall(site, weights, out, value.detach()))
+            need, average = self._requests.pop(id(module))
+            return out, ((weights.mean(dim=1) if average else weights) if need else None)
+
+        return hook
+
+    def _block_hook(self, module: nn.Module, _inputs: object, output: object) -> None:
+        tokens = output[0] if isinstance(output, (tuple, list)) else output
+        for call in reversed(self.calls):
+            if call.site.block is module and call.block_output is None:
+                call.block_output = tokens
+                return
+
+    @contextmanager
+    def installed(self) -> Iterator[AttentionCapture]:
+        timm_sites = [s for s in self.sites if s.kind == TIMM]
+        mha_sites = [s for s in self.sites if s.kind == MHA]
+        flags = [(s.module, s.module.fused_attn) for s in timm_sites]
+        forward = [(s.module.attn_drop, self._timm_hook(s)) for s in timm_sites]
+        if self.blocks:
+            blocks = {id(s.block): s.block for s in self.sites}  # a block holding two attentions is hooked once
+            forward += [(block, self._block_hook) for block in blocks.values()]
+        try:
+            for module, _ in flags:
+                module.fused_attn = False
+            with (
+                installed(forward=forward),
+                installed(
+                    forward=[(s.module, self._mha_hook(s)) for s in mha_sites],
+                    pre=[(s.module, self._mha_pre_hook) for s in mha_sites],
+                    with_kwargs=True,
+                ),
+            ):
+                yield self
+        finally:
+            for module, flag in flags:
+                module.fused_attn = flag
+            self.calls.clear()
+            self._requests.clear()

@@ -18,7 +18,8 @@ from .maps.boxes import WHOLE_PHOTO_SHARE, BBox, Region, box_share, no_box_reaso
 from .maps.placement import place_on_original
 from .maps.preprocess import CropGeometry, PreprocessConfig, full_geometry, to_model_input
 from .maps.scale import normalize_minmax, upsample_to
-from .methods import INPUT_LAYER, METHODS
+from .methods import ATTENTION_LAYER, INPUT_LAYER, METHODS
+from .model.attention import require_sites
 from .model.device import autocast_for, host_to_device, model_device
 from .model.fusion import unfold_conv
 from .model.labels import resolve_classes
@@ -76,6 +77,9 @@ class Explainer:
         self.states: dict[tuple[int, int], PassState] = {}  # by input size: the full view's inputs vary
         autocast_for(self.device, opts.precision)  # refuses a precision the device cannot run
         self.skipped = self._cam_skipped() if any(m.name == "cam" for m in self.methods) else {}
+        attention = [m.name for m in self.methods if m.map_layer == ATTENTION_LAYER]
+        if attention:  # a model without attention is refused before any photo is read
+            require_sites(loaded.model, attention[0])
 
     def _cam_skipped(self) -> dict[tuple[str, str], str]:
         """CAM at the layers its head does not follow: skipped, with the reason; at none of them, refused."""
@@ -164,15 +168,16 @@ class Explainer:
         return [
             (m.name, path)
             for m in self.methods
-            for path in (self.layers if m.uses_layer else [INPUT_LAYER])
+            for path in (self.layers if m.uses_layer else [m.map_layer])
             if (m.name, path) not in self.skipped
         ]
 
     @property
     def layer_order(self) -> list[str]:
-        """The explained layers in model order (the order they finish in a forward pass), the input first."""
+        """The explained layers in model order (the order they finish in a forward pass), the input first and the
+        attention (every block's) last."""
         finish = {layer.path: layer.finish_order for layer in getattr(self, "layer_infos", [])}
-        return [INPUT_LAYER] + sorted(self.layers, key=lambda p: finish.get(p, len(finish)))
+        return [INPUT_LAYER] + sorted(self.layers, key=lambda p: finish.get(p, len(finish))) + [ATTENTION_LAYER]
 
     def prepare(self, photo: np.ndarray) -> tuple[torch.Tensor, CropGeometry]:
         """The model's input for one photo (CPU tensor) and where it came from; safe to run in a worker."""
@@ -204,7 +209,7 @@ class Explainer:
             guided=self.guided,
             precision=opts.precision,
             smooth=opts.smooth,
-            settings=opts.method_settings,
+            settings={**opts.method_settings, "input_mean": self.preprocess.mean, "input_std": self.preprocess.std},
             batch_size=opts.perturbation_batch_size,
             state=state,
             layouts=self.layouts_for(tuple(inputs.shape[-2:])),
@@ -249,6 +254,7 @@ class Explainer:
                             (c, k + 1),
                             (float(result.logits[b, c]), float(probs[b, c]), result.logits[b]),
                             (guided[k], guided_raw[k]),
+                            result.layouts.get(layer),
                         )
                     )
         return out
@@ -262,6 +268,7 @@ class Explainer:
         class_rank: tuple[int, int],
         scores: tuple,
         guided: tuple,
+        found_layout: Layout | None = None,
     ) -> Explanation:
         """One (image, method, layer, class) result: the placed map, its boxes, and what is wrong with it."""
         (method, layer), (c, rank), (score, probability, logits) = key, class_rank, scores
@@ -290,16 +297,16 @@ class Explainer:
             guided_raw=guided[1],
             rank=rank,
             grid=grid,
-            **self._layout_fields(layer),
+            **self._layout_fields(layer, found_layout),
             warnings=warnings,
             class_specific=METHODS[method].class_specific,
             view=self.view,
             box_covers_photo=covers,
         )
 
-    def _layout_fields(self, layer: str) -> dict:
-        """How the map's grid was read from the layer's output, for the record."""
-        layout = self.layouts.get(layer)
+    def _layout_fields(self, layer: str, found: Layout | None = None) -> dict:
+        """How the map's grid was read from the layer's output (or, ``found``, from the attention), for the record."""
+        layout = found or self.layouts.get(layer)
         return {
             "layout": layout.name if layout is not None else INPUT_LAYER,
             "prefix_tokens": layout.prefix if layout is not None else 0,

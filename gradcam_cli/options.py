@@ -29,6 +29,8 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 # auto: full where the model takes other input sizes, crop otherwise.
 VIEWS = ("crop", "full", "auto")
 ENGINES = ("local", "ray")
+IG_BASELINES = ("black", "blur", "mean")  # methods/integratedgradients.py (not imported: it loads torch)
+ROLLOUT_FUSIONS = ("mean", "max", "min")  # methods/rollout.py
 MANIFEST = "results.jsonl"
 
 
@@ -196,6 +198,33 @@ class ExplainOptions:
         32, "--occlusion-window", metavar="PX", help="Occlusion: patch side in the model's input pixels."
     )
     occlusion_stride: int = option(16, "--occlusion-stride", metavar="PX", help="Occlusion: step between patches.")
+    ig_steps: int = option(
+        50, "--ig-steps", metavar="N", help="integratedgradients: points of the path integral (Gauss-Legendre)."
+    )
+    ig_baseline: str = option(
+        "black",
+        "--ig-baseline",
+        metavar="BASELINE",
+        help="integratedgradients: black (a black photo), blur (the input blurred) or mean (its mean colour).",
+    )
+    noise_samples: int = option(
+        25, "--noise-samples", metavar="N", help="smoothgrad, vargrad: noisy copies of each image (seeded noise)."
+    )
+    noise_level: float = option(
+        0.15,
+        "--noise-level",
+        metavar="S",
+        help="smoothgrad, vargrad: the noise's standard deviation as a share of the input's range (0..1].",
+    )
+    rollout_fusion: str = option(
+        "mean", "--rollout-fusion", metavar="HOW", help="rollout: how the heads are fused: mean, max or min."
+    )
+    rollout_discard: float = option(
+        0.0,
+        "--rollout-discard",
+        metavar="SHARE",
+        help="rollout: the share [0, 1) of the smallest fused attention weights set to zero in each block.",
+    )
     outputs: Sequence[str] = option(
         KINDS,
         "--outputs",
@@ -295,6 +324,7 @@ class ExplainOptions:
             ("--view", self.view, VIEWS),
         ):
             _one_of(flag, value, choices)
+        self._check_attribution_settings()
 
     def _check_counts(self) -> None:
         for flag, value in (
@@ -311,13 +341,24 @@ class ExplainOptions:
                 f"({self.occlusion_window}), so some pixels would never be occluded"
             )
 
+    def _check_attribution_settings(self) -> None:
+        _at_least("--ig-steps", self.ig_steps, 1)
+        _at_least("--noise-samples", self.noise_samples, 1)
+        _one_of("--ig-baseline", self.ig_baseline, IG_BASELINES)
+        _one_of("--rollout-fusion", self.rollout_fusion, ROLLOUT_FUSIONS)
+        if not 0.0 < self.noise_level <= 1.0:
+            raise UsageError(f"--noise-level {self.noise_level}: must be in (0, 1]")
+        if not 0.0 <= self.rollout_discard < 1.0:
+            raise UsageError(f"--rollout-discard {self.rollout_discard}: must be in [0, 1)")
+
     def _check_method_combinations(self) -> None:
         infos = [METHODS[m] for m in self.methods]
         if not infos:
             raise UsageError("--method: give at least one method")
         if self.layers and not any(i.uses_layer for i in infos):
             names = ", ".join(i.name for i in infos)
-            raise UsageError(f"--layer: {names} works on the model's input and takes no layer; drop --layer")
+            where = " or ".join(dict.fromkeys(i.map_layer for i in infos))
+            raise UsageError(f"--layer: {names} works on the model's {where} and takes no layer; drop --layer")
         if self.smooth is not None:
             _one_of("--smooth", self.smooth, SMOOTHING)
         if self.smooth == "eigen" and not any(i.channel_weighted for i in infos):
@@ -326,7 +367,16 @@ class ExplainOptions:
     @property
     def method_settings(self) -> dict:
         """The per-method parameters the passes hand to the methods."""
-        return {"occlusion_window": self.occlusion_window, "occlusion_stride": self.occlusion_stride}
+        return {
+            "occlusion_window": self.occlusion_window,
+            "occlusion_stride": self.occlusion_stride,
+            "ig_steps": self.ig_steps,
+            "ig_baseline": self.ig_baseline,
+            "noise_samples": self.noise_samples,
+            "noise_level": self.noise_level,
+            "rollout_fusion": self.rollout_fusion,
+            "rollout_discard": self.rollout_discard,
+        }
 
 
 def check_request(model: ModelOptions, options: ExplainOptions) -> None:

@@ -4,10 +4,12 @@ The forward pass records a graph only from where gradients are needed: parameter
 frozen for the call and the hooked layer's output becomes the leaf of the graph (or
 the input does, when a guided image is asked for); with no gradient method and no
 guided image it runs under ``torch.inference_mode``. One backward pass per class to
-the hooked layers serves every gradient method. The methods then run under inference
-mode on the recorded activations and gradients; those that need more forward passes
-(Score-CAM, Ablation-CAM, occlusion) get them from `_Passes`, batched. Hooks are
-removed and the graph is released before returning.
+the hooked layers serves every gradient method. The transformer-native methods and Input x
+Gradient take their attention probabilities and gradients from the same pass (`PassExtras`).
+The methods then run under inference mode on the recorded activations and gradients; those
+that need more passes (Score-CAM, Ablation-CAM, occlusion, Integrated Gradients, SmoothGrad,
+VarGrad) get them from `_Passes`, batched. Hooks are removed and the graph is released
+before returning.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from torch import nn
 from .capture import ActivationCapture, frozen_parameters, gates_open, guided_gates
 from .errors import MethodError
 from .maps.scale import normalize_minmax
-from .methods import GRADIENTS, INPUT_LAYER, get_method
+from .methods import ATTENTION_LAYER, GRADIENTS, get_method
 from .methods.base import Evidence, to_map
 from .model.device import autocast_for, input_memory_format, model_device, model_dtype
-from .model.layout import CONV, one_image
+from .model.layout import CONV, Tokens, one_image
 from .model.outputs import logits_of
 from .model.tail import build_tail
+from .pass_extras import PassExtras
 
 # pytorch-grad-cam's test-time augmentation: a horizontal flip times three input scalings.
 AUGMENTATIONS = tuple((flip, factor) for flip in (False, True) for factor in (0.9, 1.0, 1.1))
@@ -41,6 +44,7 @@ class BatchExplanation:
     classes: torch.Tensor  # (B, K) explained class indices
     maps: dict[tuple[str, str], torch.Tensor]  # (method, layer) -> (B, K, h, w) ReLU'd maps, not normalised
     guided: torch.Tensor | None  # (B, K, 3, H, W) guided-backprop input gradients
+    layouts: dict = field(default_factory=dict)  # the token layout of maps on no hooked layer ("attention")
 
 
 @dataclass
@@ -134,7 +138,8 @@ def cam_failures(
 
 
 class _Passes:
-    """The extra forward passes of Score-CAM, Ablation-CAM and occlusion, ``batch_size`` copies at a time."""
+    """The extra passes of Score-CAM, Ablation-CAM, occlusion (forward) and of the input attributions (forward
+    and backward), ``batch_size`` copies at a time."""
 
     def __init__(
         self,
@@ -183,20 +188,40 @@ class _Passes:
             ]
         )
 
+    def input_gradients(self, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """``(n, 3, H, W)`` inputs, ``(n, K)`` classes -> ``(n, K, 3, H, W)`` gradients of each class's logit with
+        respect to the input: per batch one forward and K backward passes of the whole network, parameters frozen
+        (no ``.grad`` is written, no weight gradient computed)."""
+        fmt, chunks = input_memory_format(self.model), []
+        with torch.inference_mode(False), torch.enable_grad(), frozen_parameters(self.model):
+            for i in range(0, x.shape[0], self.batch_size):
+                # A clone outside inference mode is an ordinary tensor, which autograd can differentiate.
+                xi = x[i : i + self.batch_size].clone().contiguous(memory_format=fmt).requires_grad_(True)
+                ci = classes[i : i + self.batch_size].clone()
+                logits, last = self._forward(self.model, xi), ci.shape[1] - 1
+                scores = [logits.gather(1, ci[:, k : k + 1]).sum() for k in range(ci.shape[1])]
+                grads = [torch.autograd.grad(score, xi, retain_graph=k < last)[0] for k, score in enumerate(scores)]
+                chunks.append(working_precision(torch.stack(grads, dim=1)))
+        return torch.cat(chunks)
+
 
 def _record_forward(model, inputs, layers, infos, guided, classes, top_k, precision):
     """The one forward pass and its backward passes: logits, classes, raw activations and gradients."""
     needs_grads = any(i.needs == GRADIENTS for i in infos)
+    extras = PassExtras(model, infos)  # attention and input gradients, for the methods that take no layer
     capture = ActivationCapture(layers, make_leaf=needs_grads and not guided)
     with ExitStack() as stack:
         stack.enter_context(frozen_parameters(model))
         stack.enter_context(capture.installed())
+        stack.enter_context(extras.installed())
         gates = stack.enter_context(guided_gates(model)) if guided else None
-        stack.enter_context(torch.enable_grad() if (needs_grads or guided) else torch.inference_mode())
-        x = inputs.detach().requires_grad_(True) if guided else inputs
+        stack.enter_context(torch.enable_grad() if (needs_grads or guided or extras.graph) else torch.inference_mode())
+        x = inputs.detach().requires_grad_(True) if (guided or extras.input_leaf) else inputs
         with autocast_for(inputs.device, precision):
             logits = logits_of(model(x))
+        capture.stop()
         chosen = choose_classes(logits.detach(), classes, top_k)
+        extras.record(x, logits, chosen)  # keeps the graph for the layer gradients below
         missing = [p for p in layers if p not in capture.outputs]
         if missing:
             raise MethodError(f"--layer {missing[0]!r}: did not run in the forward pass")
@@ -216,7 +241,8 @@ def _record_forward(model, inputs, layers, infos, guided, classes, top_k, precis
                 guided_grads.append(g_in.float())
     raw = {p: a.detach() for p, a in raw.items()}
     guided_out = torch.stack(guided_grads, dim=1) if guided else None
-    return working_precision(logits.detach()), chosen, raw, (grads if needs_grads else {}), guided_out
+    found = extras.evidence(working_precision)
+    return working_precision(logits.detach()), chosen, raw, (grads if needs_grads else {}), guided_out, found
 
 
 def _run_methods(
@@ -235,8 +261,10 @@ def _run_methods(
     batch_size,
     precision,
     skip=frozenset(),
+    found=None,
 ) -> dict[tuple[str, str], torch.Tensor]:
-    """Every method on every layer (or on the input), under inference mode."""
+    """Every method on every layer (or on the input or the attention), under inference mode. ``found``: what
+    `PassExtras` recorded in the forward pass."""
     maps = {}
     with torch.inference_mode():
         acts = {p: working_precision(layouts.get(p, CONV).to_grid(a)) for p, a in raw.items()}
@@ -258,10 +286,11 @@ def _run_methods(
                     passes=passes,
                     settings=settings,
                     classifier_rows=(lambda p=path: cam_class_weights(model, p, acts[p], logits, chosen)),
+                    **(found or {}),
                 )
                 result = info.implementation().compute(evidence)
                 smooth_eigen = smooth == "eigen" and info.channel_weighted
-                maps[info.name, path or INPUT_LAYER] = to_map(result, acts.get(path), smooth_eigen)
+                maps[info.name, path or info.map_layer] = to_map(result, acts.get(path), smooth_eigen)
     return maps
 
 
@@ -307,13 +336,15 @@ def explain_batch(
         batch_size=batch_size,
         skip=skip,
     )
-    logits, chosen, raw, grads, guided_out = _record_forward(
+    logits, chosen, raw, grads, guided_out, found = _record_forward(
         model, inputs, guided=guided, classes=classes, top_k=top_k, **common
     )
-    maps = _run_methods(model, inputs, logits=logits, chosen=chosen, raw=raw, grads=grads, **common, **run)
+    maps = _run_methods(model, inputs, logits=logits, chosen=chosen, raw=raw, grads=grads, found=found, **common, **run)
     if smooth == "aug":
         maps = _augmented_average(model, inputs, chosen, maps, common, run)
-    return BatchExplanation(logits=logits, classes=chosen, maps=maps, guided=guided_out)
+    attention = found.get("attention")
+    found_layouts = {ATTENTION_LAYER: Tokens(attention.grid, attention.prefix)} if attention is not None else {}
+    return BatchExplanation(logits=logits, classes=chosen, maps=maps, guided=guided_out, layouts=found_layouts)
 
 
 def _augmented_average(model, inputs, chosen, plain, common, run) -> dict[tuple[str, str], torch.Tensor]:
@@ -323,8 +354,10 @@ def _augmented_average(model, inputs, chosen, plain, common, run) -> dict[tuple[
         if flip or factor != 1.0:
             x = inputs * factor
             x = x.flip(-1) if flip else x
-            logits, _, raw, grads, _ = _record_forward(model, x, guided=False, classes=chosen, top_k=1, **common)
-            maps = _run_methods(model, x, logits=logits, chosen=chosen, raw=raw, grads=grads, **common, **run)
+            logits, _, raw, grads, _, found = _record_forward(model, x, guided=False, classes=chosen, top_k=1, **common)
+            maps = _run_methods(
+                model, x, logits=logits, chosen=chosen, raw=raw, grads=grads, found=found, **common, **run
+            )
         else:
             maps = plain
         for key, m in maps.items():

@@ -1,4 +1,5 @@
-"""``gradcam methods``: every method, what it needs, whether it is class-specific, its cost, its paper."""
+"""``gradcam methods``: every method, what it needs, whether it is class-specific, its cost, the models it applies
+to, its paper."""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ def methods(layer: str | None, as_json: bool, **values) -> None:
             "needs": m.needs,
             "class_specific": m.class_specific,
             "uses_layer": m.uses_layer,
+            "applies_to": m.applies_to,
             "cost": m.cost(channels, windows),
             "paper": m.paper,
         }
@@ -55,10 +57,9 @@ def methods(layer: str | None, as_json: bool, **values) -> None:
     from rich.table import Table
 
     out = Table(title=escape(f"explanation methods{where}"), box=None, pad_edge=False)
-    for col in ("--method", "needs", "class", "passes per batch", "paper"):
+    for col in ("--method", "needs", "class", "passes per batch", "applies to", "paper"):
         out.add_column(col, overflow="fold")
     for r in rows:
-        out.add_row(
-            r["method"], r["needs"], "specific" if r["class_specific"] else "agnostic", r["cost"], escape(r["paper"])
-        )
+        kind = "specific" if r["class_specific"] else "agnostic"
+        out.add_row(r["method"], r["needs"], kind, r["cost"], escape(r["applies_to"]), escape(r["paper"]))
     Console(soft_wrap=True).print(out)

@@ -19,6 +19,13 @@ GRADIENTS = "gradients"  # one backward pass per class to the hooked layer, shar
 CLASSIFIER = "classifier weights"  # the rows of a GAP -> linear head
 ACTIVATIONS = "activations only"
 FORWARD_PASSES = "extra forward passes"
+ATTENTION = "attention probabilities"  # every attention block's, captured in the shared forward pass
+ATTENTION_GRADIENTS = "attention probabilities and the class score's gradients to them"
+BLOCK_SCORE_GRADIENTS = "each block's own class score's gradients to its attention probabilities"
+INPUT_GRADIENTS = "gradients to the input"  # one backward pass per class to the input, in the shared pass
+INPUT_PASSES = "extra forward and backward passes"  # of the whole network, on copies of the input
+ATTENTION_NEEDS = (ATTENTION, ATTENTION_GRADIENTS, BLOCK_SCORE_GRADIENTS)
+TRANSFORMERS = "transformers with attention probabilities (timm ViT/DeiT/EVA/BEiT, torchvision ViT)"
 
 
 @dataclass(frozen=True)
@@ -26,19 +33,29 @@ class MethodInfo:
     name: str
     title: str
     paper: str
-    needs: str  # one of the four above
+    needs: str  # one of the kinds above
     class_specific: bool
-    uses_layer: bool = True  # False: the map is computed on the input (occlusion)
+    uses_layer: bool = True  # False: the map is computed on the input (occlusion) or on the attention
     channel_weighted: bool = True  # a weighted channel sum, so --smooth eigen applies
+    applies_to: str = "any classifier"
 
     @property
     def gradient_free(self) -> bool:
         return self.needs != GRADIENTS
 
+    @property
+    def map_layer(self) -> str | None:
+        """The record's layer of a method that takes no ``--layer``: ``attention`` or ``input``."""
+        if self.uses_layer:
+            return None
+        return ATTENTION_LAYER if self.needs in ATTENTION_NEEDS else INPUT_LAYER
+
     def cost(self, channels: int | None = None, windows: int | None = None) -> str:
         """Its passes for one batch, for a layer with ``channels`` channels (or occlusion ``windows``)."""
         if self.needs == GRADIENTS:
             return "1 forward + 1 backward to the layer per class (shared by all gradient methods)"
+        if self.name in _PASS_COSTS:
+            return _PASS_COSTS[self.name]
         if self.needs != FORWARD_PASSES:
             return "1 forward (shared)"
         c, w = channels or "C", windows or "W"
@@ -51,6 +68,16 @@ class MethodInfo:
     def implementation(self) -> ModuleType:
         return import_module(f".{self.name}", __name__)
 
+
+_PASS_COSTS = {
+    "rollout": "1 forward (shared), attention computed unfused",
+    "chefer": "1 forward + 1 backward to the first attention block per class (shared with inputxgradient)",
+    "legrad": "1 forward + 1 backward through each block from its own score, per block and class",
+    "inputxgradient": "1 forward + 1 backward to the input per class (shared with chefer)",
+    "integratedgradients": "1 forward + S forwards and S x K backwards of the whole network per image (S: --ig-steps)",
+    "smoothgrad": "1 forward + N forwards and N x K backwards of the whole network per image (N: --noise-samples)",
+    "vargrad": "1 forward + N forwards and N x K backwards of the whole network per image (N: --noise-samples)",
+}
 
 METHODS: dict[str, MethodInfo] = {
     m.name: m
@@ -88,11 +115,78 @@ METHODS: dict[str, MethodInfo] = {
             uses_layer=False,
             channel_weighted=False,
         ),
+        MethodInfo(
+            "rollout",
+            "Attention rollout",
+            "Abnar & Zuidema, ACL 2020 (arXiv:2005.00928)",
+            ATTENTION,
+            False,
+            uses_layer=False,
+            channel_weighted=False,
+            applies_to=TRANSFORMERS,
+        ),
+        MethodInfo(
+            "chefer",
+            "Gradient-weighted attention relevance",
+            "Chefer, Gur & Wolf, ICCV 2021 (arXiv:2103.15679)",
+            ATTENTION_GRADIENTS,
+            True,
+            uses_layer=False,
+            channel_weighted=False,
+            applies_to=TRANSFORMERS,
+        ),
+        MethodInfo(
+            "legrad",
+            "LeGrad",
+            "Bousselham et al., 2024 (arXiv:2404.03214)",
+            BLOCK_SCORE_GRADIENTS,
+            True,
+            uses_layer=False,
+            channel_weighted=False,
+            applies_to=TRANSFORMERS,
+        ),
+        MethodInfo(
+            "inputxgradient",
+            "Input x Gradient",
+            "Shrikumar et al., 2016 (arXiv:1605.01713)",
+            INPUT_GRADIENTS,
+            True,
+            uses_layer=False,
+            channel_weighted=False,
+        ),
+        MethodInfo(
+            "integratedgradients",
+            "Integrated Gradients",
+            "Sundararajan, Taly & Yan, ICML 2017 (arXiv:1703.01365)",
+            INPUT_PASSES,
+            True,
+            uses_layer=False,
+            channel_weighted=False,
+        ),
+        MethodInfo(
+            "smoothgrad",
+            "SmoothGrad",
+            "Smilkov et al., 2017 (arXiv:1706.03825)",
+            INPUT_PASSES,
+            True,
+            uses_layer=False,
+            channel_weighted=False,
+        ),
+        MethodInfo(
+            "vargrad",
+            "VarGrad",
+            "Adebayo et al., 2018 (arXiv:1810.03307)",
+            INPUT_PASSES,
+            True,
+            uses_layer=False,
+            channel_weighted=False,
+        ),
     )
 }
 
 SMOOTHING = ("aug", "eigen")
 INPUT_LAYER = "input"  # the "layer" of maps computed on the input
+ATTENTION_LAYER = "attention"  # the "layer" of maps computed from every attention block
 
 
 def get_method(name: str) -> MethodInfo:

@@ -32,6 +32,26 @@ class ForwardPasses(Protocol):
         """``(n, C, h, w)`` replacements for ``layer``'s output on image ``image`` -> ``(n, N)`` logits,
         running only the part of the network after the layer."""
 
+    def input_gradients(self, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """``(n, 3, H, W)`` inputs and ``(n, K)`` classes -> ``(n, K, 3, H, W)`` gradients of each class score with
+        respect to the input, one forward and K backward passes of the whole network per batch."""
+
+
+@dataclass
+class AttentionEvidence:
+    """A transformer's attention in one forward pass, one entry per attention block in the order they ran.
+
+    ``T`` tokens: ``prefix`` class/distillation/register tokens, then the ``grid`` of patch tokens in raster order.
+    """
+
+    probabilities: list[torch.Tensor]  # (B, H, T, T) post-softmax attention, rows are queries
+    grid: tuple[int, int]
+    prefix: int
+    class_token: bool  # the head reads the class token (row 0); otherwise a pooling of the grid tokens
+    gradients: list[torch.Tensor] | None = None  # (B, K, H, T, T) d score_k / d probabilities (Chefer's rule)
+    layer_gradients: list[torch.Tensor] | None = None  # (B, K, H, T, T) d (the block's own score_k) / d its
+    # probabilities, the block's score being the head applied to the mean of its output tokens (LeGrad)
+
 
 @dataclass
 class Evidence:
@@ -45,6 +65,8 @@ class Evidence:
     passes: ForwardPasses | None = None
     classifier_rows: Callable[[], torch.Tensor] | None = None  # -> (B, K, C) CAM weights, head checked
     settings: dict = field(default_factory=dict)  # per-method options (occlusion window, ...)
+    attention: AttentionEvidence | None = None  # transformer-native methods
+    input_gradients: torch.Tensor | None = None  # (B, K, 3, H, W) d score_k / d input, from the main pass
 
 
 @dataclass
@@ -69,6 +91,13 @@ class Saliency:
 
 
 MethodResult = ChannelWeights | WeightedActivations | Saliency
+
+
+def channel_magnitude(attributions: torch.Tensor) -> torch.Tensor:
+    """``(..., 3, H, W)`` per-pixel, per-colour attributions -> ``(..., H, W)`` maps: the sum over the colour
+    channels of the absolute values (captum's ``visualize_image_attr(sign="absolute_value")``). Evidence for and
+    against the class both count: the map says where the score is sensitive, not in which direction."""
+    return attributions.abs().sum(dim=-3)
 
 
 def first_component(values: torch.Tensor) -> torch.Tensor:

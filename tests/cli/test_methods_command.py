@@ -18,7 +18,9 @@ def test_every_method_in_one_run_writes_its_files_and_records(tmp_path, samples)
     photos.mkdir()
     for name in ("cat.png", "dogs.png"):
         (photos / name).write_bytes((samples / name).read_bytes())
-    layered = [m for m in METHODS if m != "cam"]  # CAM needs the layer before global pooling: its own run below
+    # The attention methods need a transformer: tests/cli/test_attention_cli.py runs them.
+    cnn_methods = [m for m in METHODS if METHODS[m].map_layer != "attention"]
+    layered = [m for m in cnn_methods if m != "cam"]  # CAM needs the layer before global pooling: its own run below
     flags = [x for m in layered for x in ("--method", m)]
     # blocks.2 has 40 channels, so Score-CAM and Ablation-CAM stay cheap; occlusion works on the input.
     # The crop view: every photo a 224 x 224 input, so every grid known here.
@@ -35,6 +37,10 @@ def test_every_method_in_one_run_writes_its_files_and_records(tmp_path, samples)
         "56",
         "--occlusion-stride",
         "56",
+        "--ig-steps",
+        "2",
+        "--noise-samples",
+        "2",
         "--outputs",
         "heatmap,bbox",
         "--view",
@@ -56,17 +62,17 @@ def test_every_method_in_one_run_writes_its_files_and_records(tmp_path, samples)
     )
     assert cam.exit_code == 0, cam.output
     recs = records(result) + records(cam)
-    assert len(recs) == 2 * len(METHODS)
+    assert len(recs) == 2 * len(cnn_methods)
     for rec in recs:
         jsonschema.validate(rec, SCHEMA)
-        layer, grid = {"occlusion": ("input", [224, 224]), "cam": ("bn2", [7, 7])}.get(
-            rec["method"], ("blocks.2", [28, 28])
-        )
+        on_input = METHODS[rec["method"]].map_layer == "input"
+        layered_at = {"cam": ("bn2", [7, 7])}.get(rec["method"], ("blocks.2", [28, 28]))
+        layer, grid = ("input", [224, 224]) if on_input else layered_at
         assert rec["layer"] == layer and rec["grid"] == grid
         assert rec["class_specific"] is (rec["method"] != "eigencam")
         for path in rec["files"].values():
             assert Path(path).exists() and f"_{rec['method']}_{rec['layer']}_c" in Path(path).name, path
-    assert {r["method"] for r in recs} == set(METHODS)
+    assert {r["method"] for r in recs} == set(cnn_methods)
     # The same class for every method of an image: one forward pass decided it.
     for photo in ("cat.png", "dogs.png"):
         assert len({r["class_index"] for r in recs if r["input"].endswith(photo)}) == 1
