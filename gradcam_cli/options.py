@@ -359,11 +359,6 @@ class ExplainOptions:
         if self.noise_std is not None and not self.noise_std >= 0:
             raise UsageError(f"--noise-std {self.noise_std}: must be 0 or more")
         _one_of("--kpca-kernel", self.kpca_kernel, KPCA_KERNELS)
-        layers = split_list(self.layers)
-        if "refinecam" in self.methods and len(layers) < 2 and "stages" not in layers:
-            raise UsageError(
-                "--method refinecam fuses several layers into one map: give --layer stages, or two or more --layer"
-            )
 
     @property
     def method_settings(self) -> dict:

@@ -37,7 +37,8 @@ def test_every_method_in_one_run_writes_its_files_and_records(tmp_path, samples)
     # blocks.2 has 40 channels, so Score-CAM and Ablation-CAM stay cheap; occlusion works on the input.
     # The crop view: every photo a 224 x 224 input, so every grid known here.
     result = run("explain", photos, "-o", tmp_path / "out", "--json", "--layer", "blocks.2", *flags,
-                 "--occlusion-window", "56", "--occlusion-stride", "56", "--outputs", "heatmap,bbox", "--view", "crop")
+                 "--occlusion-window", "56", "--occlusion-stride", "56", "--outputs", "heatmap,bbox", "--view", "crop",
+                 "--noise-samples", "2", "--iscam-steps", "2")
     assert result.exit_code == 0, result.output
     cam = run("explain", photos, "-o", tmp_path / "out", "--json", "--method", "cam", "--outputs", "heatmap,bbox",
               "--view", "crop")
@@ -46,9 +47,11 @@ def test_every_method_in_one_run_writes_its_files_and_records(tmp_path, samples)
     assert len(recs) == 2 * len(METHODS)
     for rec in recs:
         jsonschema.validate(rec, SCHEMA)
-        layer, grid = {"occlusion": ("input", [224, 224]), "cam": ("bn2", [7, 7])}.get(rec["method"], ("blocks.2", [28, 28]))
+        on_input = not METHODS[rec["method"]].uses_layer  # occlusion, fullgrad
+        usual = ("input", [224, 224]) if on_input else ("blocks.2", [28, 28])
+        layer, grid = {"cam": ("bn2", [7, 7])}.get(rec["method"], usual)
         assert rec["layer"] == layer and rec["grid"] == grid
-        assert rec["class_specific"] is (rec["method"] != "eigencam")
+        assert rec["class_specific"] is METHODS[rec["method"]].class_specific
         for kind, path in rec["files"].items():
             assert Path(path).exists() and f"_{rec['method']}_{rec['layer']}_c" in Path(path).name, path
     assert {r["method"] for r in recs} == set(METHODS)
