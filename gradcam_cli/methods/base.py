@@ -40,16 +40,18 @@ class ForwardPasses(Protocol):
         """``(g, H A)``, each ``(B, K, C, h, w)``: the gradient of each explained class's score at ``layer``
         and its Hessian there times the layer's activations, on the shared forward pass's graph."""
 
-    def full_gradients(self, on_bias_gradient: Callable, exact_types: bool = False) -> torch.Tensor:
-        """``(B, K, 3, H, W)`` gradients of each explained class's score at the input, from a forward and
+    def full_gradients(
+        self, classes: torch.Tensor, on_bias_gradient: Callable, exact_types: bool = False
+    ) -> torch.Tensor:
+        """``(B, K, 3, H, W)`` gradients of each ``(B, K)`` class's score at the input, from a forward and
         backward pass through the whole network; ``on_bias_gradient(k, bias, gradient)`` gets, for class k,
         every bias-carrying layer's ``(C,)`` bias and the ``(B, C, h, w)`` gradient at its output, as the
         backward pass reaches it."""
 
-    def noisy_gradients(self, layer: str, samples: int, std: float, seed: int) -> list[tuple]:
+    def noisy_gradients(self, layer: str, classes: torch.Tensor, samples: int, std: float, seed: int) -> list[tuple]:
         """For each of ``samples`` noisy copies of the batch (the input plus Gaussian noise of ``std``,
         `gaussian_noise` keyed by the sample), the layer's ``(B, C, h, w)`` activations and the
-        ``(B, K, C, h, w)`` gradients of each explained class's score."""
+        ``(B, K, C, h, w)`` gradients of each ``(B, K)`` class's score."""
 
 
 @dataclass
