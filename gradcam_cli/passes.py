@@ -25,7 +25,15 @@ from torch import nn
 from .capture import ActivationCapture, BiasGradients, bias_sites, frozen_parameters, gates_open, guided_gates
 from .errors import MethodError
 from .maps.scale import normalize_minmax
-from .methods import GRADIENTS, INPUT_LAYER, OWN_SCORE_GRADIENTS, SECOND_ORDER, fused_layer, get_method
+from .methods import (
+    FULL_GRADIENTS,
+    GRADIENTS,
+    INPUT_LAYER,
+    OWN_SCORE_GRADIENTS,
+    SECOND_ORDER,
+    fused_layer,
+    get_method,
+)
 from .methods.base import Evidence, gaussian_noise, to_map
 from .model.device import autocast_for, input_memory_format, model_device, model_dtype
 from .model.layout import CONV, one_image
@@ -53,6 +61,8 @@ class RecordedGraph:
     logits: torch.Tensor  # (B, N) as the model returned them, with their graph
     classes: torch.Tensor  # (B, K) the explained classes
     activations: dict[str, torch.Tensor]  # each hooked layer's output as recorded (the graph's leaves)
+    inputs: torch.Tensor | None = None  # the input, a leaf, when the graph reaches it (FullGrad's)
+    biases: BiasGradients | None = None  # the gradient hooks at every bias site, then
 
 
 @dataclass
@@ -233,19 +243,29 @@ class _Passes:
 
     def full_gradients(self, classes: torch.Tensor, on_bias_gradient: Callable, exact_types: bool = False):
         """``(B, K, 3, H, W)`` input gradients of each class's score; ``on_bias_gradient(k, bias, gradient)`` for
-        every bias site (``capture.bias_sites``) as the backward pass of class k reaches it."""
-        capture = BiasGradients(bias_sites(self.model, exact_types))
+        every bias site (``capture.bias_sites``) as the backward pass of class k reaches it. On the shared forward
+        pass's graph where it reaches the input (no other method made a layer its leaf), else from a pass of its
+        own."""
+        wanted = {site.name for site in bias_sites(self.model, exact_types)}
         grads = []
         with ExitStack() as stack:
             for context in (torch.inference_mode(False), torch.enable_grad(), frozen_parameters(self.model)):
                 stack.enter_context(context)
-            stack.enter_context(capture.installed())
             classes = classes.clone()  # not an inference tensor: gather saves it for the backward pass
-            x = self.inputs.detach().clone().requires_grad_(True)
-            with autocast_for(x.device, self.precision):
-                logits = logits_of(self.model(x))
+            if self.graph is not None and self.graph.inputs is not None:
+                x, logits, capture = self.graph.inputs, self.graph.logits, self.graph.biases
+            else:
+                capture = stack.enter_context(BiasGradients(bias_sites(self.model)).installed())
+                x = self.inputs.detach().clone().requires_grad_(True)
+                with autocast_for(x.device, self.precision):
+                    logits = logits_of(self.model(x))
             for k in range(classes.shape[1]):
-                capture.on_gradient = lambda site, g, k=k: on_bias_gradient(k, site.bias, g)
+
+                def arrived(site, gradient, k=k) -> None:
+                    if site.name in wanted:  # the convention's sites: every site is hooked, for either
+                        on_bias_gradient(k, site.bias, gradient)
+
+                capture.on_gradient = arrived
                 score = logits.gather(1, classes[:, k : k + 1]).sum()
                 (g,) = torch.autograd.grad(score, x, retain_graph=k < classes.shape[1] - 1)
                 grads.append(working_precision(g))
@@ -293,13 +313,17 @@ def _record_forward(model, inputs, layers, infos, guided, classes, top_k, precis
     graph itself when a method runs backward passes of its own on it (`RecordedGraph`, else None)."""
     needs_grads = any(i.needs == GRADIENTS for i in infos)
     keep = any(i.needs in (OWN_SCORE_GRADIENTS, SECOND_ORDER) for i in infos)
+    # FullGrad back-propagates to the input: this pass serves it where no layer is made the graph's leaf.
+    whole = any(i.needs == FULL_GRADIENTS for i in infos) and not (needs_grads or keep or guided)
     capture = ActivationCapture(layers, make_leaf=(needs_grads or keep) and not guided)
     with ExitStack() as stack:
         stack.enter_context(frozen_parameters(model))
         stack.enter_context(capture.installed())
         gates = stack.enter_context(guided_gates(model)) if guided else None
-        stack.enter_context(torch.enable_grad() if (needs_grads or guided or keep) else torch.inference_mode())
+        biases = stack.enter_context(BiasGradients(bias_sites(model)).installed()) if whole else None
+        stack.enter_context(torch.enable_grad() if (needs_grads or guided or keep or whole) else torch.inference_mode())
         x = inputs.detach().requires_grad_(True) if guided else inputs
+        x = inputs.detach().clone().requires_grad_(True) if whole else x
         with autocast_for(inputs.device, precision):
             logits = logits_of(model(x))
         chosen = choose_classes(logits.detach(), classes, top_k)
@@ -321,6 +345,7 @@ def _record_forward(model, inputs, layers, infos, guided, classes, top_k, precis
                     (g_in,) = torch.autograd.grad(score, x, retain_graph=keep or not last)
                 guided_grads.append(g_in.float())
         graph = RecordedGraph(logits, chosen, dict(raw)) if keep else None
+        graph = RecordedGraph(logits, chosen, {}, inputs=x, biases=biases) if whole else graph
     raw = {p: a.detach() for p, a in raw.items()}
     guided_out = torch.stack(guided_grads, dim=1) if guided else None
     return working_precision(logits.detach()), chosen, raw, (grads if needs_grads else {}), guided_out, graph

@@ -66,7 +66,8 @@ _OWN_COSTS = {
     "finercam": "1 forward (shared) + 1 backward to the layer per class, of its own score",
     "shapleycam": "1 forward (shared) + 1 backward to the layer that records its graph + 1 Hessian-vector "
     "product per class",
-    "fullgrad": "1 forward + 1 backward through the whole network per class (its own)",
+    "fullgrad": "1 forward (shared, unless a gradient method runs: then its own) + 1 backward through the whole "
+    "network per class",
 }
 
 METHODS: dict[str, MethodInfo] = {

@@ -138,3 +138,13 @@ def test_fullgrad_leaves_the_model_as_it_was() -> None:
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
     assert [p.requires_grad for p in m.parameters()] == flags and all(p.grad is None for p in m.parameters())
     assert not any(mod._forward_hooks or mod._forward_pre_hooks for mod in m.modules())
+
+
+def test_fullgrad_is_the_same_on_the_shared_pass_and_on_its_own() -> None:
+    """Alone (or with activation methods) FullGrad back-propagates through the shared forward pass; with a gradient
+    method, which makes the layer the graph's leaf, it runs a pass of its own: the same maps either way."""
+    m = model64("resnet18")
+    alone = explain_batch(m, inputs(64), {"layer4": m.layer4}, methods=["fullgrad", "fem"], top_k=2)
+    shared = explain_batch(m, inputs(64), {"layer4": m.layer4}, methods=["fullgrad", "gradcam"], top_k=2)
+    assert torch.equal(alone.classes, shared.classes)
+    assert max_diff(alone.maps["fullgrad", "input"], shared.maps["fullgrad", "input"]) <= 1e-12
