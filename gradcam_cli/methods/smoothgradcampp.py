@@ -8,6 +8,8 @@ With ``D1, D2, D3`` the means over the copies of ``g, g^2, g^3``:
 and the map is ``ReLU(sum_k w_k A_k)`` on the unperturbed activations A. This is Grad-CAM++'s closed form
 (``gradcampp.py``) with averaged derivatives, and it is Grad-CAM++ for noise 0; the paper writes the first
 derivative in alpha's numerator, which torchcam, like this file, reads as the second.
+At the layer right before global pooling and a linear head the gradient is the head's weight row over h*w,
+whatever the input: the noise changes nothing there, and the map is Grad-CAM++'s (explain an earlier layer).
 
 torchcam 0.5 differs, reproduced by ``smoothgradcampp_convention="torchcam"``: its denominator sums
 ``A_ab D3_ab`` over the positions (one value per channel), it adds 1e-8 to it, weighs by the ReLU of the

@@ -253,3 +253,14 @@ def test_smoothgradcampp_noise_is_the_same_whatever_the_batch() -> None:
     both = explain_batch(m, x, {"layer3": m.layer3}, methods=["smoothgradcampp"])
     alone = explain_batch(m, x[1:], {"layer3": m.layer3}, methods=["smoothgradcampp"], classes=both.classes[1:])
     assert max_diff(both.maps["smoothgradcampp", "layer3"][1:], alone.maps["smoothgradcampp", "layer3"]) <= 1e-12
+
+
+def test_smoothgradcampp_noise_moves_inner_layers_only() -> None:
+    """Inside the network the gradient depends on the input, so the noise moves the map; at the layer before
+    global pooling and the linear head it does not (the gradient is the head's weight row divided by h*w,
+    whatever the input), so Smooth Grad-CAM++ is Grad-CAM++ there."""
+    settings = {"smoothgradcampp_samples": 2, "smoothgradcampp_std": 0.3}
+    for path, moved in (("layer3", True), ("layer4", False)):
+        smooth = ours("resnet18", [path], 64, "smoothgradcampp", settings).maps["smoothgradcampp", path]
+        plain = ours("resnet18", [path], 64, "gradcampp").maps["gradcampp", path]
+        assert (max_diff(scaled(smooth[:, 0]), scaled(plain[:, 0])) > 100 * TOL) is moved, path
