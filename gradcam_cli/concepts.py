@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import UsageError
 from .model.hooks import installed
 from .model.outputs import logits_of
 
@@ -37,7 +38,10 @@ class Factorization:
 
 def factorize(activations: np.ndarray, k: int, convention: str = "pytorch-grad-cam", seed: int = 0) -> Factorization:
     """``(N, C, h, w)`` activations -> K concepts and their maps, in float64."""
-    from sklearn.decomposition import NMF
+    try:
+        from sklearn.decomposition import NMF
+    except ImportError:
+        raise UsageError("concepts need scikit-learn's NMF: pip install scikit-learn") from None
 
     if convention not in CONVENTIONS:
         raise ValueError(f"unknown convention {convention!r}; choose from {', '.join(CONVENTIONS)}")
