@@ -121,3 +121,12 @@ def test_concepts_command_writes_a_sheet_per_photo_and_the_votes(tmp_path) -> No
         assert mine.shape == (3, 224, 224)
         up = torch.nn.functional.interpolate(torch.from_numpy(maps[i])[None], size=(224, 224), mode="bilinear")[0]
         assert max_diff(mine, scaled(up)) <= 1e-6  # stored as float32: 2**-24 of [0, 1], twice
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [(("-k", "0"), "must be 1 or more"), (("-k", "2000", "--layer", "blocks.2"), "has only 40 channels")],
+)
+def test_concepts_command_refuses_impossible_counts_in_one_line(tmp_path, args, message) -> None:
+    result = run("concepts", SAMPLES / "cat.png", "-o", tmp_path, *args)
+    assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
