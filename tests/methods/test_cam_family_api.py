@@ -36,3 +36,18 @@ def test_explain_takes_every_new_method_with_a_users_module() -> None:
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
     assert not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in model.modules())
+
+
+def test_a_fused_map_sits_in_its_rows_first_cell_on_a_sheet() -> None:
+    """Like occlusion's map on the input, RefineCAM's fused map gets no column of its own beside the layers."""
+    from types import SimpleNamespace
+
+    from gradcam_cli.output.sheet import found_cells, sheet_columns
+
+    order = ["input", "layer2", "layer3"]
+    made = [SimpleNamespace(method="gradcampp", layer=p, layout="conv") for p in ("layer2", "layer3")]
+    made.append(SimpleNamespace(method="refinecam", layer="layer2+layer3", layout="conv"))
+    columns = sheet_columns(made, order)
+    assert columns == ["layer2", "layer3"]
+    assert found_cells(made, columns)["refinecam", "layer2"].layer == "layer2+layer3"
+    assert sheet_columns(made[2:], order) == ["layer2+layer3"]  # alone, it has its column
