@@ -7,6 +7,7 @@
 - `AttentionCapture`: every attention block's per-head probabilities (timm attention run unfused inside the
   block, ``nn.MultiheadAttention`` asked for its weights), kept in the autograd graph when their gradients are
   needed.
+- `BiasGradients`: the gradient at every bias-carrying layer's output (`bias_sites`), for FullGrad.
 - `guided_gates`: Guided Backpropagation (Springenberg et al. 2015) without touching
   the user's modules. Instead of swapping activation modules, a forward hook puts a
   gradient hook on each activation's output. While the gates are open, the gradient
@@ -264,3 +265,86 @@ class AttentionCapture:
                 module.fused_attn = flag
             self.calls.clear()
             self._requests.clear()
+
+
+# --------------------------------------------------------------------------- FullGrad's bias gradients
+
+
+@dataclass(frozen=True)
+class BiasSite:
+    """A layer that adds a bias to what it outputs: the bias, and where the biased tensor is read."""
+
+    name: str
+    module: nn.Module  # the tensor is this module's output, or (before_activation) its input
+    bias: torch.Tensor  # (C,) the bias it adds, the implicit one of a BatchNorm included
+    before_activation: bool = False  # a BatchNorm with its activation inside (timm's BatchNormAct2d)
+
+
+def effective_bias(module: nn.Module) -> torch.Tensor | None:
+    """What a layer adds to every position of channel c. A BatchNorm in eval mode computes
+    ``(x - mean) / sqrt(var + eps) * weight + bias``, whose constant part is ``bias - mean * weight / sqrt(var + eps)``;
+    one that normalises by the batch's own statistics adds no constant and has none."""
+    if isinstance(module, nn.BatchNorm2d):
+        if module.running_mean is None or module.running_var is None:
+            return None
+        scale = torch.rsqrt(module.running_var + module.eps)
+        if module.weight is not None:
+            scale = scale * module.weight
+        shift = module.bias if module.bias is not None else torch.zeros_like(scale)
+        return (shift - module.running_mean * scale).detach()
+    if isinstance(module, nn.Conv2d) and module.bias is not None:
+        return module.bias.detach()
+    return None
+
+
+def bias_sites(model: nn.Module, exact_types: bool = False) -> list[BiasSite]:
+    """Every 2-D convolution with a bias and every 2-D BatchNorm, in module order.
+
+    A BatchNorm that applies its own activation (timm's ``BatchNormAct2d``: batch norm, then ``drop``, then
+    ``act``) is read at its ``drop``'s input, before the activation, where its bias is added.
+    ``exact_types``: only modules whose type is exactly ``nn.Conv2d`` or ``nn.BatchNorm2d`` and that have a
+    bias parameter, as pytorch-grad-cam selects them (it skips timm's ``BatchNormAct2d``).
+    """
+    sites = []
+    for name, module in model.named_modules():
+        if exact_types and (type(module) not in (nn.Conv2d, nn.BatchNorm2d) or module.bias is None):
+            continue
+        bias = effective_bias(module)
+        if bias is None:
+            continue
+        inner = isinstance(module, nn.BatchNorm2d) and isinstance(getattr(module, "drop", None), nn.Module)
+        inner = inner and hasattr(module, "act")
+        sites.append(BiasSite(name, module.drop if inner else module, bias, before_activation=inner))
+    return sites
+
+
+class BiasGradients:
+    """Gradient hooks on each bias site's tensor during a forward pass; each gradient that a backward pass
+    brings there goes to ``on_gradient(site, gradient)`` (set by the caller before each backward pass).
+
+    A hook put on a tensor before an in-place activation overwrites it still receives the gradient with
+    respect to the tensor as it was (before the activation), which is where the bias was added.
+    """
+
+    def __init__(self, sites: list[BiasSite]) -> None:
+        self.sites = sites
+        self.on_gradient = None
+
+    def _hook(self, site: BiasSite):
+        def hook(_module: nn.Module, inputs: tuple, output: object = None) -> None:
+            tensor = inputs[0] if site.before_activation else output
+            if isinstance(tensor, torch.Tensor) and tensor.requires_grad:
+                tensor.register_hook(lambda grad: self._arrived(site, grad))
+
+        return hook
+
+    def _arrived(self, site: BiasSite, grad: torch.Tensor) -> None:
+        if self.on_gradient is not None:
+            self.on_gradient(site, grad)  # returns nothing: the gradient flows on unchanged
+
+    @contextmanager
+    def installed(self) -> Iterator[BiasGradients]:
+        forward = [(s.module, self._hook(s)) for s in self.sites if not s.before_activation]
+        pre = [(s.module, self._hook(s)) for s in self.sites if s.before_activation]
+        with installed(forward=forward, pre=pre):
+            yield self

@@ -18,7 +18,7 @@ from .maps.boxes import WHOLE_PHOTO_SHARE, BBox, Region, box_share, no_box_reaso
 from .maps.placement import place_on_original
 from .maps.preprocess import CropGeometry, PreprocessConfig, full_geometry, to_model_input
 from .maps.scale import normalize_minmax, upsample_to
-from .methods import ATTENTION_LAYER, INPUT_LAYER, METHODS
+from .methods import ATTENTION_LAYER, INPUT_LAYER, METHODS, fused_layer
 from .model.attention import require_sites
 from .model.device import autocast_for, host_to_device, model_device
 from .model.fusion import unfold_conv
@@ -166,11 +166,15 @@ class Explainer:
     def map_keys(self) -> list[tuple[str, str]]:
         """Every (method, layer) this explainer produces, in output order."""
         return [
-            (m.name, path)
-            for m in self.methods
-            for path in (self.layers if m.uses_layer else [m.map_layer])
-            if (m.name, path) not in self.skipped
+            (m.name, path) for m in self.methods for path in self._map_layers(m) if (m.name, path) not in self.skipped
         ]
+
+    def _map_layers(self, method) -> list[str]:
+        """Where a method's maps are: each hooked layer, the input or the attention, or one map fused from all
+        the layers."""
+        if not method.uses_layer:
+            return [method.map_layer]
+        return [fused_layer(self.layers)] if method.fuses_layers else list(self.layers)
 
     @property
     def layer_order(self) -> list[str]:
@@ -305,12 +309,23 @@ class Explainer:
         )
 
     def _layout_fields(self, layer: str, found: Layout | None = None) -> dict:
-        """How the map's grid was read from the layer's output (or, ``found``, from the attention), for the record."""
+        """How the map's grid was read from the layer's output (or, ``found``, from the attention), for the record
+        (a fused map's: that of the first of its layers with the most positions, whose grid it is on)."""
         layout = found or self.layouts.get(layer)
+        if layout is None and layer not in (INPUT_LAYER, ATTENTION_LAYER, *self.layouts):
+            layout = self._fused_layout(layer)
         return {
             "layout": layout.name if layout is not None else INPUT_LAYER,
             "prefix_tokens": layout.prefix if layout is not None else 0,
         }
+
+    def _fused_layout(self, fused: str) -> Layout | None:
+        infos = {info.path: info for info in getattr(self, "layer_infos", [])}
+        parts = [p for p in fused.split("+") if p in self.layouts]
+        if not parts:
+            return None
+        finest = max(parts, key=lambda p: _positions(infos.get(p)))
+        return self.layouts[finest]
 
     @staticmethod
     def _guided_images(
@@ -374,3 +389,9 @@ def _warnings(logits: torch.Tensor, raw: torch.Tensor, empty: bool) -> tuple[str
     if empty:
         found.append("map is empty: no positive evidence at this layer (zero gradient or constant activation)")
     return tuple(found)
+
+
+def _positions(info: LayerInfo | None) -> int:
+    """How many positions a traced layer's grid has (0 where it is not known)."""
+    grid = getattr(getattr(info, "layout", None), "grid", None)
+    return grid[0] * grid[1] if grid else 0

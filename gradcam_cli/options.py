@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import MISSING, dataclass, field, fields
 
 from .errors import UsageError
-from .methods import METHODS, SMOOTHING, get_method
+from .methods import KPCA_KERNELS, METHODS, SMOOTHING, get_method
 from .model.labels import imagenet_labels, read_label_names, read_labels, resolve_classes
 from .model.weight_file import check_weight_file
 from .output.colormaps import COLORMAPS, DEFAULT_COLORMAP
@@ -207,9 +207,6 @@ class ExplainOptions:
         metavar="BASELINE",
         help="integratedgradients: black (a black photo), blur (the input blurred) or mean (its mean colour).",
     )
-    noise_samples: int = option(
-        25, "--noise-samples", metavar="N", help="smoothgrad, vargrad: noisy copies of each image (seeded noise)."
-    )
     noise_level: float = option(
         0.15,
         "--noise-level",
@@ -300,12 +297,41 @@ class ExplainOptions:
         "size; this changes what the model sees, and so its predictions. auto: full where the "
         "model takes it.",
     )
+    # The CAM family's own settings (each method's file says what it does with them).
+    noise_samples: int | None = option(
+        None,
+        "--noise-samples",
+        type=int,
+        metavar="N",
+        help="smoothgrad, vargrad, sscam, smoothgradcampp: noisy copies per image (seeded noise). "
+        "Default: 25 for smoothgrad and vargrad, 35 for sscam, 4 for smoothgradcampp.",
+    )
+    noise_std: float | None = option(
+        None,
+        "--noise-std",
+        type=float,
+        metavar="S",
+        help="Noise level: sscam on the [0, 1] masks (default 2.0), smoothgradcampp on the model's normalised "
+        "input (default 0.3).",
+    )
+    iscam_steps: int = option(10, "--iscam-steps", metavar="S", help="iscam: integration steps.")
+    kpca_kernel: str = option(
+        "sigmoid", "--kpca-kernel", metavar="KERNEL", help="kpcacam: sigmoid, rbf, poly, linear or cosine."
+    )
+    finer_similar: int = option(
+        3,
+        "--finer-similar",
+        metavar="N",
+        help="finercam: compare each class with the N classes whose scores are closest to its own.",
+    )
+    noise_seed: int = 0  # the noise of sscam and smoothgradcampp: the same maps on every run
 
     def validate(self) -> None:
         """Every check that needs no model; raises `UsageError` with a one-line message."""
         for name in self.methods:
             get_method(name)
         self._check_method_combinations()
+        self._check_cam_family()
         unknown = [k for k in self.outputs if k not in KINDS]
         if unknown:
             raise UsageError(f"--outputs {','.join(unknown)}: unknown; choose from {', '.join(KINDS)}")
@@ -343,7 +369,6 @@ class ExplainOptions:
 
     def _check_attribution_settings(self) -> None:
         _at_least("--ig-steps", self.ig_steps, 1)
-        _at_least("--noise-samples", self.noise_samples, 1)
         _one_of("--ig-baseline", self.ig_baseline, IG_BASELINES)
         _one_of("--rollout-fusion", self.rollout_fusion, ROLLOUT_FUSIONS)
         if not 0.0 < self.noise_level <= 1.0:
@@ -364,18 +389,40 @@ class ExplainOptions:
         if self.smooth == "eigen" and not any(i.channel_weighted for i in infos):
             raise UsageError(f"--smooth eigen: applies to channel-weighted methods, not to {', '.join(self.methods)}")
 
+    def _check_cam_family(self) -> None:
+        for flag, value in (("--noise-samples", self.noise_samples), ("--iscam-steps", self.iscam_steps)):
+            if value is not None:
+                _at_least(flag, value, 1)
+        _at_least("--finer-similar", self.finer_similar, 1)
+        if self.noise_std is not None and not self.noise_std >= 0:
+            raise UsageError(f"--noise-std {self.noise_std}: must be 0 or more")
+        _one_of("--kpca-kernel", self.kpca_kernel, KPCA_KERNELS)
+
     @property
     def method_settings(self) -> dict:
         """The per-method parameters the passes hand to the methods."""
+        noise = {}
+        if self.noise_samples is not None:
+            noise.update(
+                noise_samples=self.noise_samples,
+                sscam_samples=self.noise_samples,
+                smoothgradcampp_samples=self.noise_samples,
+            )
+        if self.noise_std is not None:
+            noise.update(sscam_std=self.noise_std, smoothgradcampp_std=self.noise_std)
         return {
             "occlusion_window": self.occlusion_window,
             "occlusion_stride": self.occlusion_stride,
             "ig_steps": self.ig_steps,
             "ig_baseline": self.ig_baseline,
-            "noise_samples": self.noise_samples,
             "noise_level": self.noise_level,
             "rollout_fusion": self.rollout_fusion,
             "rollout_discard": self.rollout_discard,
+            "iscam_steps": self.iscam_steps,
+            "kpca_kernel": self.kpca_kernel,
+            "finer_similar": self.finer_similar,
+            "noise_seed": self.noise_seed,
+            **noise,
         }
 
 

@@ -7,25 +7,37 @@ guided image it runs under ``torch.inference_mode``. One backward pass per class
 the hooked layers serves every gradient method. The transformer-native methods and Input x
 Gradient take their attention probabilities and gradients from the same pass (`PassExtras`).
 The methods then run under inference mode on the recorded activations and gradients; those
-that need more passes (Score-CAM, Ablation-CAM, occlusion, Integrated Gradients, SmoothGrad,
-VarGrad) get them from `_Passes`, batched. Hooks are removed and the graph is released
-before returning.
+that need more passes get them from `_Passes`: forward passes of perturbed copies (Score-CAM,
+SS-CAM, IS-CAM, Ablation-CAM, occlusion), batched; forward and backward passes of copies of
+the input (Integrated Gradients, SmoothGrad, VarGrad, Smooth Grad-CAM++); backward passes of
+their own on the shared forward pass's graph, which is then kept until the methods are done
+(Finer-CAM's score, Shapley-CAM's Hessian-vector products); a pass through the whole network
+with the gradient at every bias (FullGrad). Hooks are removed and the graph is released before
+returning.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
 
-from .capture import ActivationCapture, frozen_parameters, gates_open, guided_gates
+from .capture import ActivationCapture, BiasGradients, bias_sites, frozen_parameters, gates_open, guided_gates
 from .errors import MethodError
 from .maps.scale import normalize_minmax
-from .methods import ATTENTION_LAYER, GRADIENTS, get_method
-from .methods.base import Evidence, to_map
+from .methods import (
+    ATTENTION_LAYER,
+    FULL_GRADIENTS,
+    GRADIENTS,
+    OWN_SCORE_GRADIENTS,
+    SECOND_ORDER,
+    fused_layer,
+    get_method,
+)
+from .methods.base import Evidence, gaussian_noise, to_map
 from .model.device import autocast_for, input_memory_format, model_device, model_dtype
 from .model.layout import CONV, Tokens, one_image
 from .model.outputs import logits_of
@@ -45,6 +57,17 @@ class BatchExplanation:
     maps: dict[tuple[str, str], torch.Tensor]  # (method, layer) -> (B, K, h, w) ReLU'd maps, not normalised
     guided: torch.Tensor | None  # (B, K, 3, H, W) guided-backprop input gradients
     layouts: dict = field(default_factory=dict)  # the token layout of maps on no hooked layer ("attention")
+
+
+@dataclass
+class RecordedGraph:
+    """The shared forward pass's autograd graph, kept for methods that run backward passes of their own."""
+
+    logits: torch.Tensor  # (B, N) as the model returned them, with their graph
+    classes: torch.Tensor  # (B, K) the explained classes
+    activations: dict[str, torch.Tensor]  # each hooked layer's output as recorded (the graph's leaves)
+    inputs: torch.Tensor | None = None  # the input, a leaf, when the graph reaches it (FullGrad's)
+    biases: BiasGradients | None = None  # the gradient hooks at every bias site, then
 
 
 @dataclass
@@ -138,8 +161,9 @@ def cam_failures(
 
 
 class _Passes:
-    """The extra passes of Score-CAM, Ablation-CAM, occlusion (forward) and of the input attributions (forward
-    and backward), ``batch_size`` copies at a time."""
+    """The methods' own passes: forward passes of perturbed copies (``batch_size`` at a time), forward and
+    backward passes of copies of the input (the input attributions), backward passes on the shared forward pass's
+    graph, passes of noisy copies, and FullGrad's pass through the whole network."""
 
     def __init__(
         self,
@@ -151,10 +175,14 @@ class _Passes:
         state: PassState,
         batch_size: int,
         precision: str,
+        layers: dict[str, nn.Module] | None = None,
+        graph: RecordedGraph | None = None,
     ) -> None:
         self.model, self.inputs, self.raw, self.logits = model, inputs, raw, logits
         self.layouts, self.state, self.batch_size, self.precision = layouts, state, batch_size, precision
+        self.layers, self.graph = layers or {}, graph
         self._frontiers: dict[str, tuple] = {}
+        self._noisy: dict[tuple, dict[str, list]] = {}
 
     def _forward(self, fn, *args) -> torch.Tensor:
         with autocast_for(self.inputs.device, self.precision):
@@ -204,19 +232,123 @@ class _Passes:
                 chunks.append(working_precision(torch.stack(grads, dim=1)))
         return torch.cat(chunks)
 
+    def _grid(self, layer: str, t: torch.Tensor) -> torch.Tensor:
+        return working_precision(self.layouts.get(layer, CONV).to_grid(t))
+
+    def layer_gradients(self, layer: str, directions: torch.Tensor) -> torch.Tensor:
+        """``(B, K, N)`` -> ``(B, K, C, h, w)``: the gradient of ``sum_n directions[b, k, n] y_n`` at ``layer``
+        (one backward pass per k, from the logits, on the kept graph)."""
+        graph = self.graph
+        grads = []
+        with torch.inference_mode(False), torch.enable_grad():
+            for k in range(directions.shape[1]):
+                weights = directions[:, k].clone().to(graph.logits.dtype)
+                (g,) = torch.autograd.grad(graph.logits, graph.activations[layer], weights, retain_graph=True)
+                grads.append(self._grid(layer, g))
+        return torch.stack(grads, dim=1)
+
+    def hessian_vector_products(self, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(g, H A)`` per explained class, each ``(B, K, C, h, w)``, on the kept graph. Where the score is
+        linear in the layer (a ReLU network's logit) the gradient has no graph and the product is zero."""
+        graph, live = self.graph, self.graph.activations[layer]
+        grads, products = [], []
+        with torch.inference_mode(False), torch.enable_grad():
+            for k in range(graph.classes.shape[1]):
+                score = graph.logits.gather(1, graph.classes[:, k : k + 1]).sum()
+                (g,) = torch.autograd.grad(score, live, create_graph=True, retain_graph=True)
+                hvp = None
+                if g.requires_grad:
+                    (hvp,) = torch.autograd.grad(g, live, live.detach(), retain_graph=True, allow_unused=True)
+                grads.append(self._grid(layer, g.detach()))
+                products.append(self._grid(layer, hvp) if hvp is not None else torch.zeros_like(grads[-1]))
+        return torch.stack(grads, dim=1), torch.stack(products, dim=1)
+
+    def full_gradients(self, classes: torch.Tensor, on_bias_gradient: Callable, exact_types: bool = False):
+        """``(B, K, 3, H, W)`` input gradients of each class's score; ``on_bias_gradient(k, bias, gradient)`` for
+        every bias site (``capture.bias_sites``) as the backward pass of class k reaches it. On the shared forward
+        pass's graph where it reaches the input (no other method made a layer its leaf), else from a pass of its
+        own."""
+        wanted = {site.name for site in bias_sites(self.model, exact_types)}
+        grads = []
+        with ExitStack() as stack:
+            for context in (torch.inference_mode(False), torch.enable_grad(), frozen_parameters(self.model)):
+                stack.enter_context(context)
+            classes = classes.clone()  # not an inference tensor: gather saves it for the backward pass
+            if self.graph is not None and self.graph.inputs is not None:
+                x, logits, capture = self.graph.inputs, self.graph.logits, self.graph.biases
+            else:
+                capture = stack.enter_context(BiasGradients(bias_sites(self.model)).installed())
+                x = self.inputs.detach().clone().requires_grad_(True)
+                with autocast_for(x.device, self.precision):
+                    logits = logits_of(self.model(x))
+            for k in range(classes.shape[1]):
+
+                def arrived(site, gradient, k=k) -> None:
+                    if site.name in wanted:  # the convention's sites: every site is hooked, for either
+                        on_bias_gradient(k, site.bias, gradient)
+
+                capture.on_gradient = arrived
+                score = logits.gather(1, classes[:, k : k + 1]).sum()
+                (g,) = torch.autograd.grad(score, x, retain_graph=k < classes.shape[1] - 1)
+                grads.append(working_precision(g))
+        return torch.stack(grads, dim=1)
+
+    def noisy_gradients(self, layer: str, classes: torch.Tensor, samples: int, std: float, seed: int) -> list:
+        """For each noisy copy of the batch (the input plus ``std`` times `gaussian_noise` keyed by the sample,
+        the same for every image), ``layer``'s ``(B, C, h, w)`` activations and ``(B, K, C, h, w)`` gradients
+        of each class's score. One forward and K backward passes per copy serve every hooked layer."""
+        key = (samples, std, seed)
+        if key not in self._noisy:
+            self._noisy[key] = self._noisy_passes(classes, samples, std, seed)
+        return self._noisy[key][layer]
+
+    def _noisy_passes(self, classes: torch.Tensor, samples: int, std: float, seed: int) -> dict[str, list]:
+        capture = ActivationCapture(self.layers, make_leaf=True)
+        out: dict[str, list] = {p: [] for p in self.layers}
+        with ExitStack() as stack:
+            for context in (torch.inference_mode(False), torch.enable_grad(), frozen_parameters(self.model)):
+                stack.enter_context(context)
+            stack.enter_context(capture.installed())
+            classes = classes.clone()  # not an inference tensor: gather saves it for the backward pass
+            for sample in range(samples):
+                noise = gaussian_noise(seed, (sample,), tuple(self.inputs.shape[1:])) * std
+                with autocast_for(self.inputs.device, self.precision):
+                    logits = logits_of(self.model(self.inputs + noise.to(self.inputs.device, self.inputs.dtype)))
+                acts = dict(capture.outputs)
+                capture.outputs.clear()  # the next copy's forward pass records its own
+                grads = [
+                    torch.autograd.grad(
+                        logits.gather(1, classes[:, k : k + 1]).sum(),
+                        list(acts.values()),
+                        retain_graph=k < classes.shape[1] - 1,
+                    )
+                    for k in range(classes.shape[1])
+                ]
+                for i, (path, a) in enumerate(acts.items()):
+                    g = torch.stack([self._grid(path, per_class[i]) for per_class in grads], dim=1)
+                    out[path].append((self._grid(path, a.detach()), g))
+        return out
+
 
 def _record_forward(model, inputs, layers, infos, guided, classes, top_k, precision):
-    """The one forward pass and its backward passes: logits, classes, raw activations and gradients."""
+    """The one forward pass and its backward passes: logits, classes, raw activations and gradients, and the
+    graph itself when a method runs backward passes of its own on it (`RecordedGraph`, else None)."""
     needs_grads = any(i.needs == GRADIENTS for i in infos)
     extras = PassExtras(model, infos)  # attention and input gradients, for the methods that take no layer
-    capture = ActivationCapture(layers, make_leaf=needs_grads and not guided)
+    keep = any(i.needs in (OWN_SCORE_GRADIENTS, SECOND_ORDER) for i in infos)
+    # FullGrad back-propagates to the input: this pass serves it where no layer is made the graph's leaf.
+    whole = any(i.needs == FULL_GRADIENTS for i in infos) and not (needs_grads or keep or guided)
+    capture = ActivationCapture(layers, make_leaf=(needs_grads or keep) and not guided)
     with ExitStack() as stack:
         stack.enter_context(frozen_parameters(model))
         stack.enter_context(capture.installed())
         stack.enter_context(extras.installed())
         gates = stack.enter_context(guided_gates(model)) if guided else None
-        stack.enter_context(torch.enable_grad() if (needs_grads or guided or extras.graph) else torch.inference_mode())
+        biases = stack.enter_context(BiasGradients(bias_sites(model)).installed()) if whole else None
+        recording = needs_grads or guided or keep or whole or extras.graph
+        stack.enter_context(torch.enable_grad() if recording else torch.inference_mode())
         x = inputs.detach().requires_grad_(True) if (guided or extras.input_leaf) else inputs
+        x = inputs.detach().clone().requires_grad_(True) if whole else x
         with autocast_for(inputs.device, precision):
             logits = logits_of(model(x))
         capture.stop()
@@ -232,17 +364,20 @@ def _record_forward(model, inputs, layers, infos, guided, classes, top_k, precis
             score = logits.gather(1, chosen[:, k : k + 1]).sum()  # images are independent in eval mode
             last = k == chosen.shape[1] - 1
             if needs_grads:
-                layer_grads = torch.autograd.grad(score, list(raw.values()), retain_graph=guided or not last)
+                layer_grads = torch.autograd.grad(score, list(raw.values()), retain_graph=guided or keep or not last)
                 for path, g in zip(layers, layer_grads):
                     grads[path].append(g)
             if gates is not None:
                 with gates_open(gates):
-                    (g_in,) = torch.autograd.grad(score, x, retain_graph=not last)
+                    (g_in,) = torch.autograd.grad(score, x, retain_graph=keep or not last)
                 guided_grads.append(g_in.float())
+        graph = RecordedGraph(logits, chosen, dict(raw)) if keep else None
+        graph = RecordedGraph(logits, chosen, {}, inputs=x, biases=biases) if whole else graph
     raw = {p: a.detach() for p, a in raw.items()}
     guided_out = torch.stack(guided_grads, dim=1) if guided else None
     found = extras.evidence(working_precision)
-    return working_precision(logits.detach()), chosen, raw, (grads if needs_grads else {}), guided_out, found
+    logits = working_precision(logits.detach())
+    return logits, chosen, raw, (grads if needs_grads else {}), guided_out, found, graph
 
 
 def _run_methods(
@@ -262,9 +397,11 @@ def _run_methods(
     precision,
     skip=frozenset(),
     found=None,
+    graph=None,
 ) -> dict[tuple[str, str], torch.Tensor]:
-    """Every method on every layer (or on the input or the attention), under inference mode. ``found``: what
-    `PassExtras` recorded in the forward pass."""
+    """Every method on every layer (or on the input, the attention, or all the layers at once), under inference
+    mode. ``found``: what `PassExtras` recorded in the forward pass; ``graph``: the forward pass's graph, kept for
+    the methods that run backward passes of their own."""
     maps = {}
     with torch.inference_mode():
         acts = {p: working_precision(layouts.get(p, CONV).to_grid(a)) for p, a in raw.items()}
@@ -272,26 +409,39 @@ def _run_methods(
             p: torch.stack([working_precision(layouts.get(p, CONV).to_grid(g)) for g in gs], dim=1)
             for p, gs in grads.items()
         }
-        passes = _Passes(model, inputs, raw, logits, layouts, state, batch_size, precision)
+        passes = _Passes(model, inputs, raw, logits, layouts, state, batch_size, precision, layers, graph)
+
+        def evidence(path: str | None) -> Evidence:
+            return Evidence(
+                classes=chosen,
+                logits=logits,
+                layer=path,
+                activations=acts.get(path),
+                gradients=grids.get(path),
+                passes=passes,
+                settings=settings,
+                classifier_rows=(lambda p=path: cam_class_weights(model, p, acts[p], logits, chosen)),
+                **(found or {}),
+            )
+
         for info in infos:
-            for path in layers if info.uses_layer else [None]:
+            for path in _method_paths(info, layers):
                 if (info.name, path) in skip:
                     continue
-                evidence = Evidence(
-                    classes=chosen,
-                    logits=logits,
-                    layer=path,
-                    activations=acts.get(path),
-                    gradients=grids.get(path),
-                    passes=passes,
-                    settings=settings,
-                    classifier_rows=(lambda p=path: cam_class_weights(model, p, acts[p], logits, chosen)),
-                    **(found or {}),
-                )
-                result = info.implementation().compute(evidence)
+                given = evidence(path)
+                if info.fuses_layers:
+                    given = replace(given, layer_evidence=[evidence(p) for p in layers])
+                result = info.implementation().compute(given)
                 smooth_eigen = smooth == "eigen" and info.channel_weighted
                 maps[info.name, path or info.map_layer] = to_map(result, acts.get(path), smooth_eigen)
     return maps
+
+
+def _method_paths(info, layers: dict) -> list[str | None]:
+    """Where a method's maps go: every layer, the input (None), or one map fused from all the layers."""
+    if not info.uses_layer:
+        return [None]
+    return [fused_layer(layers)] if info.fuses_layers else list(layers)
 
 
 def explain_batch(
@@ -336,10 +486,11 @@ def explain_batch(
         batch_size=batch_size,
         skip=skip,
     )
-    logits, chosen, raw, grads, guided_out, found = _record_forward(
+    logits, chosen, raw, grads, guided_out, found, graph = _record_forward(
         model, inputs, guided=guided, classes=classes, top_k=top_k, **common
     )
-    maps = _run_methods(model, inputs, logits=logits, chosen=chosen, raw=raw, grads=grads, found=found, **common, **run)
+    recorded = dict(raw=raw, grads=grads, found=found, graph=graph)
+    maps = _run_methods(model, inputs, logits=logits, chosen=chosen, **recorded, **common, **run)
     if smooth == "aug":
         maps = _augmented_average(model, inputs, chosen, maps, common, run)
     attention = found.get("attention")
@@ -354,10 +505,11 @@ def _augmented_average(model, inputs, chosen, plain, common, run) -> dict[tuple[
         if flip or factor != 1.0:
             x = inputs * factor
             x = x.flip(-1) if flip else x
-            logits, _, raw, grads, _, found = _record_forward(model, x, guided=False, classes=chosen, top_k=1, **common)
-            maps = _run_methods(
-                model, x, logits=logits, chosen=chosen, raw=raw, grads=grads, found=found, **common, **run
+            logits, _, raw, grads, _, found, graph = _record_forward(
+                model, x, guided=False, classes=chosen, top_k=1, **common
             )
+            recorded = dict(raw=raw, grads=grads, found=found, graph=graph)
+            maps = _run_methods(model, x, logits=logits, chosen=chosen, **recorded, **common, **run)
         else:
             maps = plain
         for key, m in maps.items():

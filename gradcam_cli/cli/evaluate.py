@@ -30,6 +30,10 @@ EXPLAIN_FIELDS = (
     "perturbation_batch_size",
     "precision",
     "max_output_pixels",
+    "noise_std",
+    "iscam_steps",
+    "kpca_kernel",
+    "finer_similar",
 )
 JOB_FIELDS = ("workers", "threads", "fail_fast", "recursive", "null_separated")
 # Table columns: (summary key, heading, higher is better).

@@ -26,6 +26,12 @@ INPUT_GRADIENTS = "gradients to the input"  # one backward pass per class to the
 INPUT_PASSES = "extra forward and backward passes"  # of the whole network, on copies of the input
 ATTENTION_NEEDS = (ATTENTION, ATTENTION_GRADIENTS, BLOCK_SCORE_GRADIENTS)
 TRANSFORMERS = "transformers with attention probabilities (timm ViT/DeiT/EVA/BEiT, torchvision ViT)"
+OWN_SCORE_GRADIENTS = "gradients of its own score"  # a backward pass per class of its own, on the shared forward
+SECOND_ORDER = "gradients and Hessian-vector products"  # a double backward per class on the shared forward
+FULL_GRADIENTS = "input and bias gradients"  # its own forward and backward through the whole network
+NOISY_GRADIENTS = "gradients of noisy copies"  # forward and backward passes of noisy copies of the input
+# Needs that record the autograd graph of the shared forward pass from the hooked layers on.
+GRAPH_NEEDS = (GRADIENTS, OWN_SCORE_GRADIENTS, SECOND_ORDER)
 
 
 @dataclass(frozen=True)
@@ -38,10 +44,11 @@ class MethodInfo:
     uses_layer: bool = True  # False: the map is computed on the input (occlusion) or on the attention
     channel_weighted: bool = True  # a weighted channel sum, so --smooth eigen applies
     applies_to: str = "any classifier"
+    fuses_layers: bool = False  # one map from all the hooked layers together (refinecam), not one per layer
 
     @property
     def gradient_free(self) -> bool:
-        return self.needs != GRADIENTS
+        return self.needs in (ACTIVATIONS, CLASSIFIER, FORWARD_PASSES)
 
     @property
     def map_layer(self) -> str | None:
@@ -53,23 +60,29 @@ class MethodInfo:
     def cost(self, channels: int | None = None, windows: int | None = None) -> str:
         """Its passes for one batch, for a layer with ``channels`` channels (or occlusion ``windows``)."""
         if self.needs == GRADIENTS:
-            return "1 forward + 1 backward to the layer per class (shared by all gradient methods)"
-        if self.name in _PASS_COSTS:
-            return _PASS_COSTS[self.name]
-        if self.needs != FORWARD_PASSES:
-            return "1 forward (shared)"
+            shared = "1 forward + 1 backward to the layer per class (shared by all gradient methods)"
+            return shared + (", at every hooked layer" if self.fuses_layers else "")
         c, w = channels or "C", windows or "W"
-        return {
-            "scorecam": f"1 forward + {c} forwards of the whole network per image (constant channels skipped)",
-            "ablationcam": f"1 forward + {c} runs of the network after the layer per image",
-            "occlusion": f"1 forward + {w} forwards of the whole network per image",
-        }[self.name]
+        return _OWN_COSTS.get(self.name, "1 forward (shared)").format(c=c, w=w)
 
     def implementation(self) -> ModuleType:
         return import_module(f".{self.name}", __name__)
 
 
-_PASS_COSTS = {
+# The passes of the methods that run passes of their own; C channels, W windows.
+_OWN_COSTS = {
+    "scorecam": "1 forward + {c} forwards of the whole network per image (constant channels skipped)",
+    "ablationcam": "1 forward + {c} runs of the network after the layer per image",
+    "occlusion": "1 forward + {w} forwards of the whole network per image",
+    "sscam": "1 forward + N x {c} forwards of the whole network per image (N = --noise-samples, default 35)",
+    "iscam": "1 forward + S x {c} forwards of the whole network per image (S = --iscam-steps, default 10)",
+    "smoothgradcampp": "1 forward + N forwards and N x 1 backward to the layer per class "
+    "(N = --noise-samples, default 4)",
+    "finercam": "1 forward (shared) + 1 backward to the layer per class, of its own score",
+    "shapleycam": "1 forward (shared) + 1 backward to the layer that records its graph + 1 Hessian-vector "
+    "product per class",
+    "fullgrad": "1 forward (shared, unless a gradient method runs: then its own) + 1 backward through the whole "
+    "network per class",
     "rollout": "1 forward (shared), attention computed unfused",
     "chefer": "1 forward + 1 backward to the first attention block per class (shared with inputxgradient)",
     "legrad": "1 forward + 1 backward through each block from its own score, per block and class",
@@ -181,9 +194,54 @@ METHODS: dict[str, MethodInfo] = {
             uses_layer=False,
             channel_weighted=False,
         ),
+        MethodInfo(
+            "fullgrad",
+            "FullGrad",
+            "Srinivas & Fleuret, NeurIPS 2019 (arXiv:1905.00780)",
+            FULL_GRADIENTS,
+            True,
+            uses_layer=False,
+            channel_weighted=False,
+        ),
+        MethodInfo(
+            "kpcacam",
+            "KPCA-CAM",
+            "Karmani et al., 2024 (arXiv:2410.00267)",
+            ACTIVATIONS,
+            False,
+            channel_weighted=False,
+        ),
+        MethodInfo("shapleycam", "Shapley-CAM", "Cai et al., 2025 (arXiv:2501.06261)", SECOND_ORDER, True),
+        MethodInfo("finercam", "Finer-CAM", "Zhang et al., CVPR 2025 (arXiv:2501.11309)", OWN_SCORE_GRADIENTS, True),
+        MethodInfo("fem", "FEM", "Fuad et al., IPTA 2020 (hal-02963298)", ACTIVATIONS, False, channel_weighted=False),
+        MethodInfo(
+            "refinecam",
+            "RefineCAM",
+            "Grad-CAM++ maps of several layers multiplied (pytorch-grad-cam's RefineCAM)",
+            GRADIENTS,
+            True,
+            channel_weighted=False,
+            fuses_layers=True,
+        ),
+        MethodInfo("sscam", "SS-CAM", "Wang et al., 2020 (arXiv:2006.14255)", FORWARD_PASSES, True),
+        MethodInfo("iscam", "IS-CAM", "Naidu et al., 2020 (arXiv:2010.03023)", FORWARD_PASSES, True),
+        MethodInfo(
+            "smoothgradcampp",
+            "Smooth Grad-CAM++",
+            "Omeiza et al., 2019 (arXiv:1908.01224)",
+            NOISY_GRADIENTS,
+            True,
+        ),
     )
 }
 
+
+def fused_layer(paths) -> str:
+    """The record's layer of a map fused from several layers: their paths joined by ``+``."""
+    return "+".join(paths)
+
+
+KPCA_KERNELS = ("sigmoid", "rbf", "poly", "linear", "cosine")  # kpcacam's kernels
 SMOOTHING = ("aug", "eigen")
 INPUT_LAYER = "input"  # the "layer" of maps computed on the input
 ATTENTION_LAYER = "attention"  # the "layer" of maps computed from every attention block

@@ -36,6 +36,27 @@ class ForwardPasses(Protocol):
         """``(n, 3, H, W)`` inputs and ``(n, K)`` classes -> ``(n, K, 3, H, W)`` gradients of each class score with
         respect to the input, one forward and K backward passes of the whole network per batch."""
 
+    def layer_gradients(self, layer: str, directions: torch.Tensor) -> torch.Tensor:
+        """``(B, K, N)`` directions -> ``(B, K, C, h, w)``: the gradient at ``layer`` of each image's score
+        ``sum_n directions[b, k, n] y_n``, one backward pass per k on the shared forward pass's graph."""
+
+    def hessian_vector_products(self, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(g, H A)``, each ``(B, K, C, h, w)``: the gradient of each explained class's score at ``layer``
+        and its Hessian there times the layer's activations, on the shared forward pass's graph."""
+
+    def full_gradients(
+        self, classes: torch.Tensor, on_bias_gradient: Callable, exact_types: bool = False
+    ) -> torch.Tensor:
+        """``(B, K, 3, H, W)`` gradients of each ``(B, K)`` class's score at the input, from a forward and
+        backward pass through the whole network; ``on_bias_gradient(k, bias, gradient)`` gets, for class k,
+        every bias-carrying layer's ``(C,)`` bias and the ``(B, C, h, w)`` gradient at its output, as the
+        backward pass reaches it."""
+
+    def noisy_gradients(self, layer: str, classes: torch.Tensor, samples: int, std: float, seed: int) -> list[tuple]:
+        """For each of ``samples`` noisy copies of the batch (the input plus Gaussian noise of ``std``,
+        `gaussian_noise` keyed by the sample), the layer's ``(B, C, h, w)`` activations and the
+        ``(B, K, C, h, w)`` gradients of each ``(B, K)`` class's score."""
+
 
 @dataclass
 class AttentionEvidence:
@@ -67,6 +88,7 @@ class Evidence:
     settings: dict = field(default_factory=dict)  # per-method options (occlusion window, ...)
     attention: AttentionEvidence | None = None  # transformer-native methods
     input_gradients: torch.Tensor | None = None  # (B, K, 3, H, W) d score_k / d input, from the main pass
+    layer_evidence: list[Evidence] = field(default_factory=list)  # each hooked layer's, for refinecam
 
 
 @dataclass
@@ -98,6 +120,17 @@ def channel_magnitude(attributions: torch.Tensor) -> torch.Tensor:
     channels of the absolute values (captum's ``visualize_image_attr(sign="absolute_value")``). Evidence for and
     against the class both count: the map says where the score is sensitive, not in which direction."""
     return attributions.abs().sum(dim=-3)
+
+
+def gaussian_noise(seed: int, key: tuple[int, ...], shape: tuple[int, ...]) -> torch.Tensor:
+    """Standard normal noise of ``shape`` (float32, on the CPU), the same for the same ``seed`` and ``key``
+    whatever else was drawn before, on any device: a method's noisy maps do not depend on the batch, the
+    perturbation batch size or the order of the work."""
+    import numpy as np
+
+    state = np.random.SeedSequence([seed, *key]).generate_state(1, dtype=np.uint64)[0]
+    generator = torch.Generator().manual_seed(int(state))
+    return torch.randn(shape, generator=generator)
 
 
 def first_component(values: torch.Tensor) -> torch.Tensor:

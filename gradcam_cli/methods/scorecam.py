@@ -72,16 +72,16 @@ def channel_scores(evidence: Evidence, image: int, convention: Convention) -> to
         run = torch.nonzero(~constant).flatten()
         if run.numel():
             logits = passes.logits_for_inputs(x[None] * mask[run, None])
-            out[start + run] = _class_scores(logits, classes, convention)
+            out[start + run] = class_scores(logits, classes, convention)
         pending_constant += (start + torch.nonzero(constant).flatten()).tolist()
     # The peers turn a constant mask into an all-zero one: one forward pass serves every such channel.
     if pending_constant and convention.mask_eps > 0:
         logits = passes.logits_for_inputs(torch.zeros_like(x)[None])
-        out[pending_constant] = _class_scores(logits, classes, convention)
+        out[pending_constant] = class_scores(logits, classes, convention)
     return out
 
 
-def _class_scores(logits: torch.Tensor, classes: torch.Tensor, convention: Convention) -> torch.Tensor:
+def class_scores(logits: torch.Tensor, classes: torch.Tensor, convention: Convention) -> torch.Tensor:
     scores = logits if convention.channel_softmax else torch.softmax(logits, dim=1)
     return scores[:, classes]
 

@@ -64,16 +64,18 @@ def sheet_rows(explanations) -> list[tuple[str, str]]:
 
 def sheet_columns(explanations, layer_order) -> list[str]:
     """The layers present, in model order (``layer_order``), any others after them. A method on the model's
-    input (occlusion) has no column of its own when there are layers: its map sits in its row's first cell."""
+    input (occlusion) or on several layers fused (refinecam: their paths joined by ``+``) has no column of its
+    own when there are layers: its map sits in its row's first cell."""
     present = list(dict.fromkeys(e.layer for e in explanations))
     ordered = [layer for layer in layer_order if layer in present]
     columns = ordered + [layer for layer in present if layer not in ordered]
     on_input = {e.layer for e in explanations if getattr(e, "layout", "") == "input"}
-    return [c for c in columns if c not in on_input] or columns
+    fused = {c for c in columns if c not in layer_order and all(p in layer_order for p in c.split("+"))}
+    return [c for c in columns if c not in on_input | fused] or columns
 
 
 def found_cells(explanations, columns: list[str]) -> dict[tuple[str, str], object]:
-    """Each explanation by (method, column): a map on the input goes in the first column."""
+    """Each explanation by (method, column): a map on the input or fused from layers goes in the first column."""
     return {(e.method, e.layer if e.layer in columns else columns[0]): e for e in explanations}
 
 

@@ -41,6 +41,8 @@ def test_every_method_in_one_run_writes_its_files_and_records(tmp_path, samples)
         "2",
         "--noise-samples",
         "2",
+        "--iscam-steps",
+        "2",
         "--outputs",
         "heatmap,bbox",
         "--view",
@@ -69,7 +71,7 @@ def test_every_method_in_one_run_writes_its_files_and_records(tmp_path, samples)
         layered_at = {"cam": ("bn2", [7, 7])}.get(rec["method"], ("blocks.2", [28, 28]))
         layer, grid = ("input", [224, 224]) if on_input else layered_at
         assert rec["layer"] == layer and rec["grid"] == grid
-        assert rec["class_specific"] is (rec["method"] != "eigencam")
+        assert rec["class_specific"] is METHODS[rec["method"]].class_specific
         for path in rec["files"].values():
             assert Path(path).exists() and f"_{rec['method']}_{rec['layer']}_c" in Path(path).name, path
     assert {r["method"] for r in recs} == set(cnn_methods)
