@@ -3,8 +3,10 @@
 The forward pass records a graph only from where gradients are needed: parameters are
 frozen for the call and the hooked layer's output becomes the leaf of the graph (or
 the input does, when a guided image is asked for); with no gradient method and no
-guided image it runs under ``torch.inference_mode``. One backward pass per class to
-the hooked layers serves every gradient method. The methods then run under inference
+guided image it runs under ``torch.inference_mode``. What is explained is a *target*
+(``targets/``: the class logit by default): its slots are chosen from the forward pass's
+output, and one backward pass of each slot's score to the hooked layers serves every
+gradient method. The methods then run under inference
 mode on the recorded activations and gradients; those that need more forward passes
 (Score-CAM, Ablation-CAM, occlusion) get them from `_Passes`, batched. Hooks are
 removed and the graph is released before returning.
@@ -22,12 +24,14 @@ from torch import nn
 from .capture import ActivationCapture, frozen_parameters, gates_open, guided_gates
 from .errors import MethodError
 from .maps.scale import normalize_minmax
-from .methods import GRADIENTS, INPUT_LAYER, get_method
+from .methods import CLASSIFIER, GRADIENTS, INPUT_LAYER, get_method
 from .methods.base import Evidence, to_map
 from .model.device import autocast_for, input_memory_format, model_device, model_dtype
 from .model.layout import CONV, one_image
 from .model.outputs import logits_of
 from .model.tail import build_tail
+from .targets.base import Request, Slots, Target, as_target
+from .targets.class_logit import ClassLogit
 
 # pytorch-grad-cam's test-time augmentation: a horizontal flip times three input scalings.
 AUGMENTATIONS = tuple((flip, factor) for flip in (False, True) for factor in (0.9, 1.0, 1.1))
@@ -37,10 +41,14 @@ AUGMENTATIONS = tuple((flip, factor) for flip in (False, True) for factor in (0.
 class BatchExplanation:
     """What one batch yields; every tensor is detached and on the model's device."""
 
-    logits: torch.Tensor  # (B, N) pre-softmax scores
-    classes: torch.Tensor  # (B, K) explained class indices
+    logits: torch.Tensor | None  # (B, N) pre-softmax scores; None when the output has no class logits
+    classes: torch.Tensor  # (B, K) explained class indices (-1: the slot explains no class)
     maps: dict[tuple[str, str], torch.Tensor]  # (method, layer) -> (B, K, h, w) ReLU'd maps, not normalised
     guided: torch.Tensor | None  # (B, K, 3, H, W) guided-backprop input gradients
+    slots: Slots | None = None  # what the target explains in each image (counts, record fields)
+    values: torch.Tensor | None = None  # (B, K) the target's score of each slot on the unperturbed batch
+    probabilities: torch.Tensor | None = None  # (B, K) the probability a record shows, where the target has one
+    target: str = "class"  # the target's name
 
 
 @dataclass
@@ -62,6 +70,15 @@ def choose_classes(logits: torch.Tensor, classes: Sequence[int] | torch.Tensor |
     if classes:
         return torch.tensor(list(classes), device=logits.device).expand(logits.shape[0], -1)
     return logits.topk(min(top_k, logits.shape[1]), dim=1).indices
+
+
+def gradients_of(score: torch.Tensor, tensors: list[torch.Tensor], retain: bool) -> list[torch.Tensor]:
+    """``d score / d tensor`` for each tensor; zero where the score does not depend on it (a detection that no
+    longer matches, an empty mask)."""
+    if not score.requires_grad:
+        return [torch.zeros_like(t) for t in tensors]
+    found = torch.autograd.grad(score, tensors, retain_graph=retain, allow_unused=True)
+    return [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, found)]
 
 
 def find_classifier(model: nn.Module, num_logits: int) -> nn.Linear:
@@ -146,9 +163,12 @@ class _Passes:
         state: PassState,
         batch_size: int,
         precision: str,
+        target: Target | None = None,
+        slots: Slots | None = None,
     ) -> None:
         self.model, self.inputs, self.raw, self.logits = model, inputs, raw, logits
         self.layouts, self.state, self.batch_size, self.precision = layouts, state, batch_size, precision
+        self.target, self.slots = target or ClassLogit(), slots
         self._frontiers: dict[str, tuple] = {}
 
     def _forward(self, fn, *args) -> torch.Tensor:
@@ -163,7 +183,32 @@ class _Passes:
         ]
         return torch.cat(chunks)
 
+    def _scores(self, output: object, image: int, probability: bool) -> torch.Tensor:
+        target = self.target.probability() if probability else self.target
+        n = len(output) if isinstance(output, (list, tuple)) else _rows(output)
+        return target.scores(output, self.slots, torch.full((n,), image, dtype=torch.long))
+
+    def scores_for_inputs(self, x: torch.Tensor, image: int, probability: bool = False) -> torch.Tensor:
+        """``(n, 3, H, W)`` copies of image ``image`` -> ``(n, K)`` the target's scores of its slots, in batches."""
+        fmt = input_memory_format(self.model)
+        outputs = []
+        for i in range(0, x.shape[0], self.batch_size):
+            with autocast_for(self.inputs.device, self.precision):
+                output = self.model(x[i : i + self.batch_size].contiguous(memory_format=fmt))
+            outputs.append(working_precision(self._scores(output, image, probability)))
+        return torch.cat(outputs)
+
+    def scores_after_layer(self, layer: str, image: int, grids: torch.Tensor) -> torch.Tensor:
+        """``(n, C, h, w)`` replacements for ``layer``'s output on image ``image`` -> ``(n, K)`` target scores."""
+        return torch.cat(
+            [working_precision(self._scores(o, image, False)) for o in self._tail_outputs(layer, image, grids)]
+        )
+
     def logits_after_layer(self, layer: str, image: int, grids: torch.Tensor) -> torch.Tensor:
+        return torch.cat([working_precision(logits_of(o)) for o in self._tail_outputs(layer, image, grids)])
+
+    def _tail_outputs(self, layer: str, image: int, grids: torch.Tensor) -> list:
+        """The model's outputs for replaced copies of ``layer``'s output, ``batch_size`` at a time."""
         tail = self.state.tails.get(layer)
         layout = self.layouts.get(layer, CONV)
         if tail is None:
@@ -174,18 +219,42 @@ class _Passes:
         original = one_image(layout, self.raw[layer], image)  # its prefix tokens are kept as they were
         raw = layout.from_grid(grids, original).to(self.raw[layer].dtype)
         b = layout.batch_dim
-        return torch.cat(
-            [
-                self._forward(
-                    tail, raw.narrow(b, i, min(self.batch_size, raw.shape[b] - i)), self._frontiers[layer], image
+        outputs = []
+        for i in range(0, raw.shape[b], self.batch_size):
+            with autocast_for(self.inputs.device, self.precision):
+                outputs.append(
+                    tail(raw.narrow(b, i, min(self.batch_size, raw.shape[b] - i)), self._frontiers[layer], image)
                 )
-                for i in range(0, raw.shape[b], self.batch_size)
-            ]
-        )
+        return outputs
 
 
-def _record_forward(model, inputs, layers, infos, guided, classes, top_k, precision):
-    """The one forward pass and its backward passes: logits, classes, raw activations and gradients."""
+def _rows(output: object) -> int:
+    """How many images an output is of: its first tensor's batch size (a tensor, a dict of tensors, a tuple)."""
+    if isinstance(output, torch.Tensor):
+        return output.shape[0]
+    values = output.values() if isinstance(output, dict) else getattr(output, "values", lambda: [output])()
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            return value.shape[0]
+    return logits_of(output).shape[0]
+
+
+@dataclass
+class _Forward:
+    """What the recorded forward pass yields: the target's slots and scores, activations and gradients."""
+
+    logits: torch.Tensor | None  # (B, N), where the output has class logits
+    slots: Slots
+    values: torch.Tensor  # (B, K) each slot's score, detached
+    probabilities: torch.Tensor | None  # (B, K)
+    raw: dict[str, torch.Tensor]
+    grads: dict[str, list[torch.Tensor]]
+    guided: torch.Tensor | None
+
+
+def _record_forward(model, inputs, layers, infos, guided, target, request, precision, slots=None) -> _Forward:
+    """The one forward pass and its backward passes: the target's slots (chosen here unless given) and
+    scores, raw activations and gradients."""
     needs_grads = any(i.needs == GRADIENTS for i in infos)
     capture = ActivationCapture(layers, make_leaf=needs_grads and not guided)
     with ExitStack() as stack:
@@ -195,28 +264,48 @@ def _record_forward(model, inputs, layers, infos, guided, classes, top_k, precis
         stack.enter_context(torch.enable_grad() if (needs_grads or guided) else torch.inference_mode())
         x = inputs.detach().requires_grad_(True) if guided else inputs
         with autocast_for(inputs.device, precision):
-            logits = logits_of(model(x))
-        chosen = choose_classes(logits.detach(), classes, top_k)
+            output = model(x)
+        if slots is None:
+            slots = target.select(_detached(output), request)
         missing = [p for p in layers if p not in capture.outputs]
         if missing:
             raise MethodError(f"--layer {missing[0]!r}: did not run in the forward pass")
         raw = {p: capture.outputs[p] for p in layers}  # in the caller's order, not the order they ran
+        values = target.scores(output, slots, torch.arange(inputs.shape[0]))  # (B, K)
         grads: dict[str, list[torch.Tensor]] = {p: [] for p in layers}
         guided_grads: list[torch.Tensor] = []
-        for k in range(chosen.shape[1]):
-            score = logits.gather(1, chosen[:, k : k + 1]).sum()  # images are independent in eval mode
-            last = k == chosen.shape[1] - 1
+        for k in range(slots.per_image):
+            score = values[:, k].sum()  # images are independent in eval mode
+            last = k == slots.per_image - 1
             if needs_grads:
-                layer_grads = torch.autograd.grad(score, list(raw.values()), retain_graph=guided or not last)
-                for path, g in zip(layers, layer_grads):
+                for path, g in zip(layers, gradients_of(score, list(raw.values()), guided or not last)):
                     grads[path].append(g)
             if gates is not None:
                 with gates_open(gates):
-                    (g_in,) = torch.autograd.grad(score, x, retain_graph=not last)
+                    (g_in,) = gradients_of(score, [x], not last)
                 guided_grads.append(g_in.float())
-    raw = {p: a.detach() for p, a in raw.items()}
-    guided_out = torch.stack(guided_grads, dim=1) if guided else None
-    return working_precision(logits.detach()), chosen, raw, (grads if needs_grads else {}), guided_out
+    detached = _detached(output)
+    logits = target.logits(detached)
+    return _Forward(
+        working_precision(logits) if logits is not None else None,
+        slots,
+        working_precision(values.detach()),
+        target.probabilities(detached, slots),
+        {p: a.detach() for p, a in raw.items()},
+        grads if needs_grads else {},
+        torch.stack(guided_grads, dim=1) if guided and guided_grads else None,
+    )
+
+
+def _detached(output: object) -> object:
+    """The model's output with every tensor in it detached (tensors, and lists, tuples and dicts of them)."""
+    if isinstance(output, torch.Tensor):
+        return output.detach()
+    if isinstance(output, dict):
+        return {k: _detached(v) for k, v in output.items()}
+    if isinstance(output, (list, tuple)) and not hasattr(output, "_fields"):
+        return type(output)(_detached(v) for v in output)
+    return output
 
 
 def _run_methods(
@@ -224,10 +313,8 @@ def _run_methods(
     inputs,
     layers,
     infos,
-    logits,
-    chosen,
-    raw,
-    grads,
+    forward: _Forward,
+    target,
     layouts,
     state,
     settings,
@@ -238,13 +325,16 @@ def _run_methods(
 ) -> dict[tuple[str, str], torch.Tensor]:
     """Every method on every layer (or on the input), under inference mode."""
     maps = {}
+    logits, chosen = forward.logits, forward.slots.classes
     with torch.inference_mode():
-        acts = {p: working_precision(layouts.get(p, CONV).to_grid(a)) for p, a in raw.items()}
+        acts = {p: working_precision(layouts.get(p, CONV).to_grid(a)) for p, a in forward.raw.items()}
         grids = {
             p: torch.stack([working_precision(layouts.get(p, CONV).to_grid(g)) for g in gs], dim=1)
-            for p, gs in grads.items()
+            for p, gs in forward.grads.items()
         }
-        passes = _Passes(model, inputs, raw, logits, layouts, state, batch_size, precision)
+        passes = _Passes(
+            model, inputs, forward.raw, logits, layouts, state, batch_size, precision, target, forward.slots
+        )
         for info in infos:
             for path in layers if info.uses_layer else [None]:
                 if (info.name, path) in skip:
@@ -258,6 +348,7 @@ def _run_methods(
                     passes=passes,
                     settings=settings,
                     classifier_rows=(lambda p=path: cam_class_weights(model, p, acts[p], logits, chosen)),
+                    scores=forward.values,
                 )
                 result = info.implementation().compute(evidence)
                 smooth_eigen = smooth == "eigen" and info.channel_weighted
@@ -281,10 +372,15 @@ def explain_batch(
     batch_size: int = 32,
     state: PassState | None = None,
     skip: frozenset[tuple[str, str]] = frozenset(),
+    target: Target | object | None = None,
+    boxes: torch.Tensor | None = None,
 ) -> BatchExplanation:
-    """Class maps for a ``(B, 3, H, W)`` batch: every method at every layer, from one forward pass.
+    """Maps for a ``(B, 3, H, W)`` batch: every method at every layer, from one forward pass.
 
-    ``model`` must be in eval mode. ``smooth="aug"`` averages the maps over six augmented
+    ``model`` must be in eval mode. ``target`` is what is explained (``gradcam_cli.targets``; a `Target`, or a
+    function of the model's output returning one score per image); by default the class logit of ``classes``
+    (or of the ``top_k`` most likely classes). ``boxes``: ``(B, K, 4)`` boxes a detection target explains.
+    ``smooth="aug"`` averages the maps over six augmented
     copies (flip x three input scalings), each brought back to the original geometry;
     ``smooth="eigen"`` takes the first principal component of the weighted activations
     instead of their sum. ``batch_size`` bounds the perturbed copies per extra forward pass.
@@ -293,12 +389,14 @@ def explain_batch(
     ``skip``: (method, layer) pairs not to compute (CAM at a layer its head does not follow).
     """
     infos = [get_method(m) for m in dict.fromkeys(methods)]
+    target = ClassLogit() if target is None else as_target(target)
     autocast_for(inputs.device, precision)  # refuses an unknown or unsupported precision before any work
     if any(i.uses_layer for i in infos) and not layers:
         raise MethodError("no layer to hook: give at least one layer")
+    _check_target(target, infos, smooth)
     inputs = inputs.contiguous(memory_format=input_memory_format(model))
     layers = layers if any(i.uses_layer for i in infos) else {}
-    common = dict(layers=layers, infos=infos, precision=precision)
+    common = dict(layers=layers, infos=infos, precision=precision, target=target)
     run = dict(
         layouts=layouts or {},
         state=state or PassState(),
@@ -307,24 +405,44 @@ def explain_batch(
         batch_size=batch_size,
         skip=skip,
     )
-    logits, chosen, raw, grads, guided_out = _record_forward(
-        model, inputs, guided=guided, classes=classes, top_k=top_k, **common
+    with target.around(model):
+        forward = _record_forward(model, inputs, guided=guided, request=Request(classes, top_k, boxes), **common)
+        maps = _run_methods(model, inputs, forward=forward, **common, **run) if forward.slots.per_image else {}
+        if smooth == "aug" and maps:
+            maps = _augmented_average(model, inputs, forward.slots, maps, common, run)
+    return BatchExplanation(
+        logits=forward.logits,
+        classes=forward.slots.classes,
+        maps=maps,
+        guided=forward.guided,
+        slots=forward.slots,
+        values=forward.values,
+        probabilities=forward.probabilities,
+        target=target.name,
     )
-    maps = _run_methods(model, inputs, logits=logits, chosen=chosen, raw=raw, grads=grads, **common, **run)
-    if smooth == "aug":
-        maps = _augmented_average(model, inputs, chosen, maps, common, run)
-    return BatchExplanation(logits=logits, classes=chosen, maps=maps, guided=guided_out)
 
 
-def _augmented_average(model, inputs, chosen, plain, common, run) -> dict[tuple[str, str], torch.Tensor]:
+def _check_target(target: Target, infos, smooth: str | None) -> None:
+    """Refuse the methods and smoothing that the target cannot serve."""
+    if any(i.needs == CLASSIFIER for i in infos) and not target.class_logit:
+        raise MethodError(
+            f"--method cam: its classifier weights explain a class logit (--target class), not the {target.name} target"
+        )
+    if smooth == "aug" and target.geometric:
+        raise MethodError(
+            f"--smooth aug: the {target.name} target's boxes and masks would not follow the flipped copies"
+        )
+
+
+def _augmented_average(model, inputs, slots, plain, common, run) -> dict[tuple[str, str], torch.Tensor]:
     """Test-time augmentation: each augmented map min-max scaled, flipped back, averaged."""
     total = {key: torch.zeros_like(m) for key, m in plain.items()}
     for flip, factor in AUGMENTATIONS:
         if flip or factor != 1.0:
             x = inputs * factor
             x = x.flip(-1) if flip else x
-            logits, _, raw, grads, _ = _record_forward(model, x, guided=False, classes=chosen, top_k=1, **common)
-            maps = _run_methods(model, x, logits=logits, chosen=chosen, raw=raw, grads=grads, **common, **run)
+            forward = _record_forward(model, x, guided=False, request=Request(), slots=slots, **common)
+            maps = _run_methods(model, x, forward=forward, **common, **run)
         else:
             maps = plain
         for key, m in maps.items():
