@@ -191,6 +191,14 @@ def _choice(options) -> dict:
     return {"target": options.target, "versus": options.versus, "head": options.head, "similar_to": options.similar_to}
 
 
+def check_evaluable(kind: str) -> None:
+    """``gradcam evaluate`` measures the maps of classifiers; a detector's or segmenter's are not measured yet."""
+    from ..errors import UsageError
+
+    if kind in (DETECTOR, SEGMENTER):
+        raise UsageError(f"gradcam evaluate: measures the maps of classifiers; a {kind}'s are not measured yet")
+
+
 def check_for_model(kind: str, options) -> None:
     """The target options against the kind of model (`model.tasks.model_kind`), before it is built."""
     from ..errors import UsageError

@@ -21,6 +21,7 @@ except SystemExit as exit:
     print("EXIT=%s" % exit.code)
 print("IMPORTED=" + json.dumps(sorted(m for m in ("torch", "timm", "torchvision") if m in sys.modules)))
 """
+BOXES = Path(__file__).resolve().parents[1] / "data" / "sample_boxes.csv"
 DETECTOR = "fasterrcnn_mobilenet_v3_large_fpn"
 SEGMENTER = "deeplabv3_mobilenet_v3_large"
 
@@ -60,6 +61,19 @@ def test_bad_target_requests_are_one_line_exit_2_before_anything_loads(tmp_path,
     assert needle in done.stderr, done.stderr
     assert done.stdout.rpartition("IMPORTED=")[2].strip() == "[]"  # nothing heavy: the model was never built
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("model", [DETECTOR, SEGMENTER])
+def test_evaluate_refuses_detectors_and_segmenters_before_the_model_loads(tmp_path, model) -> None:
+    """``gradcam evaluate`` imports torch as it starts; neither torchvision nor timm: no model was built."""
+    import subprocess
+
+    args = ["evaluate", str(SAMPLES / "horses.jpg"), "-a", str(BOXES), "--model", model, "-o", str(tmp_path / "out")]
+    done = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True)
+    assert "EXIT=2" in done.stdout, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and "gradcam evaluate: measures the maps of classifiers" in done.stderr
+    imported = json.loads(done.stdout.rpartition("IMPORTED=")[2])
+    assert "torchvision" not in imported and "timm" not in imported
 
 
 def explained(tmp_path: Path, *flags: str) -> tuple[list[dict], Path]:
