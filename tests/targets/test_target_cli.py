@@ -76,6 +76,21 @@ def test_evaluate_refuses_detectors_and_segmenters_before_the_model_loads(tmp_pa
     assert "torchvision" not in imported and "timm" not in imported
 
 
+@pytest.mark.parametrize(("model", "default"), [(DETECTOR, "backbone.body.16"), (SEGMENTER, "backbone.16")])
+def test_layers_lists_a_detector_and_segmenter_with_the_default_that_explain_uses(model, default) -> None:
+    """The default is the backbone's last block (the one ``explain`` hooks), not a head that runs once per level."""
+    from gradcam_cli.model.detectors import build, task_default_layer
+    from gradcam_cli.model.layers import trace_layers
+
+    done = gradcam("layers", "--model", model, "--json", "--no-cache")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert [r["path"] for r in rows if r["default"]] == [default]
+    built, _, _, _ = build(model, False, None)
+    kind = "detector" if model == DETECTOR else "segmenter"
+    assert task_default_layer(built.eval(), trace_layers(built.eval(), (320, 320)), kind) == default
+
+
 def explained(tmp_path: Path, *flags: str) -> tuple[list[dict], Path]:
     out = tmp_path / "out"
     done = gradcam("explain", SAMPLES / "horses.jpg", "-o", out, "--json", *flags, timeout=900)
