@@ -189,3 +189,34 @@ def test_a_requested_segment_class(segmenter) -> None:
     result = explain_batch(model, x, {layer: dict(model.named_modules())[layer]}, target=SegmentClass(0), classes=[c])
     assert result.classes[:, 0].tolist() == [c, c]
     assert torch.equal(result.slots.data["masks"][0, 0], (predicted[0] == c).double())
+
+
+def test_score_cam_reads_the_segmentation_target_on_its_masked_copies(segmenter) -> None:
+    """Score-CAM with pytorch-grad-cam's convention (the raw score) against its ``ScoreCAM`` with
+    ``SemanticSegmentationTarget``: the mask stays the photo's, the logits are the masked copy's. At
+    ``backbone.13`` (160 channels: 160 masked copies per map). Here the oracle is pytorch-grad-cam's scaled map,
+    scaled again in float64: Score-CAM's raw maps are of order 1 (softmax weights times activations), so its
+    1e-7 guard and its float32 cast move them by about 1e-7, far below 1e-5."""
+    from pytorch_grad_cam import ScoreCAM
+
+    model, _, x = segmenter
+    layer = "backbone.13"
+    settings = {"scorecam_convention": "pytorch-grad-cam"}
+    modules = {layer: dict(model.named_modules())[layer]}
+    result = explain_batch(model, x[:1], modules, target=SegmentClass(0), methods=["scorecam"], settings=settings)
+    maps = result.maps["scorecam", layer][0]
+    predicted = model(x[:1])["out"].argmax(1)[0]
+    compared = 0
+    for k in range(min(2, result.slots.counts[0])):
+        c = int(result.classes[0, k])
+        target = SemanticSegmentationTarget(c, (predicted == c).double().numpy())
+        twin = PixelLogits(copy.deepcopy(model))
+        with ScoreCAM(model=twin, target_layers=[dict(twin.named_modules())["model." + layer]]) as cam:
+            cam.get_target_width_height = lambda _t, grid=maps.shape[-2:]: (grid[1], grid[0])
+            cam.batch_size = 32
+            oracle = torch.from_numpy(np.asarray(cam(input_tensor=x[:1].clone(), targets=[target]), dtype=np.float64))
+        if maps[k].max() <= 0:
+            continue
+        assert max_diff(scaled_float64(maps[k]), scaled_float64(oracle[0])) <= TOL
+        compared += 1
+    assert compared == 2
