@@ -149,6 +149,7 @@ def explain(
     classes: Sequence[str | int] = (),
     top_k: int = 1,
     guided: bool = False,
+    target: str | object = "class",
     preprocess: PreprocessConfig | None = None,
     labels: Sequence[str] | None = None,
     options: ExplainOptions | None = None,
@@ -160,7 +161,11 @@ def explain(
     ``images``: paths (photos above ``options.max_output_pixels`` are scaled down while
     decoded, and their maps made at that size), PIL images, ``(H, W, 3)`` uint8 RGB arrays
     (preprocessed with the model's own transform, maps placed back on the photo), or ``(3, H, W)``
-    tensors that are already the model's input (maps at the tensor's resolution). ``load_options``
+    tensors that are already the model's input (maps at the tensor's resolution). ``target``: what each map
+    explains: ``"class"`` (the logit), ``"probability"``, a `gradcam_cli.targets.base.Target`, or a function of
+    the model's output returning one score per image (``lambda output: output[:, 3] - output[:, 5]``);
+    ``options`` (an `ExplainOptions`) has the other targets' settings (``versus``, ``similar_to``, ...).
+    ``load_options``
     go to `gradcam_cli.load_model` when ``model`` is a name (``pretrained``, ``weights``,
     ``device``, ...). ``options`` overrides the keyword options wholesale. ``engine="ray"`` runs the
     images on a Ray cluster's actors (``ray_address=``, ``actors=``, ``gpus_per_actor=`` choose it).
@@ -176,6 +181,7 @@ def explain(
         top_k=top_k,
         methods=tuple(methods),
         outputs=("guided",) if guided else (),
+        target=target,
     )
     opts.validate()
     engine_opts = _engine(engine, load_options)

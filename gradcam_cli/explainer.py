@@ -8,7 +8,7 @@ writes no file and prints nothing (``job/`` and ``output/`` do).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from .maps.preprocess import CropGeometry, PreprocessConfig, full_geometry, to_m
 from .maps.scale import normalize_minmax, upsample_to
 from .methods import ATTENTION_LAYER, INPUT_LAYER, METHODS, fused_layer
 from .model.attention import require_sites
+from .model.detectors import task_default_layer
 from .model.device import autocast_for, host_to_device, model_device
 from .model.fusion import unfold_conv
 from .model.labels import resolve_classes
@@ -27,19 +28,25 @@ from .model.layers import LayerInfo, default_layer, layer_layouts, resolve_layer
 from .model.layout import Layout, Tokens, patch_size
 from .model.loading import LoadedModel
 from .model.stages import expand_stages
+from .model.tasks import DETECTOR, SEGMENTER
 from .options import ExplainOptions, ModelOptions, check_request
 from .output.render import guided_image
 from .passes import BatchExplanation, PassState, cam_failures, explain_batch, logits_of
+from .targets.build import target_for
 
 
 @dataclass
 class Explanation:
-    """One (image, method, layer, class) result; ``map`` is at the photo's resolution, in [0, 1]."""
+    """One (image, method, layer, class) result; ``map`` is at the photo's resolution, in [0, 1].
 
-    class_index: int
+    "Class" is what the target explains (``targets/``): a class, a class against another, a detection, a
+    segment, the similarity to a reference; ``target_fields`` say which (for the record).
+    """
+
+    class_index: int | None  # None: the target explains no class (similarity, a function of the output)
     class_name: str | None
-    probability: float
-    score: float
+    probability: float | None  # None: the target has no probability (similarity)
+    score: float  # the class logit y^c where the output has class logits, else the target's value
     layer: str
     method: str
     map: np.ndarray  # (H, W) float32
@@ -56,6 +63,11 @@ class Explanation:
     prefix_tokens: int = 0  # class/distillation/register tokens left out of a token grid
     view: str = "crop"  # what the model saw: its own eval transform (crop), or the whole photo (full)
     box_covers_photo: bool = False  # the box spans at least WHOLE_PHOTO_SHARE of the photo: it singles out nothing
+    target: str = "class"  # what was explained (gradcam_cli.targets.TARGETS, or custom)
+    target_value: float | None = None  # the target's score on the photo (the scalar the map explains)
+    target_fields: dict = field(default_factory=dict)  # versus class, head, reference, detection, mask area
+    slot: str = ""  # its part of file names: c243, c243-vs-250, d1, sim
+    mask: np.ndarray | None = None  # (H, W) bool: a segment's predicted mask on the photo, kept with --save-raw
 
 
 class Explainer:
@@ -72,14 +84,28 @@ class Explainer:
         self.layers = self._resolve_layers() if any(m.uses_layer for m in self.methods) else {}
         self.classes = resolve_classes(opts.classes, loaded.labels, loaded.num_classes)
         self.guided = "guided" in opts.outputs
-        self.preprocess = replace(loaded.preprocess, size_multiple=patch_size(loaded.model) or (1, 1))
-        self.view = self._resolve_view(opts.view)
+        multiple = patch_size(loaded.model) or loaded.preprocess.size_multiple
+        self.preprocess = replace(loaded.preprocess, size_multiple=multiple)
+        self.view = loaded.view or self._resolve_view(opts.view)
         self.states: dict[tuple[int, int], PassState] = {}  # by input size: the full view's inputs vary
         autocast_for(self.device, opts.precision)  # refuses a precision the device cannot run
+        self.target = target_for(opts, loaded, self.prepare)
+        self._check_target()
         self.skipped = self._cam_skipped() if any(m.name == "cam" for m in self.methods) else {}
         attention = [m.name for m in self.methods if m.map_layer == ATTENTION_LAYER]
         if attention:  # a model without attention is refused before any photo is read
             require_sites(loaded.model, attention[0])
+
+    def _check_target(self) -> None:
+        """The methods the target cannot serve, refused before any photo is read."""
+        if any(m.name == "cam" for m in self.methods) and not self.target.class_logit:
+            raise MethodError(
+                f"--method cam: its classifier weights explain the class logit, not the {self.target.name} target"
+            )
+        if self.options.smooth == "aug" and self.target.geometric:
+            raise MethodError(
+                f"--smooth aug: the {self.target.name} target's boxes and masks would not follow the flipped copies"
+            )
 
     def _cam_skipped(self) -> dict[tuple[str, str], str]:
         """CAM at the layers its head does not follow: skipped, with the reason; at none of them, refused."""
@@ -118,7 +144,10 @@ class Explainer:
         """The hooked modules by path (the model's default layer when none is asked for)."""
         model = self.loaded.model
         self.layer_infos: list[LayerInfo] = trace_layers(model, self.loaded.preprocess.input_size)
-        self.default_layer = default_layer(model, self.layer_infos)
+        if self.loaded.kind in (DETECTOR, SEGMENTER):
+            self.default_layer = task_default_layer(model, self.layer_infos, self.loaded.kind)
+        else:
+            self.default_layer = default_layer(model, self.layer_infos)
         asked = list(dict.fromkeys(self.options.layers))
         paths = expand_stages(asked, model, self.layer_infos) or [self.default_layer]
         self._unfold_hooked_convs(paths)  # a conv's output shape is the same folded or not: no re-trace
@@ -198,9 +227,12 @@ class Explainer:
         prepared = [self.prepare(p) for p in photos]
         return self.explain_prepared([t for t, _ in prepared], [g for _, g in prepared])
 
-    def run_passes(self, inputs: torch.Tensor, classes: torch.Tensor | None = None) -> BatchExplanation:
+    def run_passes(
+        self, inputs: torch.Tensor, classes: torch.Tensor | None = None, boxes: torch.Tensor | None = None
+    ) -> BatchExplanation:
         """The passes of one batch of equally sized inputs on the model's device; ``classes`` ``(B, K)``
-        replaces the explainer's classes (one set per image)."""
+        replaces the explainer's classes (one set per image); ``boxes`` ``(B, K, 4)``: a detector's boxes to
+        explain (in the input's pixels)."""
         opts = self.options
         state = self.states.setdefault(tuple(inputs.shape[-2:]), PassState())
         return explain_batch(
@@ -218,6 +250,8 @@ class Explainer:
             state=state,
             layouts=self.layouts_for(tuple(inputs.shape[-2:])),
             skip=frozenset(self.skipped),
+            target=self.target,
+            boxes=boxes,
         )
 
     def explain_prepared(
@@ -235,33 +269,113 @@ class Explainer:
             return out
         inputs = host_to_device(torch.stack(list(tensors)), self.device)
         opts = self.options
-        result = self.run_passes(inputs)
-        probs = torch.softmax(result.logits, dim=1)
+        result = self.run_passes(inputs, boxes=self._given_boxes(geometries, inputs.device))
+        facts = [self._slot_facts(result, b, geometry) for b, geometry in enumerate(geometries)]
         out = [[] for _ in geometries]
         for (method, layer), raw in result.maps.items():
             scaled, empty = normalize_minmax(raw.float())  # (B, K, h, w)
             for b, geometry in enumerate(geometries):
-                placed = place_on_original(scaled[b][:, None], geometry)[:, 0].cpu().numpy()
+                count = result.slots.counts[b]  # the image's real slots; the rest only pad the batch
+                placed = place_on_original(scaled[b][:count, None], geometry)[:, 0].cpu().numpy()
                 guided, guided_raw = (
-                    self._guided_images(result.guided[b], scaled[b], tuple(inputs.shape[-2:]), geometry, opts.save_raw)
+                    self._guided_images(
+                        result.guided[b][:count], scaled[b][:count], tuple(inputs.shape[-2:]), geometry, opts.save_raw
+                    )
                     if result.guided is not None
-                    else ([None] * placed.shape[0],) * 2
+                    else ([None] * count,) * 2
                 )
-                for k in range(placed.shape[0]):
-                    c = int(result.classes[b, k])
+                for k in range(count):
                     out[b].append(
                         self._explanation(
                             (method, layer),
                             raw[b, k],
                             placed[k],
                             bool(empty[b, k]),
-                            (c, k + 1),
-                            (float(result.logits[b, c]), float(probs[b, c]), result.logits[b]),
+                            facts[b][k],
                             (guided[k], guided_raw[k]),
                             result.layouts.get(layer),
                         )
                     )
         return out
+
+    def _given_boxes(self, geometries: Sequence[CropGeometry], device: torch.device) -> torch.Tensor | None:
+        """``--box`` (photo pixels) in each input's pixels: ``(B, K, 4)``, or None when no box is given."""
+        if not self.options.boxes:
+            return None
+        from .targets import parse_box
+
+        rows = []
+        for geometry in geometries:
+            (width, height), (rw, rh), (left, top, _, _) = (
+                geometry.original_size,
+                geometry.resized_size,
+                geometry.crop_box,
+            )
+            sx, sy = rw / width, rh / height
+            rows.append(
+                [
+                    [x0 * sx - left, y0 * sy - top, x1 * sx - left, y1 * sy - top]
+                    for x0, y0, x1, y1 in map(parse_box, self.options.boxes)
+                ]
+            )
+        return torch.tensor(rows, dtype=torch.float32, device=device)
+
+    def _slot_facts(self, result: BatchExplanation, b: int, geometry: CropGeometry) -> list[dict]:
+        """What each real slot of image ``b`` says for its explanations: class, scores, target fields, notes."""
+        facts = []
+        logits, slots = result.logits, result.slots
+        finite = bool(torch.isfinite(logits[b] if logits is not None else result.values[b]).all())
+        for k in range(slots.counts[b]):
+            c = int(result.classes[b, k])
+            value = float(result.values[b, k])
+            has_logit = logits is not None and logits.shape[1] > 1 and 0 <= c < logits.shape[1]
+            fields = dict(slots.detail(b, k))
+            notes = (fields.pop("warning"),) if "warning" in fields else ()
+            facts.append(
+                {
+                    "class_index": c if c >= 0 else None,
+                    "class_name": self.class_name(c) if c >= 0 else None,
+                    "rank": k + 1,
+                    "score": float(logits[b, c]) if has_logit else value,
+                    "probability": float(result.probabilities[b, k]) if result.probabilities is not None else None,
+                    "target": result.target,
+                    "target_value": value,
+                    "target_fields": self._on_photo(fields, geometry),
+                    "slot": slots.name(b, k),
+                    "mask": self._mask(slots, b, k, geometry),
+                    "notes": notes if finite else ("model output is not finite (NaN/Inf); scores are null",) + notes,
+                }
+            )
+        return facts
+
+    def _on_photo(self, fields: dict, geometry: CropGeometry) -> dict:
+        """A target's record fields with their class names, and a detection's box in the photo's pixels."""
+        if "versus_index" in fields:
+            fields["versus_name"] = self.class_name(fields["versus_index"])
+        if "detection" in fields:
+            found = dict(fields["detection"])
+            (width, height), (rw, rh), (left, top, _, _) = (
+                geometry.original_size,
+                geometry.resized_size,
+                geometry.crop_box,
+            )
+            x0, y0, x1, y1 = found["box"]
+            found["box"] = [
+                (x0 + left) * width / rw,
+                (y0 + top) * height / rh,
+                (x1 + left) * width / rw,
+                (y1 + top) * height / rh,
+            ]
+            found["label_name"] = self.class_name(found["label"])
+            fields["detection"] = found
+        return fields
+
+    def _mask(self, slots, b: int, k: int, geometry: CropGeometry) -> np.ndarray | None:
+        """A segment's mask on the photo, for ``--save-raw``."""
+        if not self.options.save_raw or "masks" not in slots.data:
+            return None
+        mask = slots.data["masks"][b, k].float()[None, None]
+        return (place_on_original(mask, geometry)[0, 0] >= 0.5).cpu().numpy()
 
     def _explanation(
         self,
@@ -269,28 +383,24 @@ class Explainer:
         raw: torch.Tensor,
         placed: np.ndarray,
         empty: bool,
-        class_rank: tuple[int, int],
-        scores: tuple,
+        facts: dict,
         guided: tuple,
         found_layout: Layout | None = None,
     ) -> Explanation:
-        """One (image, method, layer, class) result: the placed map, its boxes, and what is wrong with it."""
-        (method, layer), (c, rank), (score, probability, logits) = key, class_rank, scores
+        """One (image, method, layer, slot) result: the placed map, its boxes, and what is wrong with it."""
+        method, layer = key
         opts = self.options
         regions = regions_from_map(placed, opts.bbox_threshold)
         bbox = regions[0].box if regions else None
         grid = tuple(raw.shape[-2:])
-        warnings = _warnings(logits, raw, empty)
+        warnings = facts["notes"] + _warnings(raw, empty)
         if not (regions or empty):
             warnings += (no_box_reason(placed, opts.bbox_threshold, grid),)
         covers = bool(bbox) and box_share(bbox, placed.shape) >= WHOLE_PHOTO_SHARE
         if covers:
             warnings += (whole_photo_note(bbox, placed.shape),)
         return Explanation(
-            class_index=c,
-            class_name=self.class_name(c),
-            probability=probability,
-            score=score,
+            **{k: v for k, v in facts.items() if k != "notes"},
             layer=layer,
             method=method,
             map=placed,
@@ -299,7 +409,6 @@ class Explainer:
             regions=tuple(regions if opts.bbox_mode == "all" else regions[:1]),
             guided=guided[0],
             guided_raw=guided[1],
-            rank=rank,
             grid=grid,
             **self._layout_fields(layer, found_layout),
             warnings=warnings,
@@ -379,11 +488,9 @@ def full_view_failure(loaded: LoadedModel, config: PreprocessConfig | None = Non
     return None
 
 
-def _warnings(logits: torch.Tensor, raw: torch.Tensor, empty: bool) -> tuple[str, ...]:
-    """The numerical faults of one explanation, worded for the record."""
+def _warnings(raw: torch.Tensor, empty: bool) -> tuple[str, ...]:
+    """The numerical faults of one map, worded for the record."""
     found = []
-    if not torch.isfinite(logits).all():
-        found.append("model output is not finite (NaN/Inf); scores are null")
     if not torch.isfinite(raw).all():
         found.append("map had non-finite values, treated as zero")
     if empty:

@@ -17,9 +17,12 @@ from dataclasses import MISSING, dataclass, field, fields
 from .errors import UsageError
 from .methods import KPCA_KERNELS, METHODS, SMOOTHING, get_method
 from .model.labels import imagenet_labels, read_label_names, read_labels, resolve_classes
+from .model.tasks import model_kind
 from .model.weight_file import check_weight_file
 from .output.colormaps import COLORMAPS, DEFAULT_COLORMAP
 from .output.files import KINDS
+from .targets import check_for_model
+from .targets import check_options as check_target_options
 
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 BBOX_MODES = ("largest", "all")
@@ -98,7 +101,8 @@ class ModelOptions:
         "--model",
         "-m",
         metavar="NAME",
-        help="timm name (resnet50), or torchvision/NAME. Default: the bundled EfficientNet-Lite0 "
+        help="timm name (resnet50), or torchvision/NAME, or a torchvision detector or segmenter "
+        "(fasterrcnn_resnet50_fpn, deeplabv3_resnet50). Default: the bundled EfficientNet-Lite0 "
         "with its ImageNet weights.",
     )
     pretrained: bool = option(
@@ -113,7 +117,11 @@ class ModelOptions:
         help="Local checkpoint (.safetensors, or .pt/.pth read with weights_only=True).",
     )
     num_classes: int | None = option(
-        None, "--num-classes", type=int, metavar="N", help="Classifier width for fine-tuned heads."
+        None,
+        "--num-classes",
+        type=int,
+        metavar="N",
+        help="Classifier width for fine-tuned heads; 0: no head, the model returns embeddings (with --similar-to).",
     )
     labels: str | os.PathLike | None = option(
         None, "--labels", metavar="FILE", help="Class names: one per line, or JSON."
@@ -139,7 +147,7 @@ class ModelOptions:
     def validate(self) -> None:
         _one_of("--memory-format", self.memory_format, MEMORY_FORMATS)
         if self.num_classes is not None:
-            _at_least("--num-classes", self.num_classes, 1)
+            _at_least("--num-classes", self.num_classes, 0)  # 0: no head, the model returns embeddings
         if self.weights is not None:
             check_weight_file(self.weights)
         self.known_labels()  # a --labels file that cannot be read, or has the wrong count for a known model
@@ -325,11 +333,57 @@ class ExplainOptions:
         help="finercam: compare each class with the N classes whose scores are closest to its own.",
     )
     noise_seed: int = 0  # the noise of sscam and smoothgradcampp: the same maps on every run
+    # What each map explains (gradcam_cli/targets/): the class logit unless these say otherwise.
+    target: str | object = option(
+        "class",
+        "--target",
+        metavar="class|probability",
+        help="What each map explains: class, the class's pre-softmax logit; probability, its softmax probability. "
+        "(Python API: also a Target, or a function of the model's output giving one score per image.)",
+    )
+    versus: str | None = option(
+        None,
+        "--versus",
+        metavar="CLASS|auto",
+        help="Why the explained class rather than CLASS: the logit difference. auto: the next most likely class.",
+    )
+    head: str = option(
+        "auto",
+        "--head",
+        metavar="auto|softmax|sigmoid",
+        help="The classifier's head. sigmoid: multi-label, each label above --label-threshold explained by its own "
+        "logit. auto: sigmoid for a one-output (binary) head, softmax otherwise.",
+    )
+    label_threshold: float = option(
+        0.5, "--label-threshold", metavar="P", help="With a sigmoid head: explain each label of probability >= P."
+    )
+    similar_to: str | None = option(
+        None,
+        "--similar-to",
+        metavar="FILE",
+        help="Explain the cosine similarity of each photo's embedding to this reference photo's (a classifier's "
+        "pooled features; the output of a --num-classes 0 model).",
+    )
+    score_threshold: float = option(
+        0.5, "--score-threshold", metavar="S", help="Detectors: explain each detection scoring >= S."
+    )
+    max_detections: int = option(
+        20, "--max-detections", metavar="N", help="Detectors: at most N detections per image, the most confident first."
+    )
+    boxes: Sequence[str] = option(
+        (),
+        "--box",
+        repeatable=True,
+        split=False,
+        metavar="x0,y0,x1,y1",
+        help="Detectors: explain the detection at this box (photo pixels) instead; repeatable.",
+    )
 
     def validate(self) -> None:
         """Every check that needs no model; raises `UsageError` with a one-line message."""
         for name in self.methods:
             get_method(name)
+        check_target_options(self)
         self._check_method_combinations()
         self._check_cam_family()
         unknown = [k for k in self.outputs if k not in KINDS]
@@ -431,6 +485,7 @@ def check_request(model: ModelOptions, options: ExplainOptions) -> None:
     names and count known before the model is built (the rest is checked right after it loads)."""
     model.validate()
     options.validate()
+    check_for_model(model_kind(model.name, model.num_classes), options)
     count, labels = model.known_class_count(), model.known_labels()
     if count is None and labels is not None:
         count = len(labels)

@@ -3,16 +3,18 @@
 The forward pass records a graph only from where gradients are needed: parameters are
 frozen for the call and the hooked layer's output becomes the leaf of the graph (or
 the input does, when a guided image is asked for); with no gradient method and no
-guided image it runs under ``torch.inference_mode``. One backward pass per class to
-the hooked layers serves every gradient method. The transformer-native methods and Input x
-Gradient take their attention probabilities and gradients from the same pass (`PassExtras`).
-The methods then run under inference mode on the recorded activations and gradients; those
-that need more passes get them from `_Passes`: forward passes of perturbed copies (Score-CAM,
-SS-CAM, IS-CAM, Ablation-CAM, occlusion), batched; forward and backward passes of copies of
-the input (Integrated Gradients, SmoothGrad, VarGrad, Smooth Grad-CAM++); backward passes of
-their own on the shared forward pass's graph, which is then kept until the methods are done
-(Finer-CAM's score, Shapley-CAM's Hessian-vector products); a pass through the whole network
-with the gradient at every bias (FullGrad). Hooks are removed and the graph is released before
+guided image it runs under ``torch.inference_mode``. What is explained is a *target*
+(``targets/``: the class logit by default): its slots are chosen from the forward pass's
+output, and one backward pass of each slot's score to the hooked layers serves every
+gradient method. The transformer-native methods and Input x Gradient take their attention
+probabilities and gradients from the same pass (`PassExtras`). The methods then run under
+inference mode on the recorded activations and gradients; those that need more passes get
+them from `_Passes`: forward passes of perturbed copies (Score-CAM, SS-CAM, IS-CAM,
+Ablation-CAM, occlusion), batched; forward and backward passes of copies of the input
+(Integrated Gradients, SmoothGrad, VarGrad, Smooth Grad-CAM++); backward passes of their own
+on the shared forward pass's graph, which is then kept until the methods are done (Finer-CAM's
+score, Shapley-CAM's Hessian-vector products); a pass through the whole network with the
+gradient at every bias (FullGrad). Hooks are removed and the graph is released before
 returning.
 """
 
@@ -30,6 +32,8 @@ from .errors import MethodError
 from .maps.scale import normalize_minmax
 from .methods import (
     ATTENTION_LAYER,
+    CLASS_SCORE_NEEDS,
+    CLASSIFIER,
     FULL_GRADIENTS,
     GRADIENTS,
     OWN_SCORE_GRADIENTS,
@@ -43,6 +47,8 @@ from .model.layout import CONV, Tokens, one_image
 from .model.outputs import logits_of
 from .model.tail import build_tail
 from .pass_extras import PassExtras
+from .targets.base import Request, Slots, Target, as_target
+from .targets.class_logit import ClassLogit
 
 # pytorch-grad-cam's test-time augmentation: a horizontal flip times three input scalings.
 AUGMENTATIONS = tuple((flip, factor) for flip in (False, True) for factor in (0.9, 1.0, 1.1))
@@ -52,10 +58,14 @@ AUGMENTATIONS = tuple((flip, factor) for flip in (False, True) for factor in (0.
 class BatchExplanation:
     """What one batch yields; every tensor is detached and on the model's device."""
 
-    logits: torch.Tensor  # (B, N) pre-softmax scores
-    classes: torch.Tensor  # (B, K) explained class indices
+    logits: torch.Tensor | None  # (B, N) pre-softmax scores; None when the output has no class logits
+    classes: torch.Tensor  # (B, K) explained class indices (-1: the slot explains no class)
     maps: dict[tuple[str, str], torch.Tensor]  # (method, layer) -> (B, K, h, w) ReLU'd maps, not normalised
     guided: torch.Tensor | None  # (B, K, 3, H, W) guided-backprop input gradients
+    slots: Slots | None = None  # what the target explains in each image (counts, record fields)
+    values: torch.Tensor | None = None  # (B, K) the target's score of each slot on the unperturbed batch
+    probabilities: torch.Tensor | None = None  # (B, K) the probability a record shows, where the target has one
+    target: str = "class"  # the target's name
     layouts: dict = field(default_factory=dict)  # the token layout of maps on no hooked layer ("attention")
 
 
@@ -89,6 +99,15 @@ def choose_classes(logits: torch.Tensor, classes: Sequence[int] | torch.Tensor |
     if classes:
         return torch.tensor(list(classes), device=logits.device).expand(logits.shape[0], -1)
     return logits.topk(min(top_k, logits.shape[1]), dim=1).indices
+
+
+def gradients_of(score: torch.Tensor, tensors: list[torch.Tensor], retain: bool) -> list[torch.Tensor]:
+    """``d score / d tensor`` for each tensor; zero where the score does not depend on it (a detection that no
+    longer matches, an empty mask)."""
+    if not score.requires_grad:
+        return [torch.zeros_like(t) for t in tensors]
+    found = torch.autograd.grad(score, tensors, retain_graph=retain, allow_unused=True)
+    return [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, found)]
 
 
 def find_classifier(model: nn.Module, num_logits: int) -> nn.Linear:
@@ -175,11 +194,14 @@ class _Passes:
         state: PassState,
         batch_size: int,
         precision: str,
+        target: Target | None = None,
+        slots: Slots | None = None,
         layers: dict[str, nn.Module] | None = None,
         graph: RecordedGraph | None = None,
     ) -> None:
         self.model, self.inputs, self.raw, self.logits = model, inputs, raw, logits
         self.layouts, self.state, self.batch_size, self.precision = layouts, state, batch_size, precision
+        self.target, self.slots = target or ClassLogit(), slots
         self.layers, self.graph = layers or {}, graph
         self._frontiers: dict[str, tuple] = {}
         self._noisy: dict[tuple, dict[str, list]] = {}
@@ -196,25 +218,20 @@ class _Passes:
         ]
         return torch.cat(chunks)
 
-    def logits_after_layer(self, layer: str, image: int, grids: torch.Tensor) -> torch.Tensor:
-        tail = self.state.tails.get(layer)
-        layout = self.layouts.get(layer, CONV)
-        if tail is None:
-            tail = build_tail(self.model, layer, self.inputs, self.raw[layer], self.logits, layout.batch_dim)
-            self.state.tails[layer] = tail
-        if layer not in self._frontiers:
-            self._frontiers[layer] = tail.frontier(self.inputs)
-        original = one_image(layout, self.raw[layer], image)  # its prefix tokens are kept as they were
-        raw = layout.from_grid(grids, original).to(self.raw[layer].dtype)
-        b = layout.batch_dim
-        return torch.cat(
-            [
-                self._forward(
-                    tail, raw.narrow(b, i, min(self.batch_size, raw.shape[b] - i)), self._frontiers[layer], image
-                )
-                for i in range(0, raw.shape[b], self.batch_size)
-            ]
-        )
+    def _scores(self, output: object, image: int, probability: bool) -> torch.Tensor:
+        target = self.target.probability() if probability else self.target
+        n = len(output) if isinstance(output, (list, tuple)) else _rows(output)
+        return target.scores(output, self.slots, torch.full((n,), image, dtype=torch.long))
+
+    def scores_for_inputs(self, x: torch.Tensor, image: int, probability: bool = False) -> torch.Tensor:
+        """``(n, 3, H, W)`` copies of image ``image`` -> ``(n, K)`` the target's scores of its slots, in batches."""
+        fmt = input_memory_format(self.model)
+        outputs = []
+        for i in range(0, x.shape[0], self.batch_size):
+            with autocast_for(self.inputs.device, self.precision):
+                output = self.model(x[i : i + self.batch_size].contiguous(memory_format=fmt))
+            outputs.append(working_precision(self._scores(output, image, probability)))
+        return torch.cat(outputs)
 
     def input_gradients(self, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """``(n, 3, H, W)`` inputs, ``(n, K)`` classes -> ``(n, K, 3, H, W)`` gradients of each class's logit with
@@ -329,10 +346,65 @@ class _Passes:
                     out[path].append((self._grid(path, a.detach()), g))
         return out
 
+    def scores_after_layer(self, layer: str, image: int, grids: torch.Tensor) -> torch.Tensor:
+        """``(n, C, h, w)`` replacements for ``layer``'s output on image ``image`` -> ``(n, K)`` target scores."""
+        return torch.cat(
+            [working_precision(self._scores(o, image, False)) for o in self._tail_outputs(layer, image, grids)]
+        )
 
-def _record_forward(model, inputs, layers, infos, guided, classes, top_k, precision):
-    """The one forward pass and its backward passes: logits, classes, raw activations and gradients, and the
-    graph itself when a method runs backward passes of its own on it (`RecordedGraph`, else None)."""
+    def logits_after_layer(self, layer: str, image: int, grids: torch.Tensor) -> torch.Tensor:
+        return torch.cat([working_precision(logits_of(o)) for o in self._tail_outputs(layer, image, grids)])
+
+    def _tail_outputs(self, layer: str, image: int, grids: torch.Tensor) -> list:
+        """The model's outputs for replaced copies of ``layer``'s output, ``batch_size`` at a time."""
+        tail = self.state.tails.get(layer)
+        layout = self.layouts.get(layer, CONV)
+        if tail is None:
+            tail = build_tail(self.model, layer, self.inputs, self.raw[layer], self.logits, layout.batch_dim)
+            self.state.tails[layer] = tail
+        if layer not in self._frontiers:
+            self._frontiers[layer] = tail.frontier(self.inputs)
+        original = one_image(layout, self.raw[layer], image)  # its prefix tokens are kept as they were
+        raw = layout.from_grid(grids, original).to(self.raw[layer].dtype)
+        b = layout.batch_dim
+        outputs = []
+        for i in range(0, raw.shape[b], self.batch_size):
+            with autocast_for(self.inputs.device, self.precision):
+                outputs.append(
+                    tail(raw.narrow(b, i, min(self.batch_size, raw.shape[b] - i)), self._frontiers[layer], image)
+                )
+        return outputs
+
+
+def _rows(output: object) -> int:
+    """How many images an output is of: its first tensor's batch size (a tensor, a dict of tensors, a tuple)."""
+    if isinstance(output, torch.Tensor):
+        return output.shape[0]
+    values = output.values() if isinstance(output, dict) else getattr(output, "values", lambda: [output])()
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            return value.shape[0]
+    return logits_of(output).shape[0]
+
+
+@dataclass
+class _Forward:
+    """What the recorded forward pass yields: the target's slots and scores, activations and gradients."""
+
+    logits: torch.Tensor | None  # (B, N), where the output has class logits
+    slots: Slots
+    values: torch.Tensor  # (B, K) each slot's score, detached
+    probabilities: torch.Tensor | None  # (B, K)
+    raw: dict[str, torch.Tensor]
+    grads: dict[str, list[torch.Tensor]]
+    guided: torch.Tensor | None
+    found: dict = field(default_factory=dict)  # what `PassExtras` recorded: attention, input gradients
+    graph: RecordedGraph | None = None  # kept for the methods that run backward passes of their own
+
+
+def _record_forward(model, inputs, layers, infos, guided, target, request, precision, slots=None) -> _Forward:
+    """The one forward pass and its backward passes: the target's slots (chosen here unless given) and
+    scores, raw activations and gradients, and the graph itself when a method runs backward passes of its own."""
     needs_grads = any(i.needs == GRADIENTS for i in infos)
     extras = PassExtras(model, infos)  # attention and input gradients, for the methods that take no layer
     keep = any(i.needs in (OWN_SCORE_GRADIENTS, SECOND_ORDER) for i in infos)
@@ -350,34 +422,54 @@ def _record_forward(model, inputs, layers, infos, guided, classes, top_k, precis
         x = inputs.detach().requires_grad_(True) if (guided or extras.input_leaf) else inputs
         x = inputs.detach().clone().requires_grad_(True) if whole else x
         with autocast_for(inputs.device, precision):
-            logits = logits_of(model(x))
-        capture.stop()
-        chosen = choose_classes(logits.detach(), classes, top_k)
-        extras.record(x, logits, chosen)  # keeps the graph for the layer gradients below
+            output = model(x)
+        if slots is None:
+            slots = target.select(_detached(output), request)
+        if infos_need_class_scores(infos):
+            extras.record(x, logits_of(output), slots.classes)  # keeps the graph for the layer gradients below
         missing = [p for p in layers if p not in capture.outputs]
         if missing:
             raise MethodError(f"--layer {missing[0]!r}: did not run in the forward pass")
         raw = {p: capture.outputs[p] for p in layers}  # in the caller's order, not the order they ran
+        values = target.scores(output, slots, torch.arange(inputs.shape[0]))  # (B, K)
         grads: dict[str, list[torch.Tensor]] = {p: [] for p in layers}
         guided_grads: list[torch.Tensor] = []
-        for k in range(chosen.shape[1]):
-            score = logits.gather(1, chosen[:, k : k + 1]).sum()  # images are independent in eval mode
-            last = k == chosen.shape[1] - 1
+        for k in range(slots.per_image):
+            score = values[:, k].sum()  # images are independent in eval mode
+            last = k == slots.per_image - 1
             if needs_grads:
-                layer_grads = torch.autograd.grad(score, list(raw.values()), retain_graph=guided or keep or not last)
-                for path, g in zip(layers, layer_grads):
+                for path, g in zip(layers, gradients_of(score, list(raw.values()), guided or keep or not last)):
                     grads[path].append(g)
             if gates is not None:
                 with gates_open(gates):
-                    (g_in,) = torch.autograd.grad(score, x, retain_graph=keep or not last)
+                    (g_in,) = gradients_of(score, [x], keep or not last)
                 guided_grads.append(g_in.float())
-        graph = RecordedGraph(logits, chosen, dict(raw)) if keep else None
-        graph = RecordedGraph(logits, chosen, {}, inputs=x, biases=biases) if whole else graph
-    raw = {p: a.detach() for p, a in raw.items()}
-    guided_out = torch.stack(guided_grads, dim=1) if guided else None
-    found = extras.evidence(working_precision)
-    logits = working_precision(logits.detach())
-    return logits, chosen, raw, (grads if needs_grads else {}), guided_out, found, graph
+        graph = RecordedGraph(logits_of(output), slots.classes, dict(raw)) if keep else None
+        graph = RecordedGraph(logits_of(output), slots.classes, {}, inputs=x, biases=biases) if whole else graph
+    detached = _detached(output)
+    logits = target.logits(detached)
+    return _Forward(
+        working_precision(logits) if logits is not None else None,
+        slots,
+        working_precision(values.detach()),
+        target.probabilities(detached, slots),
+        {p: a.detach() for p, a in raw.items()},
+        grads if needs_grads else {},
+        torch.stack(guided_grads, dim=1) if guided and guided_grads else None,
+        extras.evidence(working_precision),
+        graph,
+    )
+
+
+def _detached(output: object) -> object:
+    """The model's output with every tensor in it detached (tensors, and lists, tuples and dicts of them)."""
+    if isinstance(output, torch.Tensor):
+        return output.detach()
+    if isinstance(output, dict):
+        return {k: _detached(v) for k, v in output.items()}
+    if isinstance(output, (list, tuple)) and not hasattr(output, "_fields"):
+        return type(output)(_detached(v) for v in output)
+    return output
 
 
 def _run_methods(
@@ -385,10 +477,8 @@ def _run_methods(
     inputs,
     layers,
     infos,
-    logits,
-    chosen,
-    raw,
-    grads,
+    forward: _Forward,
+    target,
     layouts,
     state,
     settings,
@@ -396,20 +486,31 @@ def _run_methods(
     batch_size,
     precision,
     skip=frozenset(),
-    found=None,
-    graph=None,
 ) -> dict[tuple[str, str], torch.Tensor]:
     """Every method on every layer (or on the input, the attention, or all the layers at once), under inference
-    mode. ``found``: what `PassExtras` recorded in the forward pass; ``graph``: the forward pass's graph, kept for
-    the methods that run backward passes of their own."""
+    mode."""
     maps = {}
+    logits, chosen = forward.logits, forward.slots.classes
     with torch.inference_mode():
-        acts = {p: working_precision(layouts.get(p, CONV).to_grid(a)) for p, a in raw.items()}
+        acts = {p: working_precision(layouts.get(p, CONV).to_grid(a)) for p, a in forward.raw.items()}
         grids = {
             p: torch.stack([working_precision(layouts.get(p, CONV).to_grid(g)) for g in gs], dim=1)
-            for p, gs in grads.items()
+            for p, gs in forward.grads.items()
         }
-        passes = _Passes(model, inputs, raw, logits, layouts, state, batch_size, precision, layers, graph)
+        passes = _Passes(
+            model,
+            inputs,
+            forward.raw,
+            logits,
+            layouts,
+            state,
+            batch_size,
+            precision,
+            target,
+            forward.slots,
+            layers,
+            forward.graph,
+        )
 
         def evidence(path: str | None) -> Evidence:
             return Evidence(
@@ -421,7 +522,8 @@ def _run_methods(
                 passes=passes,
                 settings=settings,
                 classifier_rows=(lambda p=path: cam_class_weights(model, p, acts[p], logits, chosen)),
-                **(found or {}),
+                scores=forward.values,
+                **forward.found,
             )
 
         for info in infos:
@@ -438,10 +540,16 @@ def _run_methods(
 
 
 def _method_paths(info, layers: dict) -> list[str | None]:
-    """Where a method's maps go: every layer, the input (None), or one map fused from all the layers."""
+    """Where a method's maps go: every layer, the input or the attention (None), or one map fused from all the
+    layers."""
     if not info.uses_layer:
         return [None]
     return [fused_layer(layers)] if info.fuses_layers else list(layers)
+
+
+def infos_need_class_scores(infos) -> bool:
+    """Whether any method takes what `PassExtras` records (attention, input gradients)."""
+    return any(i.needs in CLASS_SCORE_NEEDS and not i.uses_layer for i in infos)
 
 
 def explain_batch(
@@ -460,10 +568,15 @@ def explain_batch(
     batch_size: int = 32,
     state: PassState | None = None,
     skip: frozenset[tuple[str, str]] = frozenset(),
+    target: Target | object | None = None,
+    boxes: torch.Tensor | None = None,
 ) -> BatchExplanation:
-    """Class maps for a ``(B, 3, H, W)`` batch: every method at every layer, from one forward pass.
+    """Maps for a ``(B, 3, H, W)`` batch: every method at every layer, from one forward pass.
 
-    ``model`` must be in eval mode. ``smooth="aug"`` averages the maps over six augmented
+    ``model`` must be in eval mode. ``target`` is what is explained (``gradcam_cli.targets``; a `Target`, or a
+    function of the model's output returning one score per image); by default the class logit of ``classes``
+    (or of the ``top_k`` most likely classes). ``boxes``: ``(B, K, 4)`` boxes a detection target explains.
+    ``smooth="aug"`` averages the maps over six augmented
     copies (flip x three input scalings), each brought back to the original geometry;
     ``smooth="eigen"`` takes the first principal component of the weighted activations
     instead of their sum. ``batch_size`` bounds the perturbed copies per extra forward pass.
@@ -472,12 +585,14 @@ def explain_batch(
     ``skip``: (method, layer) pairs not to compute (CAM at a layer its head does not follow).
     """
     infos = [get_method(m) for m in dict.fromkeys(methods)]
+    target = ClassLogit() if target is None else as_target(target)
     autocast_for(inputs.device, precision)  # refuses an unknown or unsupported precision before any work
     if any(i.uses_layer for i in infos) and not layers:
         raise MethodError("no layer to hook: give at least one layer")
+    _check_target(target, infos, smooth)
     inputs = inputs.contiguous(memory_format=input_memory_format(model))
     layers = layers if any(i.uses_layer for i in infos) else {}
-    common = dict(layers=layers, infos=infos, precision=precision)
+    common = dict(layers=layers, infos=infos, precision=precision, target=target)
     run = dict(
         layouts=layouts or {},
         state=state or PassState(),
@@ -486,30 +601,56 @@ def explain_batch(
         batch_size=batch_size,
         skip=skip,
     )
-    logits, chosen, raw, grads, guided_out, found, graph = _record_forward(
-        model, inputs, guided=guided, classes=classes, top_k=top_k, **common
+    with target.around(model):
+        forward = _record_forward(model, inputs, guided=guided, request=Request(classes, top_k, boxes), **common)
+        maps = _run_methods(model, inputs, forward=forward, **common, **run) if forward.slots.per_image else {}
+        if smooth == "aug" and maps:
+            maps = _augmented_average(model, inputs, forward.slots, maps, common, run)
+    return BatchExplanation(
+        logits=forward.logits,
+        classes=forward.slots.classes,
+        maps=maps,
+        guided=forward.guided,
+        slots=forward.slots,
+        values=forward.values,
+        probabilities=forward.probabilities,
+        target=target.name,
+        layouts=_found_layouts(forward.found),
     )
-    recorded = dict(raw=raw, grads=grads, found=found, graph=graph)
-    maps = _run_methods(model, inputs, logits=logits, chosen=chosen, **recorded, **common, **run)
-    if smooth == "aug":
-        maps = _augmented_average(model, inputs, chosen, maps, common, run)
+
+
+def _found_layouts(found: dict) -> dict:
+    """The token layout of the attention maps, where there are any."""
     attention = found.get("attention")
-    found_layouts = {ATTENTION_LAYER: Tokens(attention.grid, attention.prefix)} if attention is not None else {}
-    return BatchExplanation(logits=logits, classes=chosen, maps=maps, guided=guided_out, layouts=found_layouts)
+    return {ATTENTION_LAYER: Tokens(attention.grid, attention.prefix)} if attention is not None else {}
 
 
-def _augmented_average(model, inputs, chosen, plain, common, run) -> dict[tuple[str, str], torch.Tensor]:
+def _check_target(target: Target, infos, smooth: str | None) -> None:
+    """Refuse the methods and smoothing that the target cannot serve."""
+    if any(i.needs == CLASSIFIER for i in infos) and not target.class_logit:
+        raise MethodError(
+            f"--method cam: its classifier weights explain a class logit (--target class), not the {target.name} target"
+        )
+    own = [i.name for i in infos if i.needs in CLASS_SCORE_NEEDS]
+    if own and not target.class_logit:
+        raise MethodError(
+            f"--method {own[0]}: its own passes explain a class logit (--target class), not the {target.name} target"
+        )
+    if smooth == "aug" and target.geometric:
+        raise MethodError(
+            f"--smooth aug: the {target.name} target's boxes and masks would not follow the flipped copies"
+        )
+
+
+def _augmented_average(model, inputs, slots, plain, common, run) -> dict[tuple[str, str], torch.Tensor]:
     """Test-time augmentation: each augmented map min-max scaled, flipped back, averaged."""
     total = {key: torch.zeros_like(m) for key, m in plain.items()}
     for flip, factor in AUGMENTATIONS:
         if flip or factor != 1.0:
             x = inputs * factor
             x = x.flip(-1) if flip else x
-            logits, _, raw, grads, _, found, graph = _record_forward(
-                model, x, guided=False, classes=chosen, top_k=1, **common
-            )
-            recorded = dict(raw=raw, grads=grads, found=found, graph=graph)
-            maps = _run_methods(model, x, logits=logits, chosen=chosen, **recorded, **common, **run)
+            forward = _record_forward(model, x, guided=False, request=Request(), slots=slots, **common)
+            maps = _run_methods(model, x, forward=forward, **common, **run)
         else:
             maps = plain
         for key, m in maps.items():

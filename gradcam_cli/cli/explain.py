@@ -14,10 +14,20 @@ COLUMNS = [
     ("input", lambda d: d["input"]),
     ("method", lambda d: d["method"]),
     ("layer", lambda d: d["layer"]),
-    ("class", lambda d: f"{d['class_index']} {d['class_name'] or ''}".strip()),
+    ("class", lambda d: explained(d)),
     ("prob", lambda d: "-" if d["probability"] is None else f"{d['probability']:.3f}"),
     ("bbox x0,y0,x1,y1", lambda d: ",".join(map(str, d["bbox"])) if d["bbox"] else "-"),
 ]
+
+
+def explained(d: dict) -> str:
+    """The table's class column: the class (and the class it is set against), or what else the target explains."""
+    if d.get("class_index") is None:
+        return d.get("target") or "-"
+    text = f"{d['class_index']} {d['class_name'] or ''}".strip()
+    if d.get("versus_index") is not None:
+        text += f" vs {d['versus_index']} {d.get('versus_name') or ''}".rstrip()
+    return text
 
 
 @app.command()

@@ -87,16 +87,21 @@ def layer_table(model: str | None, num_classes: int | None, cache: bool = True) 
 
 def _trace_table(model: str | None, num_classes: int | None) -> dict:
     """The model's spatial layers in the order they finish with their grids, and its default layer (needs torch)."""
+    from ..model.detectors import task_default_layer
     from ..model.layers import default_layer, trace_layers
     from ..model.loading import load_architecture
+    from ..model.tasks import DETECTOR, SEGMENTER
 
     loaded = load_architecture(model, num_classes=num_classes)
     infos = trace_layers(loaded.model, loaded.preprocess.input_size)
     rows = sorted((layer for layer in infos if layer.spatial), key=lambda layer: layer.finish_order)
+    dense = loaded.kind in (DETECTOR, SEGMENTER)  # the explainer's default for them: a backbone block
     return {
         "name": loaded.name,
         "input_size": list(loaded.preprocess.input_size),
-        "default": default_layer(loaded.model, infos),
+        "default": task_default_layer(loaded.model, infos, loaded.kind)
+        if dense
+        else default_layer(loaded.model, infos),
         "layers": [
             {
                 "path": layer.path,

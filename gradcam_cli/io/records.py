@@ -38,7 +38,7 @@ def explanation_record(
         "rank": e.rank,
         "class_index": e.class_index,
         "class_name": e.class_name,
-        "probability": finite_or_none(e.probability),
+        "probability": finite_or_none(e.probability) if e.probability is not None else None,
         "score": finite_or_none(e.score),
         "bbox": to_original(e.bbox) if e.bbox else None,
         "boxes": [{"box": to_original(r.box), "share": round(r.share, 6)} for r in e.regions],
@@ -53,7 +53,32 @@ def explanation_record(
         "files": {k: str(v) for k, v in files.items()},
         "time_s": round(seconds, 4),
         "warnings": list(e.warnings),
+        **target_fields(e, _float_scaler(shown, size)),
     }
+
+
+def target_fields(e, to_original) -> dict:
+    """What the explanation's target adds to its record: the target's name and value, and what it needs
+    (the versus class, the head, the reference, the detection, the mask's area); none for an older explanation."""
+    name = getattr(e, "target", None)
+    if name is None:
+        return {}
+    fields = {"target": name, "target_value": finite_or_none(e.target_value) if e.target_value is not None else None}
+    extra = dict(getattr(e, "target_fields", {}) or {})
+    if "detection" in extra:
+        found = dict(extra["detection"])
+        found["box"] = to_original(found["box"])
+        found["score"] = finite_or_none(found["score"]) if found.get("score") is not None else None
+        extra["detection"] = found
+    if "mask_area" in extra:
+        extra["mask_area"] = round(float(extra["mask_area"]), 6)
+    return {**fields, **extra}
+
+
+def _float_scaler(shown: tuple[int, int], size: tuple[int, int]):
+    """A box in the shown picture's pixels (floats) -> the original's pixels, to 0.01 px."""
+    sx, sy = size[0] / shown[0], size[1] / shown[1]
+    return lambda box: [round(box[0] * sx, 2), round(box[1] * sy, 2), round(box[2] * sx, 2), round(box[3] * sy, 2)]
 
 
 def _box_scaler(shown: tuple[int, int], size: tuple[int, int]):

@@ -18,7 +18,9 @@ from ..errors import GradcamError, UsageError
 from ..io.inputs import InputImage
 from ..io.records import error_record
 from ..metrics.annotations import Annotations, ImageTruth
+from ..model.tasks import model_kind
 from ..options import EngineOptions, EvaluateOptions, ExplainOptions, JobOptions, ModelOptions, check_request
+from ..targets import check_evaluable
 from .bookkeeper import Bookkeeper, JobSummary
 from .explain import explainer_for
 from .run import job_inputs, run_job
@@ -217,6 +219,7 @@ def evaluate_folder(
     for checked in (model, options, measure, engine):
         checked.validate()
     check_request(model, options)
+    check_evaluable(model_kind(model.name, model.num_classes))
     job.validate()
     check_output_dir(output_dir)
     items = job_inputs(inputs, job, output_dir, calls.message)

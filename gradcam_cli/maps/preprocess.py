@@ -40,6 +40,8 @@ class PreprocessConfig:
     # The full view's input sides are multiples of these (height, width): a patch embedding's patch size, so
     # that the token grid covers the input exactly and the map lines up with the photo to the pixel.
     size_multiple: tuple[int, int] = (1, 1)
+    # A detector's rule (torchvision's): the longer side at most this, even if the shorter side then falls short.
+    max_size: int | None = None
 
     @classmethod
     def from_timm(cls, cfg: dict) -> PreprocessConfig:
@@ -89,6 +91,9 @@ def full_geometry(width: int, height: int, config: PreprocessConfig) -> CropGeom
     """The whole ``width x height`` photo at the scale the crop view sees it: resized, not cropped."""
     short = config.resize if isinstance(config.resize, int) else min(config.resize)
     rw, rh = _resized_size(width, height, short)
+    if config.max_size is not None:
+        scale = min(short / min(width, height), config.max_size / max(width, height))
+        rw, rh = max(1, int(width * scale)), max(1, int(height * scale))
     longest = FULL_VIEW_MAX_ASPECT * max(config.input_size)
     if max(rw, rh) > longest:
         scale = longest / max(width, height)

@@ -32,6 +32,16 @@ FULL_GRADIENTS = "input and bias gradients"  # its own forward and backward thro
 NOISY_GRADIENTS = "gradients of noisy copies"  # forward and backward passes of noisy copies of the input
 # Needs that record the autograd graph of the shared forward pass from the hooked layers on.
 GRAPH_NEEDS = (GRADIENTS, OWN_SCORE_GRADIENTS, SECOND_ORDER)
+# Needs met by passes of the method's own that score the class logit: these methods explain the class target only.
+CLASS_SCORE_NEEDS = (
+    *ATTENTION_NEEDS,
+    INPUT_GRADIENTS,
+    INPUT_PASSES,
+    OWN_SCORE_GRADIENTS,
+    SECOND_ORDER,
+    FULL_GRADIENTS,
+    NOISY_GRADIENTS,
+)
 
 
 @dataclass(frozen=True)

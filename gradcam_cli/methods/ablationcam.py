@@ -1,5 +1,5 @@
 """Ablation-CAM (Desai & Ramaswamy 2020): the weight of channel k is the relative drop of the class
-score when channel k of the layer's output is set to zero, ``(y^c - y^c_k) / y^c``.
+score (the target's score) when channel k of the layer's output is set to zero, ``(y^c - y^c_k) / y^c``.
 
 Only the part of the network after the layer runs for the ablated copies (see
 ``model/tail.py``), ``batch_size`` copies at a time, so memory is bounded by the batch,
@@ -26,7 +26,7 @@ def ablated_copies(activations: torch.Tensor, channels: torch.Tensor, value: str
 
 
 def ablated_scores(evidence: Evidence, image: int, value: str = "zero") -> torch.Tensor:
-    """``(C, K)`` class scores of the image with each channel ablated in turn."""
+    """``(C, K)`` target scores of the image with each channel ablated in turn."""
     passes = evidence.passes
     acts = evidence.activations[image]
     classes = evidence.classes[image]
@@ -34,15 +34,15 @@ def ablated_scores(evidence: Evidence, image: int, value: str = "zero") -> torch
     out = torch.empty(channels, classes.shape[0], device=acts.device, dtype=acts.dtype)
     for start in range(0, channels, passes.batch_size):
         index = torch.arange(start, min(start + passes.batch_size, channels), device=acts.device)
-        logits = passes.logits_after_layer(evidence.layer, image, ablated_copies(acts, index, value))
-        out[index] = logits[:, classes].to(out.dtype)
+        scores = passes.scores_after_layer(evidence.layer, image, ablated_copies(acts, index, value))
+        out[index] = scores.to(out.dtype)
     return out
 
 
 def weights(evidence: Evidence, value: str = "zero") -> torch.Tensor:
     """``(B, K, C)`` relative score drops; zero where the class score itself is zero."""
     ablated = torch.stack([ablated_scores(evidence, b, value) for b in range(evidence.classes.shape[0])])
-    original = evidence.logits.gather(1, evidence.classes)[:, None, :]  # (B, 1, K)
+    original = evidence.scores[:, None, :]  # (B, 1, K): the target's scores of the unperturbed images
     drop = (original - ablated) / torch.where(original != 0, original, 1.0)
     drop = torch.where(original != 0, drop, 0.0)
     return drop.transpose(1, 2)

@@ -6,7 +6,7 @@ weighted activations (summed over channels), or a finished saliency map. The
 passes turn any of them into maps with `to_map`, where ``--smooth eigen``
 replaces the channel sum by the first principal component.
 
-Shapes: ``B`` images, ``K`` explained classes per image, ``C`` channels, ``h x w``
+Shapes: ``B`` images, ``K`` explained slots per image (classes, or what the target explains), ``C`` channels, ``h x w``
 the layer's grid. Everything is float32 (float64 for a float64 model) on the model's device, detached.
 """
 
@@ -57,6 +57,13 @@ class ForwardPasses(Protocol):
         `gaussian_noise` keyed by the sample), the layer's ``(B, C, h, w)`` activations and the
         ``(B, K, C, h, w)`` gradients of each ``(B, K)`` class's score."""
 
+    def scores_for_inputs(self, x: torch.Tensor, image: int, probability: bool = False) -> torch.Tensor:
+        """``(n, 3, H, W)`` copies of image ``image`` -> ``(n, K)``: the target's score of each of its slots
+        (``probability``: the target's probability form, for the methods that weigh by probability)."""
+
+    def scores_after_layer(self, layer: str, image: int, grids: torch.Tensor) -> torch.Tensor:
+        """``(n, C, h, w)`` replacements for ``layer``'s output on image ``image`` -> ``(n, K)`` target scores."""
+
 
 @dataclass
 class AttentionEvidence:
@@ -78,8 +85,8 @@ class AttentionEvidence:
 class Evidence:
     """Everything one method may use for one layer (or the input) and a batch of images."""
 
-    classes: torch.Tensor  # (B, K) explained class indices
-    logits: torch.Tensor  # (B, N) pre-softmax scores of the unperturbed batch
+    classes: torch.Tensor  # (B, K) explained class indices (-1: the slot explains no class)
+    logits: torch.Tensor | None  # (B, N) pre-softmax scores of the unperturbed batch (None: no class logits)
     layer: str | None = None  # hooked layer path; None for methods on the input
     activations: torch.Tensor | None = None  # (B, C, h, w)
     gradients: torch.Tensor | None = None  # (B, K, C, h, w): d score_k / d activations
@@ -89,6 +96,7 @@ class Evidence:
     attention: AttentionEvidence | None = None  # transformer-native methods
     input_gradients: torch.Tensor | None = None  # (B, K, 3, H, W) d score_k / d input, from the main pass
     layer_evidence: list[Evidence] = field(default_factory=list)  # each hooked layer's, for refinecam
+    scores: torch.Tensor | None = None  # (B, K) the target's score of each slot on the unperturbed batch
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Occlusion sensitivity (Zeiler & Fergus 2014): how much the class score drops when a square patch
+"""Occlusion sensitivity (Zeiler & Fergus 2014): how much the class score (the target's score) drops when a square patch
 of the model's input is replaced by the image's mean colour.
 
 The window slides with ``stride`` over the preprocessed input; windows at the right and
@@ -48,12 +48,11 @@ def saliency(evidence: Evidence, window: int, stride: int) -> torch.Tensor:
     for b in range(inputs.shape[0]):
         x = inputs[b]
         baseline = x.mean(dim=(1, 2), keepdim=True)  # the image's mean colour
-        classes = evidence.classes[b]
         drops = []
         for start in range(0, masks.shape[0], passes.batch_size):
             m = masks[start : start + passes.batch_size, None]  # (n, 1, H, W)
-            logits = passes.logits_for_inputs(x * (1 - m) + baseline * m)
-            drops.append(evidence.logits[b, classes][None] - logits[:, classes].float())
+            scores = passes.scores_for_inputs(x * (1 - m) + baseline * m, b)
+            drops.append(evidence.scores[b][None] - scores.float())
         drop = torch.cat(drops)  # (n, K)
         maps.append(torch.einsum("nk,nhw->khw", drop, masks) / coverage)
     return torch.stack(maps)

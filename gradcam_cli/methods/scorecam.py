@@ -1,5 +1,6 @@
 """Score-CAM (Wang et al. 2020): each activation channel, upsampled and min-max scaled, masks the input;
-its weight is the class probability the network gives the masked input.
+its weight is the class probability the network gives the masked input (for another target, the
+probability form of its score, or the score itself when it has none).
 
 As in the authors' code, masks are upsampled bilinearly (half-pixel centres) and scaled
 to [0, 1]; a channel whose mask is constant carries no location and is skipped (weight
@@ -54,7 +55,7 @@ def masks(
 
 
 def channel_scores(evidence: Evidence, image: int, convention: Convention) -> torch.Tensor:
-    """``(C, K)`` scores of the masked inputs of one image for its explained classes.
+    """``(C, K)`` scores of the masked inputs of one image for its explained slots (the target's scores).
 
     The masks are built and run ``batch_size`` channels at a time, so memory is bounded
     by the batch however many channels the layer has.
@@ -71,19 +72,17 @@ def channel_scores(evidence: Evidence, image: int, convention: Convention) -> to
         mask, constant = masks(acts[chunk], size, convention)
         run = torch.nonzero(~constant).flatten()
         if run.numel():
-            logits = passes.logits_for_inputs(x[None] * mask[run, None])
-            out[start + run] = class_scores(logits, classes, convention)
+            out[start + run] = target_scores(passes, x[None] * mask[run, None], image, convention)
         pending_constant += (start + torch.nonzero(constant).flatten()).tolist()
     # The peers turn a constant mask into an all-zero one: one forward pass serves every such channel.
     if pending_constant and convention.mask_eps > 0:
-        logits = passes.logits_for_inputs(torch.zeros_like(x)[None])
-        out[pending_constant] = class_scores(logits, classes, convention)
+        out[pending_constant] = target_scores(passes, torch.zeros_like(x)[None], image, convention)
     return out
 
 
-def class_scores(logits: torch.Tensor, classes: torch.Tensor, convention: Convention) -> torch.Tensor:
-    scores = logits if convention.channel_softmax else torch.softmax(logits, dim=1)
-    return scores[:, classes]
+def target_scores(passes, masked: torch.Tensor, image: int, convention: Convention) -> torch.Tensor:
+    """The target's scores of the masked copies: as probabilities (the paper's class probability), or raw."""
+    return passes.scores_for_inputs(masked, image, probability=not convention.channel_softmax)
 
 
 def weights(evidence: Evidence, convention: Convention = PAPER) -> torch.Tensor:

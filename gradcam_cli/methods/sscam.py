@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 
 from .base import ChannelWeights, Evidence, gaussian_noise
-from .scorecam import CONVENTIONS, Convention, class_scores, masks
+from .scorecam import CONVENTIONS, Convention, masks, target_scores
 
 SAMPLES = 35
 STD = 2.0
@@ -30,7 +30,7 @@ MaskedInputs = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.T
 def averaged_scores(
     evidence: Evidence, image: int, convention: Convention, samples: int, masked: MaskedInputs
 ) -> torch.Tensor:
-    """``(C, K)``: each channel's class scores averaged over ``samples`` inputs made by ``masked``, run
+    """``(C, K)``: each channel's target scores averaged over ``samples`` inputs made by ``masked``, run
     ``batch_size`` channels at a time; a constant mask is skipped (score 0) unless the convention keeps it."""
     passes = evidence.passes
     x, acts, classes = passes.inputs[image], evidence.activations[image], evidence.classes[image]
@@ -41,8 +41,8 @@ def averaged_scores(
         run = run if convention.mask_eps > 0 else run[~constant]
         for sample in range(samples):
             if run.numel():
-                logits = passes.logits_for_inputs(masked(sample, start + run, mask[run], x))
-                out[start + run] += class_scores(logits, classes, convention).double()
+                scores = target_scores(passes, masked(sample, start + run, mask[run], x), image, convention)
+                out[start + run] += scores.double()
     return (out / samples).to(acts.dtype)
 
 

@@ -17,6 +17,7 @@ from ..errors import UsageError
 from ..maps.preprocess import PreprocessConfig
 from ..suggest import close_names, did_you_mean
 from .fusion import FoldedPair, fold_batchnorm
+from .tasks import CLASSIFIER, DETECTOR, SEGMENTER, torchvision_task_arch
 from .weights import apply_state_dict, efficientnet_lite0_package_state, read_state_dict
 
 DEFAULT_MODEL = "tf_efficientnet_lite0"
@@ -36,10 +37,15 @@ class LoadedModel:
     weights: str  # where the weights came from, for records and logs
     memory_format: str = "contiguous"  # "channels_last" or "contiguous": how its 4-D weights are laid out
     folded: list[FoldedPair] = field(default_factory=list)  # BatchNorms folded into their convolutions
+    kind: str = CLASSIFIER  # classifier, embedding (no head), detector or segmenter (model/tasks.py)
+    view: str | None = None  # the view the model must take (detectors and segmenters see the whole photo)
 
 
 def split_model_name(name: str) -> tuple[str, str]:
     """``(source, architecture)`` for a user-given model name, following the documented rule."""
+    dense = torchvision_task_arch(name)
+    if dense is not None:
+        return "torchvision", dense  # a detector or segmenter: torchvision's by name
     lowered = name.lower()
     for prefix in _TORCHVISION_PREFIXES:
         if lowered.startswith(prefix):
@@ -104,6 +110,12 @@ def _pretrained_timm(arch: str, kwargs: dict) -> tuple[nn.Module, str]:
 def _build_torchvision(arch: str, pretrained: bool, num_classes: int | None) -> tuple[nn.Module, PreprocessConfig, str]:
     from torchvision import models as tvm
 
+    if torchvision_task_arch(arch) is not None:
+        from .detectors import build
+
+        model, config, source, _ = build(arch, pretrained, num_classes)
+        return model, config, source
+
     if arch not in tvm.list_models(module=tvm):
         hint = did_you_mean("torchvision/" + c for c in close_names(arch, tvm.list_models(module=tvm)))
         raise UsageError(f"--model torchvision/{arch}: not a torchvision classification model{hint}")
@@ -147,20 +159,43 @@ def load_architecture(name: str | None = None, *, num_classes: int | None = None
     """
     name = name or DEFAULT_MODEL
     source, arch = split_model_name(name)
-    with torch.device("meta"):
+    # A detector's forward pass has data-dependent shapes (its detections), which the meta device cannot run.
+    with torch.device("cpu" if _kind(arch, num_classes) == DETECTOR else "meta"):
         if source == "timm":
             model, config, _ = _build_timm(arch, False, num_classes)
         else:
             model, config, _ = _build_torchvision(arch, False, num_classes)
     model.eval()
-    return LoadedModel(model, f"{source}/{arch}", config, infer_num_classes(model), None, "none (structure only)")
+    classes = infer_num_classes(model) if torchvision_task_arch(arch) is None else _dense_classes(arch, num_classes)
+    loaded = LoadedModel(model, f"{source}/{arch}", config, classes, None, "none (structure only)")
+    return _with_kind(loaded, arch, num_classes)
+
+
+def _kind(arch: str, num_classes: int | None) -> str:
+    from .tasks import model_kind
+
+    return model_kind(arch, num_classes)
+
+
+def _with_kind(loaded: LoadedModel, arch: str, num_classes: int | None) -> LoadedModel:
+    """The model's kind, and for a detector or segmenter its class names and the view it takes."""
+    loaded.kind = _kind(arch, num_classes) if torchvision_task_arch(arch) or num_classes == 0 else CLASSIFIER
+    if loaded.kind in (DETECTOR, SEGMENTER):
+        from torchvision import models as tvm
+
+        from .detectors import view_of
+
+        categories = list(tvm.get_model_weights(arch).DEFAULT.meta["categories"])
+        loaded.labels = categories if len(categories) == loaded.num_classes else None
+        loaded.view = view_of(loaded.preprocess)
+    return loaded
 
 
 def infer_num_classes(model: nn.Module) -> int:
     """Number of logits: timm's ``num_classes``, else the last Linear layer's width."""
     n = getattr(model, "num_classes", None)
-    if isinstance(n, int) and n > 0:
-        return n
+    if isinstance(n, int) and n >= 0:
+        return n  # 0: a timm model without its head, which returns pooled features
     last = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if last:
         return last[-1].out_features
@@ -225,12 +260,28 @@ def load_model(
         apply_state_dict(model, read_state_dict(weights), f"--weights {weights}")
         origin = f"file {weights}"
     model.eval()
-    folded = fold_batchnorm(model, config.input_size) if fold_bn else []
+    classifier = torchvision_task_arch(arch) is None
+    folded = fold_batchnorm(model, config.input_size) if fold_bn and classifier else []
     layout = choose_memory_format(model, memory_format)
     model.to(device, memory_format=torch.channels_last if layout == "channels_last" else torch.contiguous_format)
-    classes = infer_num_classes(model)
+    classes = _dense_classes(arch, num_classes) if not classifier else infer_num_classes(model)
     if labels is None and classes == 1000:
         from .labels import imagenet_labels
 
         labels = imagenet_labels()
-    return LoadedModel(model, f"{source}/{arch}", config, classes, labels, origin, memory_format=layout, folded=folded)
+    loaded = LoadedModel(
+        model, f"{source}/{arch}", config, classes, labels, origin, memory_format=layout, folded=folded
+    )
+    given = loaded.labels
+    loaded = _with_kind(loaded, arch, num_classes)
+    loaded.labels = given or loaded.labels
+    return loaded
+
+
+def _dense_classes(arch: str, num_classes: int | None) -> int:
+    """How many classes a detector or segmenter scores (the background counted)."""
+    if num_classes is not None:
+        return num_classes
+    from torchvision import models as tvm
+
+    return len(tvm.get_model_weights(arch).DEFAULT.meta["categories"])

@@ -22,21 +22,27 @@ def _process_umask() -> int:
 NEW_FILE_MODE = 0o666 & ~_process_umask()
 
 
-def output_stem(image_stem: str, method: str, layer: str, class_index: int) -> str:
+def slot_part(class_index: int | str) -> str:
+    """The part of a file name that says what was explained: ``c<class>`` for a class index, else the target's
+    own name for it (``c243-vs-250``, ``d1`` for a detection, ``sim``)."""
+    return f"c{class_index}" if isinstance(class_index, int) else _UNSAFE.sub("-", class_index)
+
+
+def output_stem(image_stem: str, method: str, layer: str, class_index: int | str) -> str:
     """``<image>_<method>_<layer>_c<class>``: deterministic and filesystem-safe."""
-    return f"{image_stem}_{method}_{_UNSAFE.sub('-', layer)}_c{class_index}"
+    return f"{image_stem}_{method}_{_UNSAFE.sub('-', layer)}_{slot_part(class_index)}"
 
 
 def output_path(
-    directory: Path, image_stem: str, method: str, layer: str, class_index: int, kind: str, suffix: str = ".png"
+    directory: Path, image_stem: str, method: str, layer: str, class_index: int | str, kind: str, suffix: str = ".png"
 ) -> Path:
     """Where one output of one (image, method, layer, class) goes."""
     return directory / f"{output_stem(image_stem, method, layer, class_index)}_{kind}{suffix}"
 
 
-def sheet_path(directory: Path, image_stem: str, class_index: int) -> Path:
+def sheet_path(directory: Path, image_stem: str, class_index: int | str) -> Path:
     """Where the sheet of one (image, class) goes: ``<image>_sheet_c<class>.png``."""
-    return directory / f"{image_stem}_sheet_c{class_index}.png"
+    return directory / f"{image_stem}_sheet_{slot_part(class_index)}.png"
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

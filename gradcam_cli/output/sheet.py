@@ -17,7 +17,8 @@ import numpy as np
 
 from . import fonts
 from .labels import BACKGROUND, TEXT, Rect, colorbar_width, draw_colorbar
-from .render import colorize, overlay
+from .render import colorize, draw_boxes, overlay
+from .targets import describe, with_detection
 
 CELL = 256  # longer side of a cell, pixels
 TITLE_PX = 13  # cell titles
@@ -52,14 +53,21 @@ def cell_size(width: int, height: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def sheet_rows(explanations) -> list[tuple[str, str]]:
-    """``(method, kind)`` per row: each method's overlays, then its guided images if it has them."""
-    rows: list[tuple[str, str]] = []
-    for method in dict.fromkeys(e.method for e in explanations):
-        rows.append((method, "overlay"))
-        if any(e.guided is not None for e in explanations if e.method == method):
-            rows.append((method, "guided"))
+def sheet_rows(explanations) -> list[tuple[str, str, str]]:
+    """``(slot, method, kind)`` per row: each method's overlays, then its guided images if it has them; a sheet
+    of several slots (a detector's detections) has these rows for each slot in turn."""
+    rows: list[tuple[str, str, str]] = []
+    for slot in dict.fromkeys(_slot(e) for e in explanations):
+        mine = [e for e in explanations if _slot(e) == slot]
+        for method in dict.fromkeys(e.method for e in mine):
+            rows.append((slot, method, "overlay"))
+            if any(e.guided is not None for e in mine if e.method == method):
+                rows.append((slot, method, "guided"))
     return rows
+
+
+def _slot(e) -> str:
+    return getattr(e, "slot", "") or f"c{e.class_index}"
 
 
 def sheet_columns(explanations, layer_order) -> list[str]:
@@ -74,14 +82,14 @@ def sheet_columns(explanations, layer_order) -> list[str]:
     return [c for c in columns if c not in on_input | fused] or columns
 
 
-def found_cells(explanations, columns: list[str]) -> dict[tuple[str, str], object]:
-    """Each explanation by (method, column): a map on the input or fused from layers goes in the first column."""
-    return {(e.method, e.layer if e.layer in columns else columns[0]): e for e in explanations}
+def found_cells(explanations, columns: list[str]) -> dict[tuple[str, str, str], object]:
+    """Each explanation by (slot, method, column): a map on the input or fused from layers goes in the first column."""
+    return {(_slot(e), e.method, e.layer if e.layer in columns else columns[0]): e for e in explanations}
 
 
-def cell_title(method: str, kind: str, layer: str, empty: bool = False) -> str:
+def cell_title(method: str, kind: str, layer: str, empty: bool = False, what: str = "") -> str:
     name = f"guided {method}" if kind == "guided" else method
-    return f"{layer} · {name}" + (" (empty)" if empty else "")
+    return (f"{what} · " if what else "") + f"{layer} · {name}" + (" (empty)" if empty else "")
 
 
 def sheet_layout(photo_size: tuple[int, int], explanations, layer_order, caption: bool, colorbar: bool) -> SheetLayout:
@@ -92,15 +100,16 @@ def sheet_layout(photo_size: tuple[int, int], explanations, layer_order, caption
     title_h = fonts.line_height(TITLE_PX) + 4
     top = PAD + (fonts.line_height(CAPTION_PX) + PAD if caption else 0)
     cells = []
-    for r, (method, kind) in enumerate(rows):
+    several = len({slot for slot, _, _ in rows}) > 1
+    for r, (slot, method, kind) in enumerate(rows):
         y = top + r * (title_h + ch + GAP)
         for c in range(len(cols) + 1):
             x = PAD + c * (cw + GAP)
             if c == 0:
                 title, what = (PHOTO_TITLE, "photo") if r == 0 else ("", "blank")
             else:
-                e = found.get((method, cols[c - 1]))
-                title = cell_title(method, kind, e.layer, bool(e.empty)) if e else ""
+                e = found.get((slot, method, cols[c - 1]))
+                title = cell_title(method, kind, e.layer, bool(e.empty), describe(e) if several else "") if e else ""
                 what = kind if e is not None else "blank"
             shown, _ = fonts.fit_text(title, TITLE_PX, cw, min_size=TITLE_PX) if title else ("", TITLE_PX)
             cells.append(Cell(r, c, Rect(x, y + title_h, cw, ch), shown, Rect(x, y, cw, title_h), what))
@@ -116,7 +125,11 @@ def sheet_layout(photo_size: tuple[int, int], explanations, layer_order, caption
     return SheetLayout((width, top + grid_h + PAD), tuple(cells), caption_rect, bar)
 
 
-def sheet_caption(source: str, e) -> str:
+def sheet_caption(source: str, e, count: int = 1) -> str:
+    if getattr(e, "target", "") == "detection":
+        return f"{source} · {count} detection{'s' if count != 1 else ''}"
+    if e.class_index is None or e.probability is None or (getattr(e, "target_fields", None) or {}).get("versus_index"):
+        return f"{source} · {describe(e)}"
     name = f"{e.class_name} ({e.class_index})" if e.class_name else f"class {e.class_index}"
     return f"{source} · {name} · p = {e.probability:.3f}"
 
@@ -133,13 +146,15 @@ def render_sheet(
     rows = sheet_rows(explanations)
     cols = sheet_columns(explanations, layer_order)
     found = found_cells(explanations, cols)
+    scale = cw / photo.shape[1]
     for cell in layout.cells:
         picture = None
         if cell.kind == "photo":
-            picture = small
+            picture = photo_cell(small, explanations, scale)
         elif cell.kind != "blank":
-            e = found[(rows[cell.row][0], cols[cell.col - 1])]
-            picture = cell_picture(small, e, cell.kind, colormap, alpha)
+            slot, method, _ = rows[cell.row]
+            e = found[(slot, method, cols[cell.col - 1])]
+            picture = with_detection(cell_picture(small, e, cell.kind, colormap, alpha), e, scale)
         if picture is not None:
             r = cell.image
             canvas[r.y : r.y + r.h, r.x : r.x + r.w] = picture
@@ -153,6 +168,20 @@ def render_sheet(
     if layout.bar is not None:
         draw_colorbar(canvas, layout.bar, colormap, TICK_PX)
     return canvas
+
+
+def photo_cell(small_photo: np.ndarray, explanations, scale: float) -> np.ndarray:
+    """The photo's cell; a detector's sheet shows every detection on it."""
+    found = {_slot(e): e for e in explanations if (getattr(e, "target_fields", None) or {}).get("detection")}
+    if not found:
+        return small_photo
+    height, width = small_photo.shape[:2]
+    boxes = []
+    for e in found.values():
+        x0, y0, x1, y1 = (v * scale for v in e.target_fields["detection"]["box"])
+        box = (int(max(0, x0)), int(max(0, y0)), int(min(width, max(x0 + 1, x1))), int(min(height, max(y0 + 1, y1))))
+        boxes.append((box, e.slot))
+    return draw_boxes(small_photo, boxes)
 
 
 def cell_picture(small_photo: np.ndarray, e, kind: str, colormap: str, alpha: float) -> np.ndarray:

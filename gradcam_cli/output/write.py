@@ -11,6 +11,7 @@ from . import render
 from .colormaps import DEFAULT_COLORMAP
 from .encode import encode_npy, encode_png
 from .files import output_path, sheet_path
+from .targets import describe, with_detection
 
 
 @dataclass(frozen=True)
@@ -43,12 +44,26 @@ def planned_files(directory: Path, image_stem: str, explanation, kinds, save_raw
     """The files one explanation is written to, by kind (``raw`` for the ``.npy`` map, ``guided_raw`` for
     the guided gradient's)."""
     e = explanation
-    files = {kind: output_path(directory, image_stem, e.method, e.layer, e.class_index, kind) for kind in kinds}
+    key = file_key(e)
+    files = {kind: output_path(directory, image_stem, e.method, e.layer, key, kind) for kind in kinds}
     if save_raw:
-        files["raw"] = output_path(directory, image_stem, e.method, e.layer, e.class_index, "map", ".npy")
+        files["raw"] = output_path(directory, image_stem, e.method, e.layer, key, "map", ".npy")
         if "guided" in kinds:
-            files["guided_raw"] = output_path(directory, image_stem, e.method, e.layer, e.class_index, "guided", ".npy")
+            files["guided_raw"] = output_path(directory, image_stem, e.method, e.layer, key, "guided", ".npy")
+        if getattr(e, "mask", None) is not None:
+            files["mask"] = output_path(directory, image_stem, e.method, e.layer, key, "mask", ".npy")
     return files
+
+
+def file_key(e) -> int | str:
+    """What the explanation's file names say it explains: its class index, or its target's slot (``d1``, ``sim``)."""
+    slot = getattr(e, "slot", "")
+    return slot if slot and slot != f"c{e.class_index}" else e.class_index
+
+
+def sheet_key(e) -> int | str:
+    """Which sheet an explanation is drawn on: one per class, or one per image for a detector (every detection)."""
+    return "detections" if getattr(e, "target", "") == "detection" else file_key(e)
 
 
 def plan_image(directory: Path, image_stem: str, explanations, options) -> list[tuple[object, dict[str, Path]]]:
@@ -57,7 +72,7 @@ def plan_image(directory: Path, image_stem: str, explanations, options) -> list[
     for e in explanations:
         files = planned_files(directory, image_stem, e, options.outputs, options.save_raw)
         if getattr(options, "sheet", False):
-            files["sheet"] = sheet_path(directory, image_stem, e.class_index)
+            files["sheet"] = sheet_path(directory, image_stem, sheet_key(e))
         planned.append((e, files))
     return planned
 
@@ -79,7 +94,8 @@ def encode_image(photo: np.ndarray, planned, options, layer_order=(), source: st
 def encode_sheet(photo: np.ndarray, explanations, layer_order, source: str, alpha: float, look: Look) -> bytes:
     from .sheet import render_sheet, sheet_caption
 
-    caption = sheet_caption(source, explanations[0]) if look.sheet_caption else None
+    count = len({getattr(e, "slot", "") for e in explanations})
+    caption = sheet_caption(source, explanations[0], count) if look.sheet_caption else None
     return encode_png(
         render_sheet(
             photo,
@@ -96,8 +112,7 @@ def encode_sheet(photo: np.ndarray, explanations, layer_order, source: str, alph
 
 def caption_of(e) -> str:
     """``class p · method · layer``: what a labelled heatmap or overlay shows."""
-    name = e.class_name or f"class {e.class_index}"
-    return f"{name} {e.probability:.2f} · {e.method} · {e.layer}"
+    return f"{describe(e)} · {e.method} · {e.layer}"
 
 
 def encode_outputs(
@@ -123,7 +138,7 @@ def encode_outputs(
         if kind == "heatmap":
             return encode_png(labelled(heat))
         if kind == "overlay":
-            return encode_png(labelled(render.overlay(photo, heat, alpha)), photographic=True)
+            return encode_png(labelled(with_detection(render.overlay(photo, heat, alpha), e)), photographic=True)
         if kind == "guided":
             return encode_png(e.guided)
         if kind == "bbox":
@@ -132,6 +147,8 @@ def encode_outputs(
             return encode_npy(e.map)
         if kind == "guided_raw":
             return encode_npy(e.guided_raw)
+        if kind == "mask":
+            return encode_npy(e.mask)
         raise ValueError(kind)
 
     return {path: encode(kind) for kind, path in files.items()}
@@ -139,7 +156,9 @@ def encode_outputs(
 
 def boxed(photo: np.ndarray, e, all_boxes: bool) -> np.ndarray:
     """The photo with the explanation's box (or, with ``all_boxes``, every region's, each with its share)."""
-    label = f"{e.class_name or e.class_index} {e.probability:.2f}"
+    fields = getattr(e, "target_fields", {}) or {}
+    plain = e.probability is not None and not {"versus_index", "reference", "detection"} & fields.keys()
+    label = f"{e.class_name or e.class_index} {e.probability:.2f}" if plain else describe(e)
     if getattr(e, "box_covers_photo", False):
         label += " · box is the whole photo"
     if not all_boxes:
