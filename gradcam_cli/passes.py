@@ -423,6 +423,7 @@ def _record_forward(model, inputs, layers, infos, guided, target, request, preci
         x = inputs.detach().clone().requires_grad_(True) if whole else x
         with autocast_for(inputs.device, precision):
             output = model(x)
+        capture.stop()  # later passes over parts of the model (LeGrad's head) are not this forward pass
         if slots is None:
             slots = target.select(_detached(output), request)
         if infos_need_class_scores(infos):
@@ -490,7 +491,6 @@ def _run_methods(
     """Every method on every layer (or on the input, the attention, or all the layers at once), under inference
     mode."""
     maps = {}
-    logits, chosen = forward.logits, forward.slots.classes
     with torch.inference_mode():
         acts = {p: working_precision(layouts.get(p, CONV).to_grid(a)) for p, a in forward.raw.items()}
         grids = {
@@ -498,34 +498,10 @@ def _run_methods(
             for p, gs in forward.grads.items()
         }
         passes = _Passes(
-            model,
-            inputs,
-            forward.raw,
-            logits,
-            layouts,
-            state,
-            batch_size,
-            precision,
-            target,
-            forward.slots,
-            layers,
-            forward.graph,
-        )
-
-        def evidence(path: str | None) -> Evidence:
-            return Evidence(
-                classes=chosen,
-                logits=logits,
-                layer=path,
-                activations=acts.get(path),
-                gradients=grids.get(path),
-                passes=passes,
-                settings=settings,
-                classifier_rows=(lambda p=path: cam_class_weights(model, p, acts[p], logits, chosen)),
-                scores=forward.values,
-                **forward.found,
-            )
-
+            model, inputs, forward.raw, forward.logits, layouts, state, batch_size, precision, target,
+            forward.slots, layers, forward.graph,
+        )  # fmt: skip
+        evidence = _EvidenceOf(model, forward, acts, grids, passes, settings)
         for info in infos:
             for path in _method_paths(info, layers):
                 if (info.name, path) in skip:
@@ -537,6 +513,33 @@ def _run_methods(
                 smooth_eigen = smooth == "eigen" and info.channel_weighted
                 maps[info.name, path or info.map_layer] = to_map(result, acts.get(path), smooth_eigen)
     return maps
+
+
+@dataclass
+class _EvidenceOf:
+    """What a method is given at one layer (or None: the input or the attention), from one recorded pass."""
+
+    model: nn.Module
+    forward: _Forward
+    activations: dict[str, torch.Tensor]
+    gradients: dict[str, torch.Tensor]
+    passes: _Passes
+    settings: dict
+
+    def __call__(self, path: str | None) -> Evidence:
+        model, logits, chosen, acts = self.model, self.forward.logits, self.forward.slots.classes, self.activations
+        return Evidence(
+            classes=chosen,
+            logits=logits,
+            layer=path,
+            activations=acts.get(path),
+            gradients=self.gradients.get(path),
+            passes=self.passes,
+            settings=self.settings,
+            classifier_rows=(lambda p=path: cam_class_weights(model, p, acts[p], logits, chosen)),
+            scores=self.forward.values,
+            **self.forward.found,
+        )
 
 
 def _method_paths(info, layers: dict) -> list[str | None]:
@@ -586,21 +589,12 @@ def explain_batch(
     """
     infos = [get_method(m) for m in dict.fromkeys(methods)]
     target = ClassLogit() if target is None else as_target(target)
-    autocast_for(inputs.device, precision)  # refuses an unknown or unsupported precision before any work
-    if any(i.uses_layer for i in infos) and not layers:
-        raise MethodError("no layer to hook: give at least one layer")
-    _check_target(target, infos, smooth)
+    _check_request(target, infos, layers, smooth, inputs, precision)
     inputs = inputs.contiguous(memory_format=input_memory_format(model))
     layers = layers if any(i.uses_layer for i in infos) else {}
     common = dict(layers=layers, infos=infos, precision=precision, target=target)
-    run = dict(
-        layouts=layouts or {},
-        state=state or PassState(),
-        settings=settings or {},
-        smooth=smooth,
-        batch_size=batch_size,
-        skip=skip,
-    )
+    run = dict(layouts=layouts or {}, state=state or PassState(), settings=settings or {}, smooth=smooth)
+    run.update(batch_size=batch_size, skip=skip)
     with target.around(model):
         forward = _record_forward(model, inputs, guided=guided, request=Request(classes, top_k, boxes), **common)
         maps = _run_methods(model, inputs, forward=forward, **common, **run) if forward.slots.per_image else {}
@@ -625,8 +619,12 @@ def _found_layouts(found: dict) -> dict:
     return {ATTENTION_LAYER: Tokens(attention.grid, attention.prefix)} if attention is not None else {}
 
 
-def _check_target(target: Target, infos, smooth: str | None) -> None:
-    """Refuse the methods and smoothing that the target cannot serve."""
+def _check_request(target: Target, infos, layers, smooth: str | None, inputs: torch.Tensor, precision: str) -> None:
+    """Refuse, before any work, an unknown precision, layer methods without a layer, and the methods and
+    smoothing that the target cannot serve."""
+    autocast_for(inputs.device, precision)  # refuses an unknown or unsupported precision
+    if any(i.uses_layer for i in infos) and not layers:
+        raise MethodError("no layer to hook: give at least one layer")
     if any(i.needs == CLASSIFIER for i in infos) and not target.class_logit:
         raise MethodError(
             f"--method cam: its classifier weights explain a class logit (--target class), not the {target.name} target"

@@ -45,9 +45,9 @@ def test_a_fused_map_sits_in_its_rows_first_cell_on_a_sheet() -> None:
     from gradcam_cli.output.sheet import found_cells, sheet_columns
 
     order = ["input", "layer2", "layer3"]
-    made = [SimpleNamespace(method="gradcampp", layer=p, layout="conv") for p in ("layer2", "layer3")]
-    made.append(SimpleNamespace(method="refinecam", layer="layer2+layer3", layout="conv"))
+    made = [SimpleNamespace(method="gradcampp", layer=p, layout="conv", class_index=0) for p in ("layer2", "layer3")]
+    made.append(SimpleNamespace(method="refinecam", layer="layer2+layer3", layout="conv", class_index=0))
     columns = sheet_columns(made, order)
     assert columns == ["layer2", "layer3"]
-    assert found_cells(made, columns)["refinecam", "layer2"].layer == "layer2+layer3"
+    assert found_cells(made, columns)["c0", "refinecam", "layer2"].layer == "layer2+layer3"
     assert sheet_columns(made[2:], order) == ["layer2+layer3"]  # alone, it has its column
