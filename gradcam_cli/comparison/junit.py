@@ -43,7 +43,10 @@ def _case(suite: ET.Element, classname: str, name: str, output: str = "") -> ET.
 
 
 def _fail(case: ET.Element, message: str, kind: str = FAILURE_TYPE, detail: str = "") -> None:
-    ET.SubElement(case, "failure", {"message": message, "type": kind}).text = detail or message
+    """A failure, before the case's output (the order Ant's schema requires)."""
+    failure = ET.Element("failure", {"message": message, "type": kind})
+    failure.text = detail or message
+    case.insert(0, failure)
 
 
 def _document(suite: ET.Element) -> bytes:
@@ -84,7 +87,7 @@ def compare_junit(result, seconds: float = 0.0) -> bytes:
         if item.role == "baseline" and result.judged:
             _fail(case, f"missing in the candidate ({item.reason})", MISSING_TYPE)
         else:
-            ET.SubElement(case, "skipped", {"message": f"only in the {item.role} ({item.reason})"})
+            case.insert(0, ET.Element("skipped", {"message": f"only in the {item.role} ({item.reason})"}))
     means = result.means()
     failed = {f.bound: f for f in result.mean_failures}
     for bound in result.mean_bounds:

@@ -35,11 +35,12 @@ def map_spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def map_ssim(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Structural similarity (scikit-image, 7x7 windows, values in [0, 1]); None for maps under 7 pixels a side."""
-    if min(a.shape) < SSIM_WINDOW:
-        return None
+    """Structural similarity (scikit-image, 7x7 windows, values in [0, 1]): 1 for equal maps, else None for maps
+    under 7 pixels a side."""
     if np.array_equal(a, b):
         return 1.0
+    if min(a.shape) < SSIM_WINDOW:
+        return None
     from ..metrics.sanity import ssim  # the sanity check's own (scikit-image)
 
     return ssim(a, b)
