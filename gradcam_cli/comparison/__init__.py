@@ -10,7 +10,16 @@
   ``gradcam_cli.job.compare``.
 """
 
-from .api import compare
-from .result import CompareResult
+from __future__ import annotations
 
-__all__ = ["CompareResult", "compare"]
+from importlib import import_module
+
+_EXPORTS = {"compare": "api", "CompareResult": "result"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    # Lazy: the CLI imports this package's options for `gradcam --help`, which must not load numpy.
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
