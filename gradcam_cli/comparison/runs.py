@@ -94,13 +94,14 @@ def read_side(folder: str | os.PathLike, role: str) -> Side:
     keys = input_keys(list(dict.fromkeys(r["input"] for r in records)))
     by_class = explicit_classes(info)
     run_dir = info.get("output_dir") if info else None
+    inside: dict[Path, bool] = {}  # folder -> inside the run's folder (one resolve per folder)
     for record in records:
         key = keys[record["input"]]
         if "error" in record:
             side.failed[key] = str(record["error"])
             continue
         raw = (record.get("files") or {}).get(MAP_FILE)
-        path = locate(raw, root, run_dir) if isinstance(raw, str) else None
+        path = locate(raw, root, run_dir, inside) if isinstance(raw, str) else None
         seen = seen_box(record.get("output_size"), info)
         side.entries[(key, record.get("method"), record.get("layer"), slot_of(record, by_class))] = Entry(
             record, path, seen=seen
@@ -151,10 +152,10 @@ def _journalled(root: Path) -> set[str]:
     return {p.name[1 : -len(".journal")] for p in root.glob(".results*.jsonl.journal")}
 
 
-def locate(path: str, root: Path, run_dir: str | None) -> Path | None:
+def locate(path: str, root: Path, run_dir: str | None, inside: dict | None = None) -> Path | None:
     """A file a record names, found in the folder wherever the folder is now: below the output folder as the
     run named it, else the longest tail of its path that exists in the folder (a folder moved, or restored
-    from a CI cache). Only the folder's own files are read."""
+    from a CI cache). Only the folder's own files are read (``inside``: what is known of folders already)."""
     parts = Path(path).parts
     tails = []
     if run_dir:
@@ -162,19 +163,28 @@ def locate(path: str, root: Path, run_dir: str | None) -> Path | None:
         if parts[: len(prefix)] == prefix:
             tails.append(parts[len(prefix) :])
     tails += [parts[k:] for k in range(1, len(parts))] + [parts[-1:]]
-    resolved = root.resolve()
+    inside = {} if inside is None else inside
     for tail in tails:
         if not tail or ".." in tail:
             continue
         found = root.joinpath(*tail)
-        if found.is_file() and _inside(found, resolved):
+        if not found.is_file():
+            continue
+        if found.is_symlink():
+            if _inside(found, root):
+                return found
+            continue
+        if found.parent not in inside:
+            inside[found.parent] = _inside(found.parent, root)
+        if inside[found.parent]:
             return found
     return None
 
 
 def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path``, every symbolic link followed, lies in ``root`` (itself resolved)."""
     try:
-        path.resolve().relative_to(root)
+        path.resolve().relative_to(root.resolve())
     except (OSError, ValueError):
         return False
     return True
