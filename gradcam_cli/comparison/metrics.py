@@ -24,26 +24,50 @@ METRICS = (
 )
 
 
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """The 1-based ranks of the flattened values in float64, tied values sharing their average rank (the ranks of
+    Spearman's correlation, as ``scipy.stats.rankdata(method="average")`` gives them)."""
+    flat = np.ravel(values)
+    order = np.argsort(flat)
+    ordered = flat[order]
+    first = np.empty(flat.size, bool)
+    first[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])  # where each run of equal values starts
+    starts = np.flatnonzero(first)
+    ends = np.append(starts[1:], flat.size)
+    ranks = np.empty(flat.size, np.float64)
+    ranks[order] = ((starts + ends + 1) / 2.0)[np.cumsum(first) - 1]
+    return ranks
+
+
 def map_spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation of two maps (scipy). Two equal maps correlate fully, even constant ones (which
-    rank nothing: `gradcam_cli.metrics.sanity.spearman` gives such a map 0 against any other)."""
+    """Spearman rank correlation of two maps: the Pearson correlation of their average ranks, in float64.
+
+    As the sanity check's ``gradcam_cli.metrics.sanity.spearman`` (scipy's ``spearmanr``, which it equals to
+    float64 rounding, tested), a constant map shares no ranking with another (0); two equal maps correlate fully,
+    even constant ones. Computed here rather than through that module, which loads torch: a comparison of two
+    folders runs no model, and torch's import would be most of its time.
+    """
     if np.array_equal(a, b):
         return 1.0
-    from ..metrics.sanity import spearman  # the sanity check's own (scipy); imported here, as it loads torch
-
-    return spearman(a, b)
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return 0.0
+    x, y = average_ranks(a), average_ranks(b)
+    x -= x.mean()
+    y -= y.mean()
+    return float(np.dot(x, y) / np.sqrt(np.dot(x, x) * np.dot(y, y)))
 
 
 def map_ssim(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Structural similarity (scikit-image, 7x7 windows, values in [0, 1]): 1 for equal maps, else None for maps
-    under 7 pixels a side."""
+    """Structural similarity as the sanity check measures it (scikit-image, 7x7 windows, data range 1, float64): 1
+    for equal maps, None for other maps under 7 pixels a side."""
     if np.array_equal(a, b):
         return 1.0
     if min(a.shape) < SSIM_WINDOW:
         return None
-    from ..metrics.sanity import ssim  # the sanity check's own (scikit-image)
+    from skimage.metrics import structural_similarity
 
-    return ssim(a, b)
+    return float(structural_similarity(np.asarray(a, np.float64), np.asarray(b, np.float64), data_range=1.0))
 
 
 def top_region(values: np.ndarray, percent: float) -> np.ndarray:

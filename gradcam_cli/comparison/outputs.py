@@ -59,18 +59,19 @@ def picture_name(rank: int, pair: Pair, kind: str) -> str:
 
 def render_pictures(worst: list[tuple[Pair, Thumbs]]) -> tuple[dict[str, bytes], list[dict]]:
     """The worst pairs' pictures (name -> PNG bytes), and each pair's row with its pictures' paths."""
-    import numpy as np
+    import cv2
 
     from ..output.encode import encode_png
-    from ..output.render import colorize
 
     pictures, shown = {}, []
     for rank, (pair, thumbs) in enumerate(worst, 1):
         files = {}
         for kind in PICTURE_KINDS:
-            levels = getattr(thumbs, kind).astype(np.float32) / np.float32(255.0)
+            colormap = DIFFERENCE_COLORMAP if kind == "difference" else MAP_COLORMAP
+            # The levels are uint8 already: OpenCV's table, as the heatmaps use it (output.render loads torch).
+            bgr = cv2.applyColorMap(getattr(thumbs, kind), getattr(cv2, f"COLORMAP_{colormap.upper()}"))
             name = picture_name(rank, pair, kind)
-            pictures[name] = encode_png(colorize(levels, DIFFERENCE_COLORMAP if kind == "difference" else MAP_COLORMAP))
+            pictures[name] = encode_png(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
             files[kind] = f"{PICTURES}/{name}"
         shown.append({**pair.row(), "files": files})
     return pictures, shown

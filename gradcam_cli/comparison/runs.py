@@ -120,17 +120,30 @@ def seen_box(size, info: dict | None) -> tuple[int, int, int, int] | None:
     preprocess, view = (info or {}).get("preprocess"), (info or {}).get("view")
     if view != "crop" or not isinstance(preprocess, dict) or not size:
         return None
-    from ..maps.preprocess import PreprocessConfig, geometry_for
-
     try:
-        config = PreprocessConfig(
-            input_size=tuple(preprocess["input_size"]),
-            resize=preprocess["resize"] if isinstance(preprocess["resize"], int) else tuple(preprocess["resize"]),
-        )
-    except (KeyError, TypeError):
+        width, height = int(size[0]), int(size[1])
+        box = center_crop_in_photo(width, height, tuple(preprocess["input_size"]), preprocess["resize"])
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return None
-    width, height = int(size[0]), int(size[1])
-    return crop_in_map(geometry_for(width, height, config, view).crop_box_in_original(), width, height)
+    return crop_in_map(box, width, height)
+
+
+def center_crop_in_photo(width: int, height: int, input_size, resize) -> tuple[float, float, float, float]:
+    """Where the crop view's resize and center crop takes the model's input from a ``width x height`` photo, as
+    ``(x0, y0, x1, y1)`` in its pixels: ``gradcam_cli.maps.preprocess.geometry_for(...).crop_box_in_original()``
+    (equal for every size, tested), computed here because that module loads torch, which a comparison of two
+    folders does not need."""
+    if isinstance(resize, int):  # the shorter side to ``resize``, the longer truncated (torchvision's rule)
+        if width <= height:
+            resized = resize, max(1, int(resize * height / width))
+        else:
+            resized = max(1, int(resize * width / height)), resize
+    else:
+        resized = int(resize[1]), int(resize[0])
+    crop_h, crop_w = int(input_size[0]), int(input_size[1])
+    left, top = int(round((resized[0] - crop_w) / 2.0)), int(round((resized[1] - crop_h) / 2.0))
+    sx, sy = resized[0] / width, resized[1] / height
+    return left / sx, top / sy, (left + crop_w) / sx, (top + crop_h) / sy
 
 
 def crop_in_map(box, width: int, height: int) -> tuple[int, int, int, int]:

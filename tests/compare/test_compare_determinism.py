@@ -12,8 +12,20 @@ SAFE = "spearman=0.999,ssim=0.999,top10_iou=0.98,top25_iou=0.98,box_iou=0.95,sam
 
 def test_thread_counts_differ_by_float_noise_only(tmp_path):
     for threads in (1, 2):
-        done = gradcam("explain", SAMPLES, "--method", "gradcam,layercam,gradcampp", "--top-k", "2", "--save-raw",
-                       "--outputs", "heatmap", "-o", tmp_path / f"t{threads}", env={"GRADCAM_THREADS": str(threads)})
+        done = gradcam(
+            "explain",
+            SAMPLES,
+            "--method",
+            "gradcam,layercam,gradcampp",
+            "--top-k",
+            "2",
+            "--save-raw",
+            "--outputs",
+            "heatmap",
+            "-o",
+            tmp_path / f"t{threads}",
+            env={"GRADCAM_THREADS": str(threads)},
+        )
         assert done.returncode == 0, done.stderr
         assert json.loads((tmp_path / f"t{threads}" / "run.json").read_text())["threads"] == threads
     done = gradcam("compare", tmp_path / "t1", tmp_path / "t2", "--fail-under", SAFE, "-o", tmp_path / "cmp", "--json")

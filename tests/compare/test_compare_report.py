@@ -116,3 +116,27 @@ def test_the_comparison_page_in_a_real_browser(compared, browser, where):
         Path(unquote(parsed.path)).resolve().relative_to(root)  # nothing outside the folder
     assert not errors and not dialogs
     page.close()
+
+
+def test_pictures_the_summary_names_outside_the_folder_are_not_shown(compared, tmp_path):
+    """compare.json is data: a picture path out of the folder, absolute, or a link to a file elsewhere is dropped
+    (its row keeps its text), and a summary that is not JSON is shown as an error, never as markup."""
+    from gradcam_cli.report.compare import comparison
+
+    folder = tmp_path / "cmp"
+    shutil.copytree(compared / "b" / "compare", folder)
+    outside = tmp_path / "secret.png"
+    shutil.copy(next((folder / "pictures").glob("*_baseline.png")), outside)
+    (folder / "pictures" / "link.png").symlink_to(outside)
+    summary = json.loads((folder / "compare.json").read_text())
+    summary["pictures"][0]["files"] = {
+        "baseline": "../secret.png",
+        "candidate": str(outside),
+        "difference": "pictures/link.png",
+    }
+    (folder / "compare.json").write_text(json.dumps(summary))
+    section = comparison(folder)
+    assert [p["src"] for p in section["pairs"][0]["pictures"]] == [None, None, None]
+    assert all(p["src"].startswith("./pictures/") for p in section["pairs"][1]["pictures"])
+    (folder / "compare.json").write_text("<script>alert(1)</script>")
+    assert comparison(folder)["error"].startswith("cannot read compare.json")
