@@ -127,3 +127,20 @@ def test_the_python_api_is_exported_lazily():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_evaluate_failures_are_listed_worst_first():
+    """Rows below a bound, by their worst margin (a value not measured is the worst); passing rows left out."""
+    from gradcam_cli.comparison.verdict import evaluation_failures
+
+    summaries = [
+        {"method": "gradcam", "layer": "bn2", "pointing_game": 0.85, "top1_loc": {"0.5": 0.6}},  # -0.05
+        {"method": "layercam", "layer": "bn2", "pointing_game": 0.95, "top1_loc": {"0.5": 0.7}},  # passes
+        {"method": "eigencam", "layer": "bn2", "pointing_game": 0.5, "top1_loc": {"0.5": 0.55}},  # -0.4
+        {"method": "hirescam", "layer": "bn2", "pointing_game": 0.95, "top1_loc": {"0.7": 0.9}},  # @0.5 missing
+    ]
+    bounds = evaluation_bounds(["pointing_game=0.9", "top1_loc=0.5"], False)
+    failing = evaluation_failures(summaries, bounds)
+    assert [row["method"] for row, _ in failing] == ["hirescam", "eigencam", "gradcam"]
+    assert [str(f) for f in failing[0][1]] == ["top1_loc@0.5 not measured < 0.5"]
+    assert [str(f) for f in failing[1][1]] == ["pointing_game 0.5 < 0.9"]
