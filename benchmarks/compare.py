@@ -14,6 +14,9 @@ Makes N small photos from the sample photos (random crops, flips, 64..160 px), t
 
     python benchmarks/compare.py                      # 1,000 photos; 200 for the one-process form, 2 rounds
     python benchmarks/compare.py --count 200 --one-process-count 50 --rounds 1
+    python benchmarks/compare.py --one-process-count 0   # steps 1, 2 and 4 only
+
+Wall seconds, and CPU seconds as a check where others load the machine (their ratio moves less with that load).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -56,18 +60,25 @@ def make_photos(folder: Path, count: int, seed: int = 0) -> None:
 
 
 def gradcam(*args, threads: int | None = None) -> float:
-    """Wall seconds of ``gradcam ARGS`` in a fresh process (exit 0 or 1 accepted: 1 is a verdict)."""
+    """Wall seconds of ``gradcam ARGS`` in a fresh process (exit 0 or 1 accepted: 1 is a verdict); its CPU
+    seconds (user + system) are added to `CPU` under the command's name."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     if threads is not None:
         env["GRADCAM_THREADS"] = str(threads)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "gradcam_cli", *map(str, args), "-q"], env=env, capture_output=True, text=True
     )
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU[str(args[0])] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if done.returncode not in (0, 1):
         raise SystemExit(f"gradcam {' '.join(map(str, args))} failed:\n{done.stderr[-2000:]}")
     return seconds
+
+
+CPU: dict[str, float] = {}  # CPU seconds of the last run of each command: a check on a machine others load
 
 
 def save_weights(folder: Path) -> tuple[Path, Path]:
@@ -125,6 +136,7 @@ def main() -> None:
         explain = ["explain", root / "photos", "--method", METHODS, "--save-raw"]
         golden_s = gradcam(*explain, "-o", root / "golden", threads=2)  # every core: the faster explain
         candidate_s = gradcam(*explain, "-o", root / "candidate", threads=1)
+        golden_cpu = CPU["explain"]
         compare_s = gradcam(
             "compare", root / "golden", root / "candidate", "-o", root / "cmp", "--fail-under", "spearman=0.999"
         )
@@ -132,9 +144,13 @@ def main() -> None:
             f"{args.count} photos, methods {METHODS}: explain --save-raw {golden_s:.1f} s (2 threads; {candidate_s:.1f}"
             f" s with 1); compare {compare_s:.1f} s = {compare_s / golden_s:.3f} of the 2-thread explain (target < 0.1)"
         )
+        print(
+            f"  CPU seconds: explain {golden_cpu:.1f}, compare {CPU['compare']:.1f} = {CPU['compare'] / golden_cpu:.3f}"
+        )
         for name, value in spread(root / "golden", root / "candidate").items():
             print(f"  threads 1 vs 2: {name}: {value:.3g}")
-        _one_process(root, args.one_process_count, args.rounds)
+        if args.one_process_count > 0:
+            _one_process(root, args.one_process_count, args.rounds)
 
 
 def _one_process(root: Path, count: int, rounds: int) -> None:

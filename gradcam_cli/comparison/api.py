@@ -64,7 +64,7 @@ def compare(
     paired, unpaired = pair_sides(first, second, layer_map)
     _refuse_nothing_in_common(paired, first, second)
     collector = Collector(bounds, pictures if output_dir is not None else 0)
-    for measured in _measured(paired):
+    for measured in _measured(paired, collector.wants_thumbs):
         collector.add(*measured)
     collector.unpaired = unpaired
     failed = {side.role: dict(side.failed) for side in (first, second) if side.failed}
@@ -81,20 +81,21 @@ def compare(
     )
 
 
-def _measured(paired: list):
+def _measured(paired: list, wanted: Callable):
     """Each pair measured, in order, on every core: the rank sorts, SSIM's filters and the file reads release
-    the GIL. A bounded window of pairs is in flight, so memory stays flat however many pairs there are."""
+    the GIL. A bounded window of pairs is in flight, so memory stays flat however many pairs there are. Small
+    maps are made only for the pairs ``wanted`` (those that may be among the worst shown)."""
     from concurrent.futures import ThreadPoolExecutor
 
     workers = min(MEASURE_THREADS, os.cpu_count() or 1)
     if workers < 2 or len(paired) < 2:
-        yield from (measure_pair(key, b, c, layer) for key, b, c, layer in paired)
+        yield from (measure_pair(key, b, c, layer, wanted) for key, b, c, layer in paired)
         return
     with ThreadPoolExecutor(workers, thread_name_prefix="gradcam-compare") as pool:
         window = 4 * workers
         for start in range(0, len(paired), window):
             chunk = paired[start : start + window]
-            yield from pool.map(lambda item: measure_pair(*item), chunk)
+            yield from pool.map(lambda item: measure_pair(*item, wanted), chunk)
 
 
 def _refuse_nothing_in_common(paired: list, first: Side, second: Side) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -131,11 +131,13 @@ def _seen_by_either(first, second, shape) -> tuple[int, int, int, int]:
     return box if box[2] > box[0] and box[3] > box[1] else (0, 0, width, height)
 
 
-def measure_pair(key: Key, baseline: Entry, candidate: Entry, candidate_layer: str) -> tuple[Pair, Thumbs | None]:
+def measure_pair(
+    key: Key, baseline: Entry, candidate: Entry, candidate_layer: str, wanted: Callable[[Pair], bool] | None = None
+) -> tuple[Pair, Thumbs | None]:
     """One pair's metrics, measured on the part of the photo either model saw (the candidate's map resampled to
-    the baseline's size where they differ), and its small maps."""
+    the baseline's size where they differ), and its small maps (only where ``wanted(pair)``, when given)."""
     first, second = baseline.load_map(), candidate.load_map()
-    note, thumbs = None, None
+    note, maps = None, None
     metrics: dict[str, float | None] = {m: None for m in METRICS}
     if first is None or second is None:
         note = f"no map in the {'baseline' if first is None else 'candidate'} (made without --save-raw?)"
@@ -149,14 +151,16 @@ def measure_pair(key: Key, baseline: Entry, candidate: Entry, candidate_layer: s
         second = np.asarray(second, np.float32)
         x0, y0, x1, y1 = _seen_by_either(baseline.seen, seen, first.shape)
         metrics.update(map_metrics(first[y0:y1, x0:x1], second[y0:y1, x0:x1]))
-        thumbs = Thumbs(_small(first), _small(second), _small(np.abs(first - second)))
+        maps = first, second
     metrics.update(record_metrics(baseline.record, candidate.record))
     input_key, method, layer, slot = key
     pair = Pair(
         input_key, method, layer, slot, candidate_layer, _class(baseline.record), _class(candidate.record), metrics
     )
     pair.note = note
-    return pair, thumbs
+    if maps is None or (wanted is not None and not wanted(pair)):
+        return pair, None
+    return pair, Thumbs(_small(maps[0]), _small(maps[1]), _small(np.abs(maps[0] - maps[1])))
 
 
 def pair_sides(
@@ -195,6 +199,15 @@ class Collector:
         self.pairs: list[Pair] = []
         self.unpaired: list[Unpaired] = []
         self.worst: list[tuple[Pair, Thumbs]] = []
+        self.cutoff: tuple | None = None  # the sort key of the best pair kept, once `keep` are kept
+
+    def wants_thumbs(self, pair: Pair) -> bool:
+        """Whether ``pair`` would be kept among the worst: only their small maps are made. Safe to ask from the
+        threads that measure: the cutoff only ever moves to worse pairs, so a pair refused stays refused."""
+        if self.keep <= 0:
+            return False
+        cutoff = self.cutoff
+        return cutoff is None or Pair.sort_key(replace(pair, failures=judge_pair(pair.metrics, self.bounds))) < cutoff
 
     def add(self, pair: Pair, thumbs: Thumbs | None) -> None:
         pair.failures = judge_pair(pair.metrics, self.bounds)
@@ -207,6 +220,8 @@ class Collector:
     def _trim(self) -> None:
         self.worst.sort(key=lambda item: item[0].sort_key())
         del self.worst[self.keep :]
+        if self.keep > 0 and len(self.worst) == self.keep:
+            self.cutoff = self.worst[-1][0].sort_key()
 
     def finished(self) -> tuple[list[Pair], list[tuple[Pair, Thumbs]]]:
         """The pairs worst first, and the kept worst pairs with their small maps."""

@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 from scipy.stats import rankdata
 
-from gradcam_cli.comparison.metrics import average_ranks, map_spearman
+from gradcam_cli.comparison.metrics import average_ranks, map_spearman, map_ssim
 from gradcam_cli.comparison.outputs import DIFFERENCE_COLORMAP, MAP_COLORMAP, render_pictures
-from gradcam_cli.comparison.pairs import Pair, Thumbs
-from gradcam_cli.comparison.runs import center_crop_in_photo, seen_box
+from gradcam_cli.comparison.pairs import Collector, Pair, Thumbs, measure_pair
+from gradcam_cli.comparison.runs import Entry, center_crop_in_photo, seen_box
+from gradcam_cli.comparison.verdict import Bound
 from gradcam_cli.maps.preprocess import PreprocessConfig, geometry_for
 from gradcam_cli.metrics.sanity import spearman as sanity_spearman
+from gradcam_cli.metrics.sanity import ssim as sanity_ssim
 from gradcam_cli.output.render import colorize
 
 from helpers import ROOT, SAMPLES, run
@@ -42,6 +44,51 @@ def test_spearman_equals_the_sanity_check_s_including_constant_maps():
     constant = np.full_like(a, 0.3)
     assert map_spearman(constant, b) == sanity_spearman(constant, b) == 0.0
     assert map_spearman(b, np.zeros_like(b)) == sanity_spearman(b, np.zeros_like(b)) == 0.0
+
+
+@pytest.mark.parametrize("shape", [(7, 7), (7, 30), (37, 53), (104, 126)])
+def test_ssim_equals_scikit_image_s(shape):
+    """OpenCV's box filter in float64 against scikit-image's (scipy's uniform filter, through the sanity check):
+    the same sums in another order, on values in [0, 1] with SSIM's constants keeping the ratio's denominator
+    above 1e-8, agree far within 1e-12."""
+    rng = np.random.default_rng(shape[0] * shape[1])
+    for noise in (0.02, 0.3, 1.0):
+        a = rng.random(shape, dtype=np.float32)
+        b = np.clip(a + rng.normal(0, noise, shape).astype(np.float32), 0, 1)
+        a[: shape[0] // 3] = 0.0  # a flat region, where the variances are zero
+        assert map_ssim(a, b) == pytest.approx(sanity_ssim(a, b), abs=1e-12)
+    assert map_ssim(np.zeros(shape, np.float32), np.ones(shape, np.float32)) == pytest.approx(
+        sanity_ssim(np.zeros(shape), np.ones(shape)), abs=1e-12
+    )
+
+
+def test_only_the_worst_pairs_small_maps_are_made_and_they_are_the_worst():
+    """The collector asks for small maps only for pairs that may be among the `keep` worst; in any order of
+    arrival the kept pairs are the worst `keep` of all, each with its own maps."""
+    rng = np.random.default_rng(3)
+    base = rng.random((24, 24), dtype=np.float32)
+    items = []
+    for i in range(60):
+        other = np.clip(base + rng.normal(0, 0.05 + i / 60, base.shape).astype(np.float32), 0, 1)
+        record = {"bbox": None, "class_index": 1, "probability": 0.5}
+        items.append(
+            ((f"p{i:02d}.png", "gradcam", "l", "top-1"), Entry(record, array=base), Entry(record, array=other))
+        )
+    for order in (items, items[::-1], [items[i] for i in rng.permutation(len(items))]):
+        collector, made = Collector([Bound("spearman", 0.5)], keep=5), []
+
+        def wanted(pair, collector=collector, made=made):
+            made.append(collector.wants_thumbs(pair))
+            return made[-1]
+
+        for key, first, second in order:
+            collector.add(*measure_pair(key, first, second, "l", wanted))
+        pairs, worst = collector.finished()
+        assert [p.input for p, _ in worst] == [p.input for p in pairs[:5]]
+        assert sum(made) < len(items)  # not every pair's
+        for pair, thumbs in worst:
+            second = dict((k[0], s) for k, _, s in items)[pair.input].array
+            assert np.array_equal(thumbs.candidate, np.rint(second * 255).astype(np.uint8))
 
 
 @pytest.mark.parametrize("resize", [256, 232, (256, 300)])
