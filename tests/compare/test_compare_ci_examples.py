@@ -57,7 +57,11 @@ def test_the_workflows_fit_together_and_their_commands_parse():
     github, gitlab = _workflows()
     steps = github["jobs"]["compare"]["steps"]
     github_calls = _gradcam_calls(s["run"] for s in steps if "run" in s)
+    restored = next(s for s in steps if s.get("id") == "golden")
+    saved = next(s for s in steps if "cache/save" in str(s.get("uses")))  # saved when made, kept if compare fails
+    assert saved["with"]["path"] == restored["with"]["path"] and "steps.golden.outputs" in saved["with"]["key"]
     job = gitlab["explanations"]
+    assert job["cache"]["when"] == "always"
     gitlab_calls = _gradcam_calls(job["script"])
     for calls, cached, published in (
         (github_calls, next(s for s in steps if s.get("id") == "golden")["with"]["path"], None),
