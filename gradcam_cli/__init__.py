@@ -15,6 +15,10 @@ Python API (the CLI is a thin layer over it)::
     evaluation = evaluate("resnet50", "photos/", "boxes.csv", methods=["gradcam", "layercam"], engine="ray")
     evaluation.summary("layercam")["pointing_game"]
 
+    from gradcam_cli import compare   # two `gradcam explain --save-raw` folders, paired and judged
+    result = compare("golden/", "candidate/", fail_under={"spearman": 0.9})
+    result.passed, result.failed_pairs, result.summary()["means"]
+
 Lower level: ``explain_batch`` (the passes of one batch) on a preprocessed tensor (pass
 ``layouts=layer_layouts(model, layers, input_size)`` for transformer layers), and the
 methods' pure functions on tensors in ``gradcam_cli.methods.<name>``.
@@ -30,6 +34,8 @@ from .version import __version__
 _EXPORTS = {
     "explain": "api",
     "evaluate": "api",
+    "compare": "comparison.api",
+    "CompareResult": "comparison.result",
     "ImageResult": "api",
     "Evaluation": "api",
     "load_model": "model.loading",
@@ -63,6 +69,8 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:  # pragma: no cover
     from .allocator import keep_freed_memory
     from .api import Evaluation, ImageResult, evaluate, explain
+    from .comparison.api import compare
+    from .comparison.result import CompareResult
     from .errors import GradcamError, ImageError, MethodError, UsageError
     from .explainer import Explainer, Explanation
     from .io.images import load_rgb

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from . import concepts, evaluate, explain, layers, methods, report  # noqa: F401  (each registers its command)
+from . import compare, concepts, evaluate, explain, layers, methods, report  # noqa: F401  (each registers its command)
 from .app import app
 
 __all__ = ["app", "main"]

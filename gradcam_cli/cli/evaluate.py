@@ -6,9 +6,10 @@ import json
 
 import click
 
+from ..comparison.options import VerdictOptions
 from ..options import EngineOptions, EvaluateOptions, ExplainOptions, JobOptions, ModelOptions
 from .app import app, fail, inputs_argument, json_option, quiet_option
-from .console import Console, print_rows
+from .console import EXIT_INTERRUPTED, Console, print_rows
 from .params import built, declared
 
 # The explanation options that shape what is measured (pictures are not drawn).
@@ -36,6 +37,11 @@ EXPLAIN_FIELDS = (
     "finer_similar",
 )
 JOB_FIELDS = ("workers", "threads", "fail_fast", "recursive", "null_separated")
+VERDICT_HELPS = {
+    "fail_under": "Fail (exit 1) when a method and layer's METRIC is below VALUE: pointing_game, top1_loc, "
+    "gt_known_loc (at IoU 0.5; top1_loc@0.7=... for another), mean_iou, maxboxacc, ...; repeatable or comma-separated.",
+    "junit": "Also write the verdict as JUnit XML (one test case per method, layer and judged metric).",
+}
 # Table columns: (summary key, heading, higher is better).
 LOCALISATION = [
     ("top1_loc", "top-1 loc", True),
@@ -66,6 +72,7 @@ FAITHFULNESS = [
     helps={"bbox_threshold": "The box threshold judged by top-1/GT-known loc and mIoU (the sweep tries 0.00..0.99)."},
 )
 @declared(JobOptions, only=JOB_FIELDS)
+@declared(VerdictOptions, only=("fail_under", "junit"), helps=VERDICT_HELPS)
 @click.option(
     "--output-dir",
     "-o",
@@ -82,8 +89,10 @@ def evaluate(inputs: tuple[str, ...], output_dir: str, as_json: bool, quiet: boo
 
     INPUTS are image files, folders, glob patterns, or - to read paths from stdin.
 
-    Exit codes: 0 all done, 1 some image failed, 2 bad request, 130 interrupted.
+    Exit codes: 0 all done, 1 some image failed or a metric below its --fail-under bound, 2 bad request,
+    130 interrupted.
     """
+    from ..comparison.verdict import evaluation_bounds
     from ..errors import UsageError
     from ..job.evaluate import evaluate_folder
     from ..job.explain import Callbacks
@@ -95,6 +104,8 @@ def evaluate(inputs: tuple[str, ...], output_dir: str, as_json: bool, quiet: boo
         measure, job = built(EvaluateOptions, values), built(JobOptions, values)
         engine = built(EngineOptions, values)
         job.validate()
+        verdict = built(VerdictOptions, values)
+        bounds = evaluation_bounds(verdict.fail_under, measure.faithfulness)
     except UsageError as err:
         raise fail(str(err)) from None
 
@@ -111,7 +122,28 @@ def evaluate(inputs: tuple[str, ...], output_dir: str, as_json: bool, quiet: boo
             console.out.write_line(json.dumps(s, ensure_ascii=False, allow_nan=False))
     elif summaries and measured.samples:
         _print_table(summaries, measure, output_dir, console)
-    raise click.exceptions.Exit(console.finish(summary))
+    code = console.finish(summary)
+    if (bounds or verdict.junit) and code != EXIT_INTERRUPTED:
+        code = max(code, _judge(summaries, bounds, verdict.junit, summary.seconds))
+    raise click.exceptions.Exit(code)
+
+
+def _judge(summaries: list[dict], bounds, junit, seconds: float) -> int:
+    """The (method, layer) rows below a bound on stderr, worst first; the JUnit file; 1 when a row fails."""
+    from ..comparison.junit import evaluate_junit, write_junit
+    from ..comparison.verdict import evaluation_failures
+    from ..errors import UsageError
+
+    failing = evaluation_failures(summaries, bounds)
+    for row, failures in failing:
+        click.echo(f"gradcam: FAIL {row['method']} {row['layer']}: {'; '.join(map(str, failures))}", err=True)
+    if junit:
+        try:
+            write_junit(junit, evaluate_junit(summaries, bounds, seconds))
+        except UsageError as err:
+            click.echo(f"gradcam: error: {err}", err=True)
+            return 2
+    return 1 if failing else 0
 
 
 def _cell(value) -> str:

@@ -15,7 +15,9 @@ page makes no request that leaves the folder):
   picture is kept. A picture already as small as a thumbnail is used as it is.
 
 The evaluation shown is what ``gradcam evaluate -o DIR`` wrote, with DIR the output folder
-itself or its ``evaluation/`` folder: ``evaluation.jsonl`` as a table, and its plots.
+itself or its ``evaluation/`` folder: ``evaluation.jsonl`` as a table, and its plots. Likewise the
+comparison is what ``gradcam compare -o DIR`` wrote there or in ``compare/`` (`.compare`): the
+verdict and the worst pairs side by side; a folder with a comparison and no results is a report too.
 
 File names are data, never markup or URL syntax: text goes into the page through Jinja's
 autoescape and ``textContent``, every link and picture is a relative URL made here
@@ -41,6 +43,7 @@ from pathlib import Path, PurePosixPath
 from ..errors import UsageError
 from ..output.files import EVALUATION_PLOTS, EVALUATION_SUMMARY, write_bytes_atomic
 from ..output.runinfo import read_run_info
+from .compare import comparison
 from .links import FolderFiles, relative_url
 
 INDEX = "index.html"
@@ -148,15 +151,16 @@ def build_report(output_dir: Path, workers: int | None = None) -> ReportSummary:
     if not output_dir.is_dir():
         raise UsageError(f"{output_dir}: no such folder")
     found = manifests(output_dir)
-    if not found:
-        raise UsageError(f"{output_dir}: no results.jsonl here; run `gradcam explain ... -o {output_dir}` first")
     own = FolderFiles(output_dir)
+    compared = comparison(output_dir, own)
+    if not found and compared is None:
+        raise UsageError(f"{output_dir}: no results.jsonl here; run `gradcam explain ... -o {output_dir}` first")
     images, rows, thumbs = _rows(found, _Locator(output_dir), own)
     ready, made = make_thumbnails(output_dir, thumbs, workers)
     _link_thumbnails(rows, thumbs, ready, own)
     data = _as_script({"images": images, "rows": rows})
     data_rel = f"{ASSETS}/data-{hashlib.sha256(data).hexdigest()[:16]}.js"
-    page = render_page(output_dir, found, images, rows, data_src=relative_url(data_rel), own=own)
+    page = render_page(output_dir, found, images, rows, data_src=relative_url(data_rel), own=own, compared=compared)
     _write_together(output_dir, data_rel, data, page.encode("utf-8"))
     failed = sum(1 for r in rows if r.get("err"))
     return ReportSummary(output_dir / INDEX, len(rows) - failed, len(images), failed, made, time.perf_counter() - start)
@@ -468,6 +472,7 @@ def render_page(
     *,
     data_src: str,
     own: FolderFiles | None = None,
+    compared: dict | None = None,
 ) -> str:
     """``index.html`` from the Jinja2 templates (autoescaped: every name from the records is text, never markup),
     loading its rows from ``data_src`` (a URL relative to the page)."""
@@ -499,6 +504,7 @@ def render_page(
         runs=[{"name": m.name, "rows": _run_rows(m.run)} for m in found if m.run],
         manifests=[m.name for m in found],
         evaluation=evaluation(output_dir, own),
+        comparison=compared,
         failed=failed[:FAILED_LISTED],
         failed_more=max(0, len(failed) - FAILED_LISTED),
         data_src=data_src,
