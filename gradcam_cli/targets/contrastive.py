@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from .base import Request, Slots, Target, class_logits
-from .class_logit import SOFTMAX, choose_classes
+from .class_slots import SOFTMAX, choose_classes
 
 AUTO = "auto"
 SAME_CLASS = "the explained class is the --versus class: the difference is zero, so the map is empty"

@@ -6,10 +6,10 @@ from __future__ import annotations
 import torch
 
 from .base import Slots, Target, class_logits
-from .class_logit import ClassLogit
+from .class_slots import ClassSlots
 
 
-class SoftmaxProbability(ClassLogit):
+class SoftmaxProbability(ClassSlots):
     """``softmax(y)_c``; the slots are chosen as for the class logit (the requested classes, or the top-k)."""
 
     name = "probability"
