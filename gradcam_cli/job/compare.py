@@ -9,19 +9,18 @@ console are those of ``explain``: ``--engine ray`` runs the pairs on a cluster's
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 
-from ..errors import GradcamError, UsageError
+from ..errors import UsageError
 from ..io.inputs import InputImage
-from ..io.records import error_record, explanation_record
+from ..io.records import explanation_record
 from ..options import EngineOptions, ExplainOptions, JobOptions, ModelOptions, check_request
 from .bookkeeper import Bookkeeper, JobSummary
 from .explain import Callbacks, explainer_for
-from .run import job_inputs, run_job
-from .task import Decoded, MemoryImage, Outcome, decode_with
+from .run import check_engine, job_inputs, run_job
+from .task import Decoded, MemoryImage, Outcome, decode_with, run_batch
 
 
 @dataclass(frozen=True)
@@ -73,28 +72,13 @@ class CompareWorker:
 
     def run(self, batch: Sequence[Decoded], writers: Executor | None) -> list:
         """Both models' passes over the decoded inputs; each image's pairs measured by ``writers`` (or inline)."""
-        good = [d for d in batch if d.error is None]
-        results: dict[int, object] = {}
-        if good:
-            start = time.perf_counter()
-            try:
-                first = self.baseline.explain_prepared([d.tensor for d in good], [d.geometry for d in good])
-                inputs = [getattr(d, "candidate_input", None) or (d.tensor, d.geometry) for d in good]
-                second = self.candidate.explain_prepared([t for t, _ in inputs], [g for _, g in inputs])
-            except GradcamError:
-                raise
-            except Exception as err:  # e.g. out of memory: this batch fails, the job goes on
-                first_line = (str(err).strip().splitlines() or [""])[0]
-                for d in good:
-                    message = f"{d.item.path}: model failed ({type(err).__name__}: {first_line})"
-                    results[id(d)] = Outcome(0, [error_record(d.item.path, message)], source=d.item.path)
-            else:
-                seconds = (time.perf_counter() - start) / len(good)
-                for d, a, b in zip(good, first, second):
-                    d.tensor = None
-                    args = (d, a, b, seconds)
-                    results[id(d)] = writers.submit(self.finish, *args) if writers else self.finish(*args)
-        return [results.get(id(d)) or Outcome(0, [error_record(d.item.path, d.error)]) for d in batch]
+        return run_batch(batch, writers, self._both, lambda d, both, seconds: self.finish(d, *both, seconds))
+
+    def _both(self, good: Sequence[Decoded]) -> list[tuple[list, list]]:
+        first = self.baseline.explain_prepared([d.tensor for d in good], [d.geometry for d in good])
+        inputs = [getattr(d, "candidate_input", None) or (d.tensor, d.geometry) for d in good]
+        second = self.candidate.explain_prepared([t for t, _ in inputs], [g for _, g in inputs])
+        return list(zip(first, second))
 
     def finish(self, decoded: Decoded, first: list, second: list, seconds: float) -> Outcome:
         """One image's explanations paired and measured; the payload is its pairs (with their small maps) and
@@ -201,13 +185,7 @@ def compare_models(
     check_request(candidate, options)
     job.validate()
     items = job_inputs(inputs, job, output_dir, calls.message)
-    on_ray = engine.engine == "ray"
-    if on_ray:
-        from .ray.pool import check_device
-        from .ray.session import require_ray
-
-        require_ray()
-        check_device(model.device, engine.gpus_per_actor)
+    on_ray = check_engine(model.device, engine)
     calls.checked()
     here = [explainer_for(replace(m, device="cpu") if on_ray else m, options) for m in (model, candidate)]
     sides = [_side_of(e, role) for e, role in zip(here, ("baseline", "candidate"))]

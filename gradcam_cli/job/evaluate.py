@@ -23,7 +23,7 @@ from ..options import EngineOptions, EvaluateOptions, ExplainOptions, JobOptions
 from ..targets import check_evaluable
 from .bookkeeper import Bookkeeper, JobSummary
 from .explain import explainer_for
-from .run import job_inputs, run_job
+from .run import check_engine, job_inputs, run_job
 from .task import Decoded, Outcome, decode_with
 
 # Most annotated boxes reaching outside their photos suggests annotations made at another scale.
@@ -252,13 +252,6 @@ def evaluate_folder(
 
 def _checked_explainer(model: ModelOptions, options: ExplainOptions, engine: EngineOptions, calls):
     """The explainer here: it checks the request (on Ray, on this machine's CPU) and runs the sanity check."""
-    if engine.engine != "ray":
-        calls.checked()
-        return explainer_for(model, options)
-    from .ray.pool import check_device
-    from .ray.session import require_ray
-
-    require_ray()
-    check_device(model.device, engine.gpus_per_actor)
+    on_ray = check_engine(model.device, engine)
     calls.checked()
-    return explainer_for(replace(model, device="cpu"), options)
+    return explainer_for(replace(model, device="cpu") if on_ray else model, options)

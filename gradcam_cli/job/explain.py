@@ -23,8 +23,8 @@ from ..output.files import output_path, output_stem, sheet_path
 from ..output.store import LOCAL, open_folder
 from .bookkeeper import Bookkeeper, JobSummary
 from .output_folder import check_output_dir, open_output
-from .run import job_inputs, run_job
-from .task import Decoded, Outcome, decode_with
+from .run import check_engine, job_inputs, run_job
+from .task import Decoded, Outcome, decode_with, run_batch
 
 # Pictures from this many pixels up leave their rendering buffers (some 20 bytes a pixel) to the system
 # when written, rather than kept for reuse in each thread's arena; smaller ones gain from the reuse.
@@ -87,31 +87,10 @@ class ExplainWorker:
 
     def run(self, batch: Sequence[Decoded], writers: Executor | None) -> list:
         """One model pass for the decoded inputs; each image's files written by ``writers`` (or inline)."""
-        good = [d for d in batch if d.error is None]
-        results: dict[int, object] = {}
-        if good:
-            start = time.perf_counter()
-            try:
-                explained = self.explainer.explain_prepared([d.tensor for d in good], [d.geometry for d in good])
-            except GradcamError:
-                raise
-            except Exception as err:  # e.g. out of memory: this batch fails, the job goes on
-                for d in good:
-                    results[id(d)] = Outcome(
-                        0,
-                        [
-                            error_record(
-                                d.item.path, f"{d.item.path}: model failed ({type(err).__name__}: {_first(err)})"
-                            )
-                        ],
-                    )
-            else:
-                seconds = (time.perf_counter() - start) / len(good)
-                for d, explanations in zip(good, explained):
-                    d.tensor = None  # the photo stays until its pictures are written; the input can go
-                    args = (d, explanations, seconds)
-                    results[id(d)] = writers.submit(self.finish, *args) if writers else self.finish(*args)
-        return [results.get(id(d)) or Outcome(0, [error_record(d.item.path, d.error)]) for d in batch]
+        prepared = self.explainer.explain_prepared
+        return run_batch(
+            batch, writers, lambda good: prepared([d.tensor for d in good], [d.geometry for d in good]), self.finish
+        )
 
     def finish(self, decoded: Decoded, explanations, compute_s: float) -> Outcome:
         """One image's pictures written (all or none) and its records made."""
@@ -271,13 +250,7 @@ def explain_folder(
     job.validate(overwrite=options.overwrite)
     check_output_dir(output_dir)
     items = job_inputs(inputs, job, output_dir, calls.message)
-    on_ray = engine.engine == "ray"
-    if on_ray:
-        from .ray.pool import check_device
-        from .ray.session import require_ray
-
-        require_ray()
-        check_device(model.device, engine.gpus_per_actor)
+    on_ray = check_engine(model.device, engine)
     calls.checked()
     # On Ray the model here (on the CPU) checks the request: a bad layer or class costs no actor.
     explainer = explainer_for(replace(model, device="cpu") if on_ray else model, options)

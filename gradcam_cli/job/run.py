@@ -73,3 +73,15 @@ def job_inputs(
         (on_message or (lambda m: None))(notice)
     shard = job.shard_spec()
     return [it for it in items if in_shard(it, *shard)] if shard else items
+
+
+def check_engine(device: str, engine: EngineOptions) -> bool:
+    """Whether the job runs on Ray; there, Ray must be installed and ``device`` one the actors can be given."""
+    if engine.engine != "ray":
+        return False
+    from .ray.pool import check_device
+    from .ray.session import require_ray
+
+    require_ray()
+    check_device(device, engine.gpus_per_actor)
+    return True

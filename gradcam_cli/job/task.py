@@ -8,13 +8,15 @@ per input, in order (or a future of it, when the worker writes files in writer t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..errors import ImageError
+from ..errors import GradcamError, ImageError
 from ..io.inputs import InputImage
+from ..io.records import error_record
 
 Record = dict
 
@@ -109,3 +111,37 @@ class MemoryImage(InputImage):
 
     photo: object = field(default=None, compare=False)
     tensor: object = field(default=None, compare=False)
+
+
+def model_failed(batch: Sequence[Decoded], err: Exception) -> dict[int, Outcome]:
+    """Each image of a batch whose model pass raised (out of memory, say): an error record naming the image and the
+    cause, by the image's ``id``; the job goes on with the next batch."""
+    first_line = (str(err).strip().splitlines() or [""])[0]
+    return {
+        id(d): Outcome(
+            0, [error_record(d.item.path, f"{d.item.path}: model failed ({type(err).__name__}: {first_line})")]
+        )
+        for d in batch
+    }
+
+
+def run_batch(batch: Sequence[Decoded], writers: Executor | None, passes: Callable, finish: Callable) -> list:
+    """A batch through the model: ``passes(good)`` once for its decoded inputs, then each input's
+    ``finish(decoded, result, seconds)`` on ``writers`` (or inline), ``seconds`` its share of the passes' time.
+    Inputs that failed to decode, or whose passes raised, get their error record."""
+    good = [d for d in batch if d.error is None]
+    results: dict[int, object] = {}
+    if good:
+        start = time.perf_counter()
+        try:
+            done = passes(good)
+        except GradcamError:
+            raise
+        except Exception as err:  # e.g. out of memory: this batch fails, the job goes on
+            results.update(model_failed(good, err))
+        else:
+            seconds = (time.perf_counter() - start) / len(good)
+            for d, result in zip(good, done):
+                d.tensor = None  # the photo stays until its outputs are made; the input can go
+                results[id(d)] = writers.submit(finish, d, result, seconds) if writers else finish(d, result, seconds)
+    return [results.get(id(d)) or Outcome(0, [error_record(d.item.path, d.error)]) for d in batch]
