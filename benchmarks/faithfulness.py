@@ -75,7 +75,7 @@ def load_photos(paths: list[Path], device: str):
     for path in paths:
         tensor, _ = explainer.prepare(load_rgb(str(path)))
         inputs = tensor[None].to(device)
-        result = explainer.run_engine(inputs)
+        result = explainer.run_passes(inputs)
         raw = next(iter(result.maps.values()))
         over_input = upsample_to(normalize_minmax(raw.float())[0], tuple(inputs.shape[-2:]))[0, 0]
         probs = torch.softmax(result.logits.float(), dim=1)[0]
