@@ -5,8 +5,9 @@ input, as `gradcam evaluate --faithfulness` measures it), in interleaved rounds 
 other processes falls on every measurement alike:
 
   * ours: `measure_faithfulness` (deletion, insertion, ROAD, Average Drop), with the count of
-    forward inputs and the seconds in forward passes, ROAD's imputation, ranking and masking, and
-    the rest (Python);
+    forward inputs and the seconds in forward passes, waiting for ROAD's imputation (and the solves'
+    own time: on a CPU they run in a thread of their own beside the forward passes), ranking and
+    masking, and the rest (Python);
   * the floor: forward inputs x the model's per-input time on a batch of the photo, measured in
     the same round (the batch size that is fastest in a sweep at the start of the run);
   * pytorch-grad-cam's `ROADCombined` + `CamMultImageConfidenceChange`, torchcam's
@@ -75,7 +76,7 @@ def load_photos(paths: list[Path], device: str):
     for path in paths:
         tensor, _ = explainer.prepare(load_rgb(str(path)))
         inputs = tensor[None].to(device)
-        result = explainer.run_engine(inputs)
+        result = explainer.run_passes(inputs)
         raw = next(iter(result.maps.values()))
         over_input = upsample_to(normalize_minmax(raw.float())[0], tuple(inputs.shape[-2:]))[0, 0]
         probs = torch.softmax(result.logits.float(), dim=1)[0]
@@ -234,10 +235,13 @@ def summarise(name: str, rows: list[dict]) -> dict:
 
 def print_table(results: list[dict], swept: dict[int, float]) -> None:
     print("per-input forward time by batch size: " + ", ".join(f"{b}: {s * 1000:.1f} ms" for b, s in swept.items()))
-    print("seconds per photo; ratio: total / floor (median of the rounds' own ratios), best: fastest round's")
+    print("seconds per photo; ratio: total / floor (median of the rounds' own ratios), best: fastest round's;")
+    print(
+        "wait: for ROAD's imputation; solve: its own time (on a CPU in a thread of its own, beside the forward passes)"
+    )
     head = (
-        f"{'photo':28} {'inputs':>6} {'total':>7} {'floor':>7} {'ratio':>5} {'best':>5} {'fwd':>6} {'imput':>6} "
-        f"{'mask':>6} {'other':>6} {'pgc':>7} {'x':>5} {'tcam':>6} {'quant':>6}"
+        f"{'photo':28} {'inputs':>6} {'total':>7} {'floor':>7} {'ratio':>5} {'best':>5} {'fwd':>6} {'wait':>6} "
+        f"{'solve':>6} {'mask':>6} {'other':>6} {'pgc':>7} {'x':>5} {'tcam':>6} {'quant':>6}"
     )
     print(head)
     for r in results:
@@ -252,7 +256,7 @@ def print_table(results: list[dict], swept: dict[int, float]) -> None:
         print(
             f"{r['photo']:28} {r['forward_inputs']:6.0f} {r['total']:7.3f} {r['floor']:7.3f} "
             f"{r['ratio_to_floor']:5.2f} {r['best_ratio']:5.2f} {r['forward']:6.3f} {r['imputation']:6.3f} "
-            f"{r['perturbation']:6.3f} {r['other']:6.3f} {peer}"
+            f"{r.get('imputation_solve', 0.0):6.3f} {r['perturbation']:6.3f} {r['other']:6.3f} {peer}"
         )
     total = sum(r["total"] for r in results)
     floor = sum(r["floor"] for r in results)

@@ -167,7 +167,8 @@ def start_progress(total: int, verb: str, quiet: bool):
 
     def update(summary) -> None:
         rate = f"{summary.done / max(1e-9, time.perf_counter() - start):.2f} img/s" if summary.done else ""
-        progress.update(task, completed=summary.done + summary.failed + summary.skipped, rate=rate)
+        finished = summary.done + summary.failed + summary.skipped
+        progress.update(task, total=summary.total or total, completed=finished, rate=rate)
 
     return progress, update
 
@@ -179,11 +180,14 @@ def _progress_lines(total: int, verb: str, start: float) -> Callable:
         now = time.perf_counter()
         if now - last[0] < PROGRESS_LINE_S:
             return
+        count = summary.total or total  # the job's count once its inputs are listed (commands start with 0)
+        if not count:
+            return
         last[0] = now
         finished = summary.done + summary.failed + summary.skipped
         rate = summary.done / max(1e-9, now - start)
-        left = f"; about {_duration((total - finished) / rate)} left" if rate > 0 and finished < total else ""
-        print(f"gradcam: {verb} {finished} of {total} images, {rate:.2f} images/s{left}", file=sys.stderr, flush=True)
+        left = f"; about {_duration((count - finished) / rate)} left" if rate > 0 and finished < count else ""
+        print(f"gradcam: {verb} {finished} of {count} images, {rate:.2f} images/s{left}", file=sys.stderr, flush=True)
 
     return update
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -53,6 +54,7 @@ GPU_CHUNK_PIXELS = 64 * 256 * 256
 # Maps whose ROAD inputs are imputed in one solve: 18 systems fill a CPU's caches; a GPU takes more
 # at once (4 maps of 256 x 256 hold about 0.5 GB of solver state).
 CPU_ROAD_MAPS, GPU_ROAD_MAPS = 1, 4
+ROAD_IN_BACKGROUND = True  # on a CPU: each group's solve in a thread of its own (see `_RoadSolves`)
 
 
 @dataclass
@@ -180,22 +182,73 @@ def measure_faithfulness(
             timings,
         )
         shared = batcher.full_rows(plan.shared_inputs())  # all zeros, then each image blurred
-        group = CPU_ROAD_MAPS if inputs.device.type == "cpu" else GPU_ROAD_MAPS
-        road_columns = 2 * len(ROAD_PERCENTAGES)
-        for first in range(0, len(samples), group):
-            maps = range(first, min(len(samples), first + group))
-            for j in maps:
-                column = 0
-                for block in plan.curve_inputs(j):
-                    batcher.add(block, j, column)
-                    column += block.shape[0]
-            with _timed(timings, "imputation", inputs.device):
-                road = plan.road_inputs(maps, seed, road_noise)
-            for k, j in enumerate(maps):
-                batcher.add(road[k * road_columns : (k + 1) * road_columns], j, plan.columns - road_columns)
+        cpu = inputs.device.type == "cpu"
+        group = CPU_ROAD_MAPS if cpu else GPU_ROAD_MAPS
+        groups = [range(first, min(len(samples), first + group)) for first in range(0, len(samples), group)]
+        with _RoadSolves(plan, seed, road_noise, background=cpu and ROAD_IN_BACKGROUND) as solves:
+            solves.start(groups[0])
+            for g, maps in enumerate(groups):
+                for j in maps:
+                    column = 0
+                    for block in plan.curve_inputs(j):
+                        batcher.add(block, j, column)
+                        column += block.shape[0]
+                with _timed(timings, "imputation", inputs.device):  # the wait for the solve, not its length
+                    road = solves.result()
+                if g + 1 < len(groups):
+                    solves.start(groups[g + 1])  # solved while this group's ROAD inputs and the next curves run
+                _add_road_inputs(batcher, plan, maps, road)
         batcher.flush()
+        if timings is not None:
+            timings["imputation_solve"] = timings.get("imputation_solve", 0.0) + solves.seconds
         table = torch.cat([batcher.results.view(len(samples), plan.columns), plan.shared_columns(shared)], dim=1)
         return plan.curves(table.cpu().numpy())
+
+
+def _add_road_inputs(batcher: _Batcher, plan: _Plan, maps: Sequence[int], road: torch.Tensor) -> None:
+    columns = 2 * len(ROAD_PERCENTAGES)
+    for k, j in enumerate(maps):
+        batcher.add(road[k * columns : (k + 1) * columns], j, plan.columns - columns)
+
+
+class _RoadSolves:
+    """ROAD's imputations, one group of maps at a time: in the caller's thread, or (on a CPU) in one thread of
+    its own with one intra-op thread, so that the next group's solve runs while the forward passes do.
+
+    The solver is a long chain of small operations; with several intra-op threads on a loaded CPU each one
+    waits for every thread (the same solve took 2 s in one thread and 9 to 13 s in two on this project's
+    2-core machine with other jobs running), while the forward passes' large operations keep both cores."""
+
+    def __init__(self, plan: _Plan, seed: int, noise: float, background: bool) -> None:
+        self.plan, self.seed, self.noise = plan, seed, noise
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="road-imputation") if background else None
+        self.pending = None
+        self.seconds = 0.0  # the solves' own time, wherever they ran
+
+    def __enter__(self) -> _RoadSolves:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def start(self, maps: Sequence[int]) -> None:
+        self.pending = self.pool.submit(self._solve, maps) if self.pool else maps
+
+    def result(self) -> torch.Tensor:
+        return self.pending.result() if self.pool else self._solve(self.pending)
+
+    def _solve(self, maps: Sequence[int]) -> torch.Tensor:
+        start = time.perf_counter()
+        threads = torch.get_num_threads()
+        if self.pool is not None:
+            torch.set_num_threads(1)  # OpenMP's count is per thread: the caller's forward passes keep theirs
+        try:
+            with torch.inference_mode():  # per thread too
+                return self.plan.road_inputs(maps, self.seed, self.noise)
+        finally:
+            torch.set_num_threads(threads)
+            self.seconds += time.perf_counter() - start
 
 
 class _Plan:

@@ -46,7 +46,8 @@ RESIDUAL_TOLERANCE = 1e-6
 OFFSETS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))  # stencil slot 3 * (dy + 1) + (dx + 1)
 CENTRE = 4
 COARSEST_UNKNOWNS = 160  # the coarsest grid is solved densely: a few hundred unknowns at most
-FIRST_ROUND, LATER_ROUNDS, MAX_ROUNDS = 5, 3, 10  # float32 CG iterations between float64 residual checks
+# Float32 CG iterations between float64 residual checks (on the sample photos' ROAD masks: two rounds, 5 + 3).
+FIRST_ROUND, LATER_ROUNDS, MAX_ROUNDS = 5, 3, 10
 
 
 def noisy_linear_imputation(
@@ -101,8 +102,13 @@ def impute_removed(
     height, width = images.shape[-2:]
     problem = _Problem(images, removed)
     preconditioner = _Multigrid(problem.fine, problem.levels)
-    solution = problem.solve(preconditioner, tolerance)  # (C, N, H', W'), kept pixels included
+    solution, failed = problem.solve(preconditioner, tolerance)  # (C, N, H', W'), kept pixels included
     out = solution[..., :height, :width].permute(1, 0, 2, 3).to(images.dtype)
+    for n in [] if failed is None else torch.nonzero(failed).flatten().tolist():
+        # The V-cycle is not positive definite for every mask (its coarse grids' Jacobi sweeps): where CG broke
+        # down or did not converge, that system is solved directly, as the reference does.
+        exact = noisy_linear_imputation(images[n].double().cpu().numpy(), removed[n].flatten().cpu().numpy(), 0.0)
+        out[n] = torch.from_numpy(exact).to(out)
     if noise is not None:
         out = out + noise * removed[:, None]
     return out.contiguous()
@@ -166,20 +172,31 @@ class _Problem:
         """``b - A x`` at the unknowns, for the whole image ``solution`` (kept pixels included)."""
         return (neighbour_sum(solution) - self.degree * solution).mul_(self.fine.free)
 
-    def solve(self, preconditioner: _Multigrid, tolerance: float) -> torch.Tensor:
+    def solve(self, preconditioner: _Multigrid, tolerance: float) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Rounds of float32 preconditioned CG, each on the float64 residual of the solution so far, until the
-        estimated error is within ``tolerance`` everywhere (or `MAX_ROUNDS` rounds)."""
+        estimated error is within ``tolerance`` everywhere (or `MAX_ROUNDS` rounds); and, after `MAX_ROUNDS`,
+        ``(N,)`` the systems that did not get there (None when all did)."""
         solution, residual, estimate = self.kept.to(self.precise), self.rhs, None
         for round_ in range(MAX_ROUNDS):
             iterations = FIRST_ROUND if round_ == 0 else LATER_ROUNDS
             solution += preconditioned_cg(preconditioner, residual, iterations, estimate)
             residual = _channels_last(self.residual(solution).float())  # small: float32 holds it to 1e-7 of itself
             estimate = preconditioner(residual)  # ~ the error left; the next round's first CG step if any
-            small = _norms(residual) <= RESIDUAL_TOLERANCE * self.rhs_norm
-            done = small & (estimate.abs().amax(dim=(2, 3)) <= tolerance)
-            if bool(done.all()):  # the only host sync: once a round
-                break
-        return solution
+            small = (_norms(residual) <= RESIDUAL_TOLERANCE * self.rhs_norm).all()
+            # Every system done is the largest estimate within the tolerance: one reduction over the whole
+            # tensor in its memory order (a maximum per system reads the channels-last layout across strides).
+            done = small & (estimate.abs().amax() <= tolerance)
+            if bool(done):  # the only host sync: once a round
+                return solution, None
+        return solution, self._failed(solution, residual, estimate, tolerance)
+
+    def _failed(self, solution, residual, estimate, tolerance) -> torch.Tensor:
+        """``(N,)`` the systems that did not reach the tolerance in `MAX_ROUNDS` rounds, or broke down."""
+        converged = (_norms(residual) <= RESIDUAL_TOLERANCE * self.rhs_norm) & (
+            estimate.abs().amax(dim=(2, 3)) <= tolerance
+        )
+        finite = torch.isfinite(solution).all(dim=3).all(dim=2)
+        return ~(converged & finite).all(dim=0)
 
 
 def _norms(x: torch.Tensor) -> torch.Tensor:

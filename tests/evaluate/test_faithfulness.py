@@ -184,7 +184,7 @@ def test_forward_inputs_are_as_many_as_the_plan_and_end_points_are_shared() -> N
 def test_curves_do_not_depend_on_the_chunk_size(monkeypatch) -> None:
     """Chunks, and how many maps share one ROAD solve (one on a CPU, more on a GPU), change only how
     inputs are grouped; ROAD's noise is seeded per map, not per chunk or solve."""
-    from gradcam_cli.evaluate import faithfulness
+    from gradcam_cli.metrics import faithfulness
 
     model, inputs, maps = _setup(images=2)
     samples = _samples(model, inputs, maps, [(0, 1), (1, 2), (1, 0)])
