@@ -207,10 +207,11 @@ class Explainer:
 
     @property
     def layer_order(self) -> list[str]:
-        """The explained layers in model order (the order they finish in a forward pass), the input first and the
-        attention (every block's) last."""
+        """The explained layers in model order (the order they finish in a forward pass), the input first and,
+        when an attention method runs, the attention (every block's) last."""
         finish = {layer.path: layer.finish_order for layer in getattr(self, "layer_infos", [])}
-        return [INPUT_LAYER] + sorted(self.layers, key=lambda p: finish.get(p, len(finish))) + [ATTENTION_LAYER]
+        attention = [ATTENTION_LAYER] if any(m.map_layer == ATTENTION_LAYER for m in self.methods) else []
+        return [INPUT_LAYER] + sorted(self.layers, key=lambda p: finish.get(p, len(finish))) + attention
 
     def prepare(self, photo: np.ndarray) -> tuple[torch.Tensor, CropGeometry]:
         """The model's input for one photo (CPU tensor) and where it came from; safe to run in a worker."""

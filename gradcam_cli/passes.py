@@ -419,6 +419,8 @@ def _record_forward(model, inputs, layers, infos, guided, target, request, preci
         biases = stack.enter_context(BiasGradients(bias_sites(model)).installed()) if whole else None
         recording = needs_grads or guided or keep or whole or extras.graph
         stack.enter_context(torch.enable_grad() if recording else torch.inference_mode())
+        if any(i.needs == SECOND_ORDER for i in infos):
+            stack.enter_context(_differentiable_twice())
         x = inputs.detach().requires_grad_(True) if (guided or extras.input_leaf) else inputs
         x = inputs.detach().clone().requires_grad_(True) if whole else x
         with autocast_for(inputs.device, precision):
@@ -460,6 +462,14 @@ def _record_forward(model, inputs, layers, infos, guided, target, request, preci
         extras.evidence(working_precision),
         graph,
     )
+
+
+def _differentiable_twice():
+    """Scaled dot-product attention by its plain formula for this pass: the fused CPU kernels have no second
+    derivative, which Shapley-CAM's Hessian-vector products need. A context of torch's; the model is not touched."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
 
 
 def _detached(output: object) -> object:

@@ -9,7 +9,7 @@ from gradcam_cli.output.sheet import sheet_columns, sheet_layout
 
 
 def _e(method: str, layer: str, layout: str = "channels_first"):
-    return SimpleNamespace(method=method, layer=layer, layout=layout, empty=False, guided=None)
+    return SimpleNamespace(method=method, layer=layer, layout=layout, empty=False, guided=None, class_index=0)
 
 
 def test_occlusion_sits_in_the_first_cell_of_its_row() -> None:
