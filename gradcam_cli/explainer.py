@@ -228,11 +228,16 @@ class Explainer:
         return self.explain_prepared([t for t, _ in prepared], [g for _, g in prepared])
 
     def run_passes(
-        self, inputs: torch.Tensor, classes: torch.Tensor | None = None, boxes: torch.Tensor | None = None
+        self,
+        inputs: torch.Tensor,
+        classes: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        target: object = None,
     ) -> BatchExplanation:
         """The passes of one batch of equally sized inputs on the model's device; ``classes`` ``(B, K)``
         replaces the explainer's classes (one set per image); ``boxes`` ``(B, K, 4)``: a detector's boxes to
-        explain (in the input's pixels)."""
+        explain (in the input's pixels); ``target`` replaces the explainer's target (``gradcam evaluate`` on a
+        detector explains the annotated objects)."""
         opts = self.options
         state = self.states.setdefault(tuple(inputs.shape[-2:]), PassState())
         return explain_batch(
@@ -250,7 +255,7 @@ class Explainer:
             state=state,
             layouts=self.layouts_for(tuple(inputs.shape[-2:])),
             skip=frozenset(self.skipped),
-            target=self.target,
+            target=self.target if target is None else target,
             boxes=boxes,
         )
 
