@@ -96,39 +96,58 @@ def test_an_object_is_matched_among_the_detections_of_its_class_only() -> None:
 
 
 DETECTOR_NAME = "fasterrcnn_mobilenet_v3_large_fpn"
-COCO_LABELS = range(1, 91)  # every label the detector can give (0 is its background)
+WHOLE_PHOTO = [0, 0, 425, 280]  # horses.jpg
 
 
-def boxes_file(tmp_path, labels=(19,)) -> str:
-    """One whole-photo object of each label: whatever a random detector detects, some object matches it."""
+def boxes_file(tmp_path, objects=((19, WHOLE_PHOTO),)) -> str:
     path = tmp_path / "boxes.csv"
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["file", "class", "x0", "y0", "x1", "y1"])
-        writer.writerows(["horses.jpg", label, 0, 0, 425, 280] for label in labels)
+        writer.writerows(["horses.jpg", label, *box] for label, box in objects)
     return str(path)
 
 
+def seeded_detector(tmp_path) -> tuple[str, list[int]]:
+    """A random detector's weights (seed 0) in a file, and the labels it gives horses.jpg (every detection kept)."""
+    import numpy as np
+    from PIL import Image
+
+    from gradcam_cli.model.detectors import build, lower_score_threshold
+
+    torch.manual_seed(0)
+    model, _, _, _ = build(DETECTOR_NAME, False, None)
+    path = tmp_path / "seeded.pt"
+    torch.save(model.state_dict(), path)
+    lower_score_threshold(model.eval(), 0.0)
+    photo = np.array(Image.open(SAMPLES / "horses.jpg").convert("RGB"))
+    x = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():  # about the size the detector's own resize gives the photo (shorter side 800)
+        labels = model(torch.nn.functional.interpolate(x, (800, 1216), mode="bilinear"))[0]["labels"]
+    counts = torch.bincount(labels)
+    return str(path), [int(label) for label in counts.argsort(descending=True) if counts[label] > 0]
+
+
 def test_evaluate_a_detector_end_to_end(tmp_path) -> None:
-    """A random detector (``--no-pretrained``, every detection kept) gives labels its build's weights decide, so
-    each COCO label is annotated once over the whole photo: one sample per object; an object matched to a
-    detection of its class has a map whose maximum lies in its box (the photo), an unmatched one an empty map."""
+    """A seeded random detector with every detection kept: an object of the label it detects is matched (over the
+    whole photo its map's maximum is inside; a smaller box is matched too), one of a label it never gives is not
+    (an empty map: a miss, no box)."""
     from helpers import gradcam
 
+    weights, detected = seeded_detector(tmp_path)
+    never = next(label for label in range(1, 91) if label not in detected)
+    objects = [(detected[0], WHOLE_PHOTO), (detected[0], [150, 100, 300, 200]), (never, WHOLE_PHOTO)]
     out = tmp_path / "out"
-    args = ["evaluate", SAMPLES / "horses.jpg", "-a", boxes_file(tmp_path, COCO_LABELS), "--model", DETECTOR_NAME]
-    done = gradcam(*args, "--no-pretrained", "--score-threshold", "0", "-o", out, "--json", timeout=900)
+    args = ["evaluate", SAMPLES / "horses.jpg", "-a", boxes_file(tmp_path, objects), "--model", DETECTOR_NAME]
+    done = gradcam(*args, "--weights", weights, "--score-threshold", "0", "-o", out, "--json", timeout=900)
     assert done.returncode == 0, done.stderr
     with (out / "per_image.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert sorted(int(r["class_index"]) for r in rows) == list(COCO_LABELS)
-    matched = [r for r in rows if r["predicted"] != "-1"]
-    assert matched, "a detector keeping every detection matches some whole-photo object"
-    for row in matched:
-        assert row["predicted"] == row["class_index"] and row["pointing_hit"] == "1"
-    for row in rows:
-        if row["predicted"] == "-1":
-            assert row["pointing_hit"] == "0" and float(row["best_iou"]) == 0
+    assert [int(r["class_index"]) for r in rows] == [label for label, _ in objects]  # one sample per object
+    assert [int(r["predicted"]) for r in rows] == [detected[0], detected[0], -1]
+    assert rows[0]["pointing_hit"] == "1" and float(rows[0]["best_iou"]) > 0
+    assert rows[2]["pointing_hit"] == "0" and float(rows[2]["best_iou"]) == 0 == float(rows[2]["iou"])
+    assert float(rows[1]["pointing_baseline"]) < float(rows[0]["pointing_baseline"]) == 1.0  # each its own box
     summary = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert summary, done.stdout
 
