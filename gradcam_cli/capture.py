@@ -1,7 +1,8 @@
 """What the engine records during a forward pass, as context managers that leave nothing behind.
 
 - `ActivationCapture`: each hooked layer's output, made the leaf of the autograd
-  graph when only layer gradients are needed, so nothing before it is recorded.
+  graph when only layer gradients are needed, so nothing before it is recorded (a
+  feature pyramid's dict of levels kept as one flat tensor, `Levels`).
 - `frozen_parameters`: no parameter records gradients inside the block (no ``.grad``
   is ever written); the caller's flags come back after.
 - `AttentionCapture`: every attention block's per-head probabilities (timm attention run unfused inside the
@@ -36,6 +37,7 @@ from torch import nn
 from .errors import MethodError
 from .model.attention import MHA, TIMM, AttentionSite
 from .model.hooks import installed
+from .model.layout import Levels
 
 GATED_ACTIVATIONS = frozenset(
     {
@@ -93,19 +95,24 @@ class ActivationCapture:
         def hook(_module: nn.Module, _inputs: object, output: object) -> object:
             if self.stopped:
                 return None
-            if not isinstance(output, torch.Tensor):
-                raise MethodError(f"--layer {path!r}: returns {type(output).__name__}, not a tensor")
+            levels = Levels.of(output)
+            if not isinstance(output, torch.Tensor) and levels is None:
+                raise MethodError(
+                    f"--layer {path!r}: returns {type(output).__name__}, not a tensor or a dict of feature levels"
+                )
             if path in self.outputs:
                 raise MethodError(
                     f"--layer {path!r}: runs more than once per forward pass; pick a block that runs once"
                 )
-            if self.make_leaf and not output.requires_grad:
+            # A dict of levels is kept as one flat tensor, and the model goes on with views of it.
+            kept = output if levels is None else levels.flatten(output)
+            if self.make_leaf and not kept.requires_grad:
                 # Recording starts here: nothing before this layer enters the graph.
-                output = output.detach().requires_grad_(True)
-                self.outputs[path] = output
-                return output
-            self.outputs[path] = output
-            return None
+                kept = kept.detach().requires_grad_(True)
+            self.outputs[path] = kept
+            if levels is not None:
+                return levels.unflatten(kept, output)
+            return kept if kept is not output else None
 
         return hook
 

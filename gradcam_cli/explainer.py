@@ -25,7 +25,7 @@ from .model.device import autocast_for, host_to_device, model_device
 from .model.fusion import unfold_conv
 from .model.labels import resolve_classes
 from .model.layers import LayerInfo, default_layer, layer_layouts, resolve_layer, trace_layers
-from .model.layout import Layout, Tokens, patch_size
+from .model.layout import Layout, Levels, Tokens, patch_size
 from .model.loading import LoadedModel
 from .model.stages import expand_stages
 from .model.tasks import DETECTOR, SEGMENTER
@@ -158,10 +158,10 @@ class Explainer:
         return layers
 
     def layouts_for(self, input_size: tuple[int, int]) -> dict[str, Layout]:
-        """The hooked layers' layouts for inputs of ``input_size`` (a token grid follows the input's size)."""
+        """The hooked layers' layouts for inputs of ``input_size`` (token grids and pyramid levels follow its size)."""
         size = (int(input_size[0]), int(input_size[1]))
         if size not in self._layouts_at:
-            if all(not isinstance(layout, Tokens) for layout in self.layouts.values()):
+            if all(not isinstance(layout, (Tokens, Levels)) for layout in self.layouts.values()):
                 self._layouts_at[size] = self.layouts  # a grid's layout does not depend on its size: no probe pass
             else:
                 self._layouts_at[size] = layer_layouts(self.loaded.model, self.layers, size) if self.layers else {}
@@ -229,11 +229,16 @@ class Explainer:
         return self.explain_prepared([t for t, _ in prepared], [g for _, g in prepared])
 
     def run_passes(
-        self, inputs: torch.Tensor, classes: torch.Tensor | None = None, boxes: torch.Tensor | None = None
+        self,
+        inputs: torch.Tensor,
+        classes: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        target: object = None,
     ) -> BatchExplanation:
         """The passes of one batch of equally sized inputs on the model's device; ``classes`` ``(B, K)``
         replaces the explainer's classes (one set per image); ``boxes`` ``(B, K, 4)``: a detector's boxes to
-        explain (in the input's pixels)."""
+        explain (in the input's pixels); ``target`` replaces the explainer's target (``gradcam evaluate`` on a
+        detector explains the annotated objects)."""
         opts = self.options
         state = self.states.setdefault(tuple(inputs.shape[-2:]), PassState())
         return explain_batch(
@@ -251,7 +256,7 @@ class Explainer:
             state=state,
             layouts=self.layouts_for(tuple(inputs.shape[-2:])),
             skip=frozenset(self.skipped),
-            target=self.target,
+            target=self.target if target is None else target,
             boxes=boxes,
         )
 

@@ -35,6 +35,7 @@ EXPLAIN_FIELDS = (
     "iscam_steps",
     "kpca_kernel",
     "finer_similar",
+    "score_threshold",
 )
 JOB_FIELDS = ("workers", "threads", "fail_fast", "recursive", "null_separated")
 VERDICT_HELPS = {
@@ -69,7 +70,10 @@ FAITHFULNESS = [
 @declared(
     ExplainOptions,
     only=EXPLAIN_FIELDS,
-    helps={"bbox_threshold": "The box threshold judged by top-1/GT-known loc and mIoU (the sweep tries 0.00..0.99)."},
+    helps={
+        "bbox_threshold": "The box threshold judged by top-1/GT-known loc and mIoU (the sweep tries 0.00..0.99).",
+        "score_threshold": "Detectors: match each annotated object among the detections of its class scoring >= S.",
+    },
 )
 @declared(JobOptions, only=JOB_FIELDS)
 @declared(VerdictOptions, only=("fail_under", "junit"), helps=VERDICT_HELPS)

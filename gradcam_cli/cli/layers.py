@@ -111,7 +111,7 @@ def _trace_table(model: str | None, num_classes: int | None) -> dict:
                 "grid": list(layer.layout.grid),
                 "prefix_tokens": layer.layout.prefix,
                 "grid_text": layer.layout.describe(),
-                "channels": layer.shape[0] if layer.layout.name == "channels_first" else layer.shape[-1],
+                "channels": layer.shape[0] if layer.layout.name in ("channels_first", "levels") else layer.shape[-1],
             }
             for layer in rows
         ],

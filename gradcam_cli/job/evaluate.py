@@ -219,7 +219,7 @@ def evaluate_folder(
     for checked in (model, options, measure, engine):
         checked.validate()
     check_request(model, options)
-    check_evaluable(model_kind(model.name, model.num_classes))
+    check_evaluable(model_kind(model.name, model.num_classes), measure)
     job.validate()
     check_output_dir(output_dir)
     items = job_inputs(inputs, job, output_dir, calls.message)

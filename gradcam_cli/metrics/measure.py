@@ -1,7 +1,8 @@
 """Measuring maps against the ground truth and the model: one batch at a time, then the sanity check.
 
 Every (image, annotated class) is a *sample*: the map explained for that class is what the
-localisation, faithfulness and sanity metrics judge (the "GT-known" setting of Choe et al.).
+localisation, faithfulness and sanity metrics judge (the "GT-known" setting of Choe et al.). A detector's
+samples are its annotated objects, one each (`detections.py`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from ..maps.placement import place_on_original
 from ..maps.scale import normalize_minmax, upsample_to
 from ..model.device import host_to_device
+from ..model.tasks import DETECTOR
 from ..options import EvaluateOptions
 from .annotations import Box, ImageTruth
 from .faithfulness import Curves, FaithfulnessSample, measure_faithfulness
@@ -139,6 +141,10 @@ def measure_batch(
     if not inside:  # no annotated box in any of these photos: nothing to measure
         return BatchMeasurements([], {}, {}, checks)
     batch, truths = [d for d, _ in inside], [t for _, t in inside]
+    if explainer.loaded.kind == DETECTOR:  # one sample per annotated object
+        from .detections import measure_detections
+
+        return dataclasses.replace(measure_detections(explainer, batch, truths, options), box_checks=checks)
     inputs = host_to_device(torch.stack([b.tensor for b in batch]), explainer.device)
     padded = padded_classes(truths)
     result = explainer.run_passes(inputs, torch.tensor(padded, device=inputs.device))

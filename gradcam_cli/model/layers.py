@@ -17,7 +17,7 @@ from ..errors import MethodError, UsageError
 from ..suggest import close_names, did_you_mean
 from .device import model_device, model_dtype
 from .hooks import installed
-from .layout import ChannelsFirst, ChannelsLast, Layout, Tokens, detect_layout, model_hints
+from .layout import ChannelsFirst, ChannelsLast, Layout, Levels, Tokens, detect_layout, model_hints
 from .listing import listed_paths
 
 _SEQUENCES = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -56,12 +56,19 @@ def _without_batch(shape: tuple[int, ...], layout: Layout | None) -> tuple[int, 
 
 def trace_layers(model: nn.Module, input_size: tuple[int, int]) -> list[LayerInfo]:
     """Every named module with its output shape and layout, from one no-grad forward."""
-    records: dict[str, tuple[tuple[int, ...] | None, int, torch.Tensor | None]] = {}
+    records: dict[str, tuple[tuple[int, ...] | None, int, object]] = {}
+
+    levels: dict[str, Levels] = {}  # modules returning a dict of feature levels, read as one grid
 
     def recorder(path: str):
         def hook(_module: nn.Module, _inputs: object, output: object) -> None:
             tensor = output if isinstance(output, torch.Tensor) else None
-            records[path] = (tuple(tensor.shape) if tensor is not None else None, len(records), tensor)
+            shape = tuple(tensor.shape) if tensor is not None else None
+            found = Levels.of(output)
+            if found is not None:
+                tensor, levels[path] = output, found  # kept alive: its id tells modules returning it apart
+                shape = (TRACE_BATCH, found.channels, *found.grid)
+            records[path] = (shape, len(records), tensor)
 
         return hook
 
@@ -70,7 +77,7 @@ def trace_layers(model: nn.Module, input_size: tuple[int, int]) -> list[LayerInf
         model(torch.zeros(TRACE_BATCH, 3, *input_size, device=model_device(model), dtype=model_dtype(model)))
     hints = model_hints(model, tuple(input_size))
     found = {
-        p: detect_layout(records[p][0], TRACE_BATCH, tuple(input_size), hints, m)
+        p: levels.get(p) or detect_layout(records[p][0], TRACE_BATCH, tuple(input_size), hints, m)
         for p, m in modules
         if records.get(p, (None,))[0]
     }

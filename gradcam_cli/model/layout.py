@@ -1,8 +1,9 @@
 """How a hooked layer's output is laid out, and the reshape to and from ``(B, C, h, w)`` grids.
 
 Methods work on channel-first grids. A layout converts a layer's own output to that
-form (and back, for methods that replace the output); the conversion is a pure
-reshape, so gradients convert the same way. Four layouts occur in classifiers:
+form (and back, for methods that replace the output); the conversion is linear
+(a reshape, or a detector's feature levels resized to one grid), so gradients convert
+the same way. Four layouts occur in classifiers:
 
 - ``(B, C, h, w)`` convolutional maps (`ChannelsFirst`), used as they are;
 - ``(B, h, w, C)`` channels-last stages (`ChannelsLast`: Swin, NHWC blocks);
@@ -10,6 +11,8 @@ reshape, so gradients convert the same way. Four layouts occur in classifiers:
   ``P`` prefix tokens (class, distillation, register tokens) are dropped from the map and
   kept as they were when a method replaces the output;
 - ``(P + h*w, B, C)`` sequence-first token sequences (``nn.MultiheadAttention``'s default).
+
+Detectors add a fifth: a feature pyramid's dict of levels (`Levels`).
 
 `detect_layout` reads the layout of one output from its shape, the model's input
 size and what the model says about itself (`model_hints`); where the shape fits
@@ -19,6 +22,7 @@ more than one reading and nothing settles it, it returns the reason instead of a
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -119,7 +123,70 @@ class Tokens:
         return text + (", sequence-first" if self.sequence_first else "")
 
 
-Layout = ChannelsFirst | ChannelsLast | Tokens
+@dataclass(frozen=True)
+class Levels:
+    """A dict of ``(B, C_i, h_i, w_i)`` feature levels (a torchvision FPN's output, ``backbone`` or ``backbone.fpn``).
+
+    The capture keeps the levels as one flat ``(B, sum C_i*h_i*w_i)`` tensor (`flatten`) and hands the model views
+    of it (`unflatten`), so one gradient covers every level. The grid is pytorch-grad-cam's
+    ``fasterrcnn_reshape_transform`` without its absolute value: each level resized (bilinear) to the coarsest
+    level's grid and the levels concatenated along channels. That transform takes ``abs`` for EigenCAM's display;
+    here the conversion stays linear, so gradients convert as activations do and keep their sign.
+    """
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, int, int], ...]  # (C, h, w) per level, in the dict's order
+    name = "levels"
+    prefix = 0
+    batch_dim = 0
+
+    @property
+    def grid(self) -> Grid:
+        return min((s[1:] for s in self.shapes), key=lambda g: g[0] * g[1])
+
+    @property
+    def channels(self) -> int:
+        return sum(s[0] for s in self.shapes)
+
+    @staticmethod
+    def of(output: object) -> Levels | None:
+        """The levels of a dict of 4-D tensors sharing one batch, or None for anything else."""
+        if not isinstance(output, Mapping) or not output:
+            return None
+        values = list(output.values())
+        if not all(isinstance(v, torch.Tensor) and v.dim() == 4 and v.shape[0] == values[0].shape[0] for v in values):
+            return None
+        return Levels(tuple(str(k) for k in output), tuple(tuple(int(d) for d in v.shape[1:]) for v in values))
+
+    def flatten(self, output: Mapping) -> torch.Tensor:
+        return torch.cat([v.flatten(1) for v in output.values()], dim=1)
+
+    def unflatten(self, flat: torch.Tensor, like: Mapping) -> Mapping:
+        """Views of ``flat`` shaped as the levels, in a mapping of ``like``'s type and keys."""
+        sizes = [c * h * w for c, h, w in self.shapes]
+        parts = flat.split(sizes, dim=1)
+        return type(like)((k, p.view(flat.shape[0], *s)) for k, p, s in zip(like, parts, self.shapes))
+
+    def to_grid(self, output: torch.Tensor) -> torch.Tensor:
+        from torch.nn import functional as F
+
+        sizes = [c * h * w for c, h, w in self.shapes]
+        if output.dim() != 2 or output.shape[1] != sum(sizes):
+            raise MethodError(f"feature levels of shape {tuple(output.shape)} are not {self.describe()}")
+        parts = [p.reshape(output.shape[0], *s) for p, s in zip(output.split(sizes, dim=1), self.shapes)]
+        return torch.cat([F.interpolate(p, self.grid, mode="bilinear") for p in parts], dim=1)
+
+    def from_grid(self, grid: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
+        raise MethodError(
+            "the levels of a feature pyramid are resized to one grid, which cannot be undone: methods that replace "
+            "the layer's output need one level's module (see `gradcam layers`)"
+        )
+
+    def describe(self) -> str:
+        return f"{_grid_text(self.grid)} from {len(self.names)} levels ({', '.join(self.names)})"
+
+
+Layout = ChannelsFirst | ChannelsLast | Tokens | Levels
 CONV = ChannelsFirst()
 
 

@@ -191,12 +191,19 @@ def _choice(options) -> dict:
     return {"target": options.target, "versus": options.versus, "head": options.head, "similar_to": options.similar_to}
 
 
-def check_evaluable(kind: str) -> None:
-    """``gradcam evaluate`` measures the maps of classifiers; a detector's or segmenter's are not measured yet."""
+def check_evaluable(kind: str, measure=None) -> None:
+    """``gradcam evaluate`` measures the maps of classifiers, and a detector's (one sample per annotated object)
+    with the box metrics and the pointing game; a segmenter's are not measured yet."""
     from ..errors import UsageError
 
-    if kind in (DETECTOR, SEGMENTER):
-        raise UsageError(f"gradcam evaluate: measures the maps of classifiers; a {kind}'s are not measured yet")
+    if kind == SEGMENTER:
+        raise UsageError(f"gradcam evaluate: measures the maps of classifiers and detectors; a {kind}'s are not yet")
+    if kind == DETECTOR and measure is not None:
+        # Faithfulness reads class probabilities of perturbed copies, and the sanity check explains by class on
+        # randomised copies, whose detections are not the trained model's: neither has a detector's form yet.
+        for flag, given in (("--faithfulness", measure.faithfulness), ("--sanity", measure.sanity)):
+            if given:
+                raise UsageError(f"gradcam evaluate {flag}: does not apply to a detector (box metrics only)")
 
 
 def check_for_model(kind: str, options) -> None:

@@ -121,3 +121,43 @@ class DetectionScore(Target):
         values = [[float((d.get("detection") or {}).get("score") or 0.0) for d in row] for row in slots.details]
         width = slots.per_image
         return torch.tensor([row + row[:1] * (width - len(row)) if row else [0.0] * width for row in values])
+
+
+class AnnotatedObjects(DetectionScore):
+    """One slot per annotated object (``gradcam evaluate`` on a detector): the detection explaining it.
+
+    The request's boxes (``(B, K, 4)``, rows of -1 padding) are the annotated objects and its classes ``(B, K)``
+    their classes. Each object is matched to the detection of its class (scoring at least the score threshold)
+    that overlaps its box most, at any overlap, and that detection is explained as ``gradcam explain`` explains
+    it. An object no detection of its class overlaps is explained as ``--box`` explains a box: the detection
+    overlapping it most is scored only when above the IoU threshold with the object's class, so its map is
+    empty (it points nowhere: a miss) unless that holds.
+    """
+
+    name = "detection"
+
+    def select(self, output: object, request: Request) -> Slots:
+        found = detections(output)
+        device = found[0]["boxes"].device if found else torch.device("cpu")
+        classes = torch.as_tensor(request.classes)
+        per_image = [self._matched(f, request.boxes[b], classes[b].tolist()) for b, f in enumerate(found)]
+        return stack(per_image, device)
+
+    def _matched(self, found: Mapping, boxes: torch.Tensor, classes: list[int]) -> list[Slot]:
+        from torchvision.ops import box_iou
+
+        slots = []
+        for k, box in enumerate(b for b in boxes if not (b < 0).all()):
+            box = box.to(found["boxes"].device, found["boxes"].dtype)
+            mine = (found["labels"] == classes[k]) & (found["scores"].detach() >= self.score_threshold)
+            ious = box_iou(box[None], found["boxes"].detach())[0].masked_fill(~mine, 0)
+            best = int(ious.argmax()) if ious.numel() else -1
+            if best < 0 or float(ious[best]) <= 0:
+                slot = self._given(found, box[None], [classes[k]])[0]
+                slot.detail["annotated_box"], slot.detail["match_iou"] = box.tolist(), 0.0
+            else:
+                slot = self._slot(found, best, k)
+                slot.detail["annotated_box"], slot.detail["match_iou"] = box.tolist(), float(ious[best])
+            slot.name = f"o{k + 1}"
+            slots.append(slot)
+        return slots

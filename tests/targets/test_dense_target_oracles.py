@@ -9,8 +9,8 @@ percent; the oracle is its raw map instead (its activations, gradients and chann
 ReLU'd and min-max scaled in float64 as ours are.
 
 The layer is the one these models' maps default to (``task_default_layer``), a tensor. pytorch-grad-cam's
-``fasterrcnn_reshape_transform`` is for hooking the whole FPN, whose output is a dict of levels (absolute values
-resized to the coarsest level): that layer is not one a map here can be made at, so it has no counterpart.
+``fasterrcnn_reshape_transform`` is for hooking the whole FPN, whose output is a dict of levels: that oracle is in
+``test_fpn_levels.py``.
 """
 
 from __future__ import annotations

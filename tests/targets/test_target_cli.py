@@ -63,8 +63,8 @@ def test_bad_target_requests_are_one_line_exit_2_before_anything_loads(tmp_path,
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("model", [DETECTOR, SEGMENTER])
-def test_evaluate_refuses_detectors_and_segmenters_before_the_model_loads(tmp_path, model) -> None:
+@pytest.mark.parametrize("model", [SEGMENTER])  # detectors: test_detector_evaluation.py
+def test_evaluate_refuses_segmenters_before_the_model_loads(tmp_path, model) -> None:
     """``gradcam evaluate`` imports torch as it starts; neither torchvision nor timm: no model was built."""
     import subprocess
 
