@@ -69,3 +69,34 @@ def default_loaded():
     from gradcam_cli import load_model
 
     return load_model()
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright (never a browser download)."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def cat():
+    return SAMPLES / "cat.png"
+
+
+@pytest.fixture(scope="module")
+def resnet18_state():
+    """A seeded random 3-class ResNet-18's state dict."""
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    return timm.create_model("resnet18", pretrained=False, num_classes=3).state_dict()

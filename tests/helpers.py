@@ -1,7 +1,10 @@
 """Small models and comparison helpers shared by several test files."""
 
+import builtins
 import contextlib
+import errno
 import functools
+import io
 import json
 import os
 import subprocess
@@ -11,6 +14,7 @@ from pathlib import Path
 
 import torch
 from click.testing import CliRunner
+from PIL import Image
 from torch import nn
 
 
@@ -184,3 +188,85 @@ def probe(args: list[str], env: dict | None = None) -> Probe:
     assert marker, done.stdout + done.stderr
     found = json.loads(report)
     return Probe(body, done.stderr, found["exit"], found["imported"])
+
+
+# --------------------------------------------------------------------------- files, photos and faults
+def one_line(text: str) -> bool:
+    return len(text.strip().splitlines()) == 1
+
+
+def samoyed_photo(size=(96, 64)) -> Image.Image:
+    return Image.open(SAMPLES / "samoyed.png").convert("RGB").resize(size)
+
+
+def sample_photos() -> list[Image.Image]:
+    return [Image.open(p).convert("RGB") for p in sorted(SAMPLES.glob("*.png"))] + [
+        Image.open(SAMPLES / "hot_dog.jpg").convert("RGB")
+    ]
+
+
+def make_tree(root: Path, n: int, size=(96, 72)) -> list[Path]:
+    """n small photos in nested folders; every third folder reuses the same file names."""
+    photos = sample_photos()
+    paths = []
+    for i in range(n):
+        folder = root / f"set{i % 4}" / ("deep" if i % 3 == 0 else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        p = folder / f"img{i // 4:02d}.jpg"
+        photos[i % len(photos)].resize(size).save(p, quality=90)
+        paths.append(p)
+    return paths
+
+
+def manifest_records(folder: Path) -> list[dict]:
+    """The records of ``folder``'s results.jsonl (lines end at \\n only, as the tool writes them)."""
+    return jsonl((folder / "results.jsonl").read_text())
+
+
+def deny_reading(monkeypatch, target: Path) -> None:
+    """Simulate a file without read permission (tests run as root, so chmod 000 would not block reads)."""
+    real_open = builtins.open
+
+    def guarded(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and os.path.abspath(file) == os.path.abspath(target):
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded)
+    monkeypatch.setattr(io, "open", guarded)  # pathlib opens through io.open
+
+
+def refuse_access(monkeypatch, target: Path, refused_modes: int) -> None:
+    """``os.access`` says no for ``target`` when asked for any of ``refused_modes``."""
+    real_access = os.access
+
+    def access(path, mode, *args, **kwargs):
+        if os.path.abspath(path) == os.path.abspath(target) and mode & refused_modes:
+            return False
+        return real_access(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+
+
+def assert_usage_error(result, needle, out: Path | None = None) -> None:
+    """One line on stderr naming ``needle``, exit 2, no traceback, and (``out``) nothing written."""
+    assert result.exit_code == 2, result.output
+    assert needle in result.stderr, result.stderr
+    assert one_line(result.stderr), result.stderr
+    assert result.stderr.startswith("gradcam: error: ")
+    assert "Traceback" not in result.output
+    if out is not None:
+        assert not out.exists() or not any(out.iterdir()), "outputs were written"
+
+
+def gradcam_process(*args, input=None, env=None, umask=None, timeout=300) -> subprocess.CompletedProcess:
+    """The installed command in a fresh process with exactly ``env`` (None: this one's) and ``umask``."""
+    return subprocess.run(
+        [sys.executable, "-m", "gradcam_cli", *map(str, args)],
+        input=input,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=(lambda: os.umask(umask)) if umask is not None else None,
+    )

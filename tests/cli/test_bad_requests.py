@@ -1,43 +1,17 @@
 """Bad requests: one line, exit 2, and no output folder made."""
 
-import builtins
-import errno
-import io
 import os
-from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
-from helpers import SAMPLES, records, run
-
-
-def one_line(text: str) -> bool:
-    return len(text.strip().splitlines()) == 1
-
-
-def _photo(size=(96, 64)) -> Image.Image:
-    return Image.open(SAMPLES / "samoyed.png").convert("RGB").resize(size)
-
-
-def _deny(monkeypatch, target: Path):
-    """Simulate a file without read permission (tests run as root, so chmod 000 would not block reads)."""
-    real_open = builtins.open
-
-    def guarded(file, *args, **kwargs):
-        if isinstance(file, (str, os.PathLike)) and os.path.abspath(file) == os.path.abspath(target):
-            raise PermissionError(errno.EACCES, "Permission denied", str(file))
-        return real_open(file, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "open", guarded)
-    monkeypatch.setattr(io, "open", guarded)  # pathlib opens through io.open
+from helpers import SAMPLES, assert_usage_error, deny_reading, records, refuse_access, run, samoyed_photo
 
 
 def test_leading_dash_name_after_double_dash(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    _photo().save(tmp_path / "-x.jpg")
-    _photo().save(tmp_path / "a b ü.jpg")
+    samoyed_photo().save(tmp_path / "-x.jpg")
+    samoyed_photo().save(tmp_path / "a b ü.jpg")
     result = run(
         "explain", "-o", "out", "--json", "--outputs", "heatmap", "--device", "cpu", "--", "-x.jpg", "a b ü.jpg"
     )
@@ -49,33 +23,6 @@ def test_leading_dash_name_after_double_dash(tmp_path, monkeypatch):
     )
     without = run("explain", "-o", "out", "-x.jpg")  # without "--" it is an (unknown) option: a usage error
     assert without.exit_code == 2
-
-
-@pytest.fixture(scope="module")
-def cat():
-    return SAMPLES / "cat.png"
-
-
-def _refuse_access(monkeypatch, target: Path, refused_modes: int):
-    """``os.access`` says no for ``target`` when asked for any of ``refused_modes``."""
-    real_access = os.access
-
-    def access(path, mode, *args, **kwargs):
-        if os.path.abspath(path) == os.path.abspath(target) and mode & refused_modes:
-            return False
-        return real_access(path, mode, *args, **kwargs)
-
-    monkeypatch.setattr(os, "access", access)
-
-
-def _assert_usage_error(result, needle, out: Path | None = None):
-    assert result.exit_code == 2, result.output
-    assert needle in result.stderr, result.stderr
-    assert one_line(result.stderr), result.stderr
-    assert result.stderr.startswith("gradcam: error: ")
-    assert "Traceback" not in result.output
-    if out is not None:
-        assert not out.exists() or not any(out.iterdir()), "outputs were written"
 
 
 @pytest.mark.parametrize(
@@ -102,7 +49,7 @@ def _assert_usage_error(result, needle, out: Path | None = None):
 )
 def test_more_bad_requests_exit_2_with_one_line(tmp_path, cat, flags, needle):
     out = tmp_path / "out"
-    _assert_usage_error(run("explain", cat, "-o", out, *flags, input=""), needle, out)
+    assert_usage_error(run("explain", cat, "-o", out, *flags, input=""), needle, out)
 
 
 def test_bad_request_creates_no_output_dir(tmp_path, cat):
@@ -110,14 +57,6 @@ def test_bad_request_creates_no_output_dir(tmp_path, cat):
     result = run("explain", cat, "-o", out, "--model", "resnet5O")
     assert result.exit_code == 2
     assert not out.exists()
-
-
-@pytest.fixture(scope="module")
-def resnet18_state():
-    import timm
-
-    torch.manual_seed(0)
-    return timm.create_model("resnet18", pretrained=False, num_classes=3).state_dict()
 
 
 @pytest.mark.parametrize("option", ["--weights", "--labels", "--output-dir"])
@@ -129,9 +68,9 @@ def test_unreadable_path_options_give_one_line(tmp_path, resnet18_state, monkeyp
         path.write_text("a\nb\nc\n")
     else:
         path.mkdir()
-    _refuse_access(monkeypatch, path, os.R_OK | os.W_OK | os.X_OK)  # what chmod 000 means for a non-root user
+    refuse_access(monkeypatch, path, os.R_OK | os.W_OK | os.X_OK)  # what chmod 000 means for a non-root user
     if option != "--output-dir":
-        _deny(monkeypatch, path)
+        deny_reading(monkeypatch, path)
     args = [
         "explain",
         SAMPLES / "cat.png",
@@ -148,5 +87,5 @@ def test_unreadable_path_options_give_one_line(tmp_path, resnet18_state, monkeyp
     else:
         args += ["-o", path]
     result = run(*args)
-    _assert_usage_error(result, f"{option} {path}: ")
+    assert_usage_error(result, f"{option} {path}: ")
     assert "permission denied" in result.stderr.lower() or "not a writable directory" in result.stderr

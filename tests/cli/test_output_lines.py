@@ -4,28 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import time
 
 import pytest
 
 from gradcam_cli.cli import app
 
-from helpers import SAMPLES
-
-
-def gradcam(*args, input=None, env=None, umask=None, timeout=300):
-    """The installed command, in a fresh process."""
-    return subprocess.run(
-        [sys.executable, "-m", "gradcam_cli", *map(str, args)],
-        input=input,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        preexec_fn=(lambda: os.umask(umask)) if umask is not None else None,
-    )
+from helpers import SAMPLES, gradcam_process
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +20,7 @@ def piped_run(tmp_path_factory):
     for name in ("cat.png", "dogs.png"):
         (deep / name).write_bytes((SAMPLES / name).read_bytes())
     start = time.perf_counter()
-    done = gradcam("explain", deep, "-o", deep.parent / "out", "--outputs", "heatmap")
+    done = gradcam_process("explain", deep, "-o", deep.parent / "out", "--outputs", "heatmap")
     return done, deep, time.perf_counter() - start
 
 
@@ -71,7 +56,7 @@ def test_help_shows_every_default_in_full(command):
     import click
 
     env = dict(os.environ, COLUMNS="80", TERMINAL_WIDTH="80")
-    text = gradcam(command, "--help", env=env).stdout
+    text = gradcam_process(command, "--help", env=env).stdout
     assert "…" not in text
     flat = "".join(text.split())
     cmd = app.commands[command]

@@ -58,18 +58,6 @@ def compared(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
-
-
 def _open(browser, index: Path):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     requests, errors, dialogs = [], [], []

@@ -9,26 +9,7 @@ from PIL import Image
 
 from gradcam_cli.io.inputs import collect_inputs, in_shard
 
-from helpers import SAMPLES, gradcam_here, jsonl
-
-
-def _photos():
-    return [Image.open(p).convert("RGB") for p in sorted(SAMPLES.glob("*.png"))] + [
-        Image.open(SAMPLES / "hot_dog.jpg").convert("RGB")
-    ]
-
-
-def make_tree(root: Path, n: int, size=(96, 72)) -> list[Path]:
-    """n small photos in nested folders; every third folder reuses the same file names."""
-    photos = _photos()
-    paths = []
-    for i in range(n):
-        folder = root / f"set{i % 4}" / ("deep" if i % 3 == 0 else "")
-        folder.mkdir(parents=True, exist_ok=True)
-        p = folder / f"img{i // 4:02d}.jpg"
-        photos[i % len(photos)].resize(size).save(p, quality=90)
-        paths.append(p)
-    return paths
+from helpers import SAMPLES, gradcam_here, jsonl, make_tree
 
 
 def test_folder_tree_with_corrupt_files_and_a_non_image(tmp_path):

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from gradcam_cli.cli import app
-
-from helpers import SAMPLES, runner
-
-
-def invoke(*args, **kw):
-    return runner.invoke(app, [str(a) for a in args], **kw)
-
-
-def stdout_records(result) -> list[dict]:
-    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+from helpers import SAMPLES, records, run
 
 
 def test_image_formats_pillow_cannot_read_here_are_reported(tmp_path, monkeypatch):
@@ -32,9 +21,9 @@ def test_image_formats_pillow_cannot_read_here_are_reported(tmp_path, monkeypatc
     (folder / "phone.heic").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64)
     (folder / "layers.psd").write_bytes(b"8BPS" + b"\x00" * 30)  # a PSD header and nothing after it
     monkeypatch.setattr(images, "_HEIF", [False])  # as where pillow-heif is not installed
-    result = invoke("explain", folder, "-o", tmp_path / "out", "--outputs", "heatmap", "--json")
+    result = run("explain", folder, "-o", tmp_path / "out", "--outputs", "heatmap", "--json")
     assert result.exit_code == 1, result.output
-    errors = {Path(r["input"]).name: r["error"] for r in stdout_records(result) if "error" in r}
+    errors = {Path(r["input"]).name: r["error"] for r in records(result) if "error" in r}
     assert errors == {
         "logo.svg": f"{folder / 'logo.svg'}: an SVG drawing, not a raster image: convert it to PNG first "
         "(e.g. rsvg-convert)",

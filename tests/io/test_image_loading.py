@@ -1,6 +1,5 @@
 """Bad, odd and hostile image files: each ends in one clear line or a valid image."""
 
-import builtins
 import errno
 import io
 import json
@@ -16,15 +15,7 @@ from PIL import Image
 from gradcam_cli.errors import ImageError
 from gradcam_cli.io.images import load_rgb
 
-from helpers import SAMPLES, records, run
-
-
-def one_line(text: str) -> bool:
-    return len(text.strip().splitlines()) == 1
-
-
-def _photo(size=(96, 64)) -> Image.Image:
-    return Image.open(SAMPLES / "samoyed.png").convert("RGB").resize(size)
+from helpers import deny_reading, one_line, records, run, samoyed_photo
 
 
 def _encoded(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -50,7 +41,7 @@ def png_declaring(width: int, height: int) -> bytes:
 
 def png_with_bad_crc() -> bytes:
     """A complete PNG whose pixel data is intact but whose IDAT checksum is wrong."""
-    data = bytearray(_encoded(_photo(), "PNG"))
+    data = bytearray(_encoded(samoyed_photo(), "PNG"))
     at = data.find(b"IDAT")
     length = struct.unpack(">I", data[at - 4 : at])[0]
     data[at + 4 + length] ^= 0xFF  # first byte of the CRC after the chunk's data
@@ -60,8 +51,8 @@ def png_with_bad_crc() -> bytes:
 def make_bad_files(folder: Path) -> dict[str, tuple[Path, str]]:
     """Files that must each be a one-line error: name -> (path, a word the cause must contain)."""
     folder.mkdir(parents=True, exist_ok=True)
-    jpeg = _encoded(_photo(), "JPEG", quality=90)
-    png = _encoded(_photo(), "PNG")
+    jpeg = _encoded(samoyed_photo(), "JPEG", quality=90)
+    png = _encoded(samoyed_photo(), "PNG")
     files = {
         "zero": ("zero.jpg", b"", "empty"),
         "truncated_jpeg": ("truncated.jpg", jpeg[: len(jpeg) // 2], "truncated"),
@@ -86,7 +77,7 @@ def make_good_files(folder: Path) -> dict[str, tuple[Path, tuple[int, int]]]:
     import cv2
 
     folder.mkdir(parents=True, exist_ok=True)
-    photo = _photo()
+    photo = samoyed_photo()
     out = {}
 
     def add(key, name, img, size=None, **kw):
@@ -139,19 +130,6 @@ def bad_files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def good_files(tmp_path_factory):
     return make_good_files(tmp_path_factory.mktemp("good"))
-
-
-def _deny(monkeypatch, target: Path):
-    """Simulate a file without read permission (tests run as root, so chmod 000 would not block reads)."""
-    real_open = builtins.open
-
-    def guarded(file, *args, **kwargs):
-        if isinstance(file, (str, os.PathLike)) and os.path.abspath(file) == os.path.abspath(target):
-            raise PermissionError(errno.EACCES, "Permission denied", str(file))
-        return real_open(file, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "open", guarded)
-    monkeypatch.setattr(io, "open", guarded)  # pathlib opens through io.open
 
 
 BAD = [
@@ -207,8 +185,8 @@ def test_bomb_is_refused_before_decoding(tmp_path):
 
 def test_loader_permission_denied(tmp_path, monkeypatch):
     path = tmp_path / "locked.jpg"
-    _photo().save(path)
-    _deny(monkeypatch, path)
+    samoyed_photo().save(path)
+    deny_reading(monkeypatch, path)
     with pytest.raises(ImageError) as info:
         load_rgb(path)
     assert str(info.value) == f"{path}: permission denied"
@@ -216,7 +194,7 @@ def test_loader_permission_denied(tmp_path, monkeypatch):
 
 def test_loader_permission_denied_by_pillow(tmp_path, monkeypatch):
     path = tmp_path / "locked.png"
-    _photo().save(path)
+    samoyed_photo().save(path)
 
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
@@ -232,7 +210,7 @@ def test_loader_permission_denied_by_pillow(tmp_path, monkeypatch):
 )
 def test_loader_real_chmod_000(tmp_path):
     path = tmp_path / "locked.jpg"
-    _photo().save(path)
+    samoyed_photo().save(path)
     path.chmod(0)
     try:
         with pytest.raises(ImageError, match="permission denied"):
@@ -272,13 +250,13 @@ def test_loader_reads_odd_but_valid_images(good_files, case):
     path, (width, height) = good_files[case]
     arr = load_rgb(path)
     assert arr.shape == (height, width, 3) and arr.dtype == np.uint8
-    photo = np.asarray(_photo(), dtype=np.int16)
+    photo = np.asarray(samoyed_photo(), dtype=np.int16)
     if case == "1x1":
         assert arr[0, 0].tolist() == [200, 10, 10]
     elif case == "5000x3":
         assert arr[0, 0, 0] == 0 and arr[0, -1, 0] == 255
     elif case in ("16bit_gray", "grayscale"):
-        gray = np.asarray(_photo().convert("L"), dtype=np.int16)
+        gray = np.asarray(samoyed_photo().convert("L"), dtype=np.int16)
         assert np.abs(arr[..., 0].astype(np.int16) - gray).max() <= 1  # 16 bits scaled by 1/257, not stretched
         assert (arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all()
     elif case in ("16bit_rgb", "cmyk"):
@@ -306,8 +284,8 @@ def test_exif_orientation_rotates_the_pixels(tmp_path):
 
 def test_batch_of_bad_and_odd_images(tmp_path, bad_files, good_files, monkeypatch):
     locked = bad_files["zero"][0].parent / "locked.jpg"
-    _photo().save(locked)
-    _deny(monkeypatch, locked)
+    samoyed_photo().save(locked)
+    deny_reading(monkeypatch, locked)
     bad = {**{k: v[0] for k, v in bad_files.items()}, "unreadable": locked}
     causes = {**{k: v[1] for k, v in bad_files.items()}, "unreadable": "permission denied"}
     paths = [str(p) for p in bad.values()] + [str(p) for p, _ in good_files.values()]

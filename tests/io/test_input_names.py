@@ -2,19 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
-from gradcam_cli.cli import app
-
-from helpers import SAMPLES, runner
-
-
-def invoke(*args, **kw):
-    return runner.invoke(app, [str(a) for a in args], **kw)
-
-
-def stdout_records(result) -> list[dict]:
-    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+from helpers import SAMPLES, records, run
 
 
 def test_stdin_paths_lose_their_line_ending_only():
@@ -41,10 +29,10 @@ def test_names_with_spaces_and_newlines_through_the_command(tmp_path):
         path.write_bytes((SAMPLES / "cat.png").read_bytes())
     out = tmp_path / "out"
     listing = ("\0".join(map(str, odd)) + "\0").encode()  # bytes: no newline translation on the way
-    result = invoke("explain", "-0", "-", "-o", out, "--outputs", "heatmap", "--json", input=listing)
+    result = run("explain", "-0", "-", "-o", out, "--outputs", "heatmap", "--json", input=listing)
     assert result.exit_code == 0, result.output
-    assert {r["input"] for r in stdout_records(result)} == set(map(str, odd))
+    assert {r["input"] for r in records(result)} == set(map(str, odd))
     crlf = f"{odd[0]}\r\n{odd[2]}\r\n".encode()  # a Windows list: each line loses its "\r\n", nothing else
-    result = invoke("explain", "-", "-o", out, "--outputs", "heatmap", "--json", "--overwrite", input=crlf)
+    result = run("explain", "-", "-o", out, "--outputs", "heatmap", "--json", "--overwrite", input=crlf)
     assert result.exit_code == 0, result.output
-    assert [r["input"] for r in stdout_records(result)] == [str(odd[0]), str(odd[2])]
+    assert [r["input"] for r in records(result)] == [str(odd[0]), str(odd[2])]

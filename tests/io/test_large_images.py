@@ -15,9 +15,7 @@ from PIL import Image
 
 from gradcam_cli.errors import ImageError
 
-
-def manifest(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+from helpers import manifest_records
 
 
 def write_png_rows(path: Path, width: int, height: int, row) -> None:
@@ -61,7 +59,7 @@ def test_huge_png_is_explained_at_a_bounded_size(tmp_path):
     assert figures["rc"] == 0, measured.stderr
     assert figures["peak_mib"] < 2048, figures  # it took 14.7 GB when maps and pictures were made at full size
     assert figures["wall_s"] < 60, figures  # a minute before; benchmarks/huge_image.py has the real figure
-    [record] = manifest(out)
+    [record] = manifest_records(out)
     assert record["image_size"] == [width, height]
     shown = record["output_size"]
     assert shown[0] * shown[1] <= 16_000_000 and abs(shown[0] / shown[1] - width / height) < 0.01

@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 from pathlib import Path
 
 import pytest
 
-from gradcam_cli.cli import app
-
-from helpers import SAMPLES, runner
-
-
-def manifest(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
-
-
-def invoke(*args, **kw):
-    return runner.invoke(app, [str(a) for a in args], **kw)
+from helpers import SAMPLES, manifest_records, run
 
 
 def deny_listing(monkeypatch, folder: Path) -> None:
@@ -46,17 +35,17 @@ def tree(tmp_path) -> Path:
 def test_an_unreadable_subfolder_is_a_failure_naming_it(tree, tmp_path, monkeypatch):
     deny_listing(monkeypatch, tree / "locked")
     out = tmp_path / "out"
-    result = invoke("explain", tree, "-r", "-o", out, "--outputs", "heatmap")
+    result = run("explain", tree, "-r", "-o", out, "--outputs", "heatmap")
     assert result.exit_code == 1, result.output
     message = f"{tree / 'locked'}: cannot list this folder (Permission denied)"
     assert f"gradcam: {message}\n" in result.stderr
-    assert {"input": str(tree / "locked"), "error": message} in manifest(out)
-    assert any(r.get("input") == str(tree / "cat.png") and "error" not in r for r in manifest(out))
+    assert {"input": str(tree / "locked"), "error": message} in manifest_records(out)
+    assert any(r.get("input") == str(tree / "cat.png") and "error" not in r for r in manifest_records(out))
 
 
 def test_an_unreadable_folder_given_directly_is_a_bad_request(tree, tmp_path, monkeypatch):
     deny_listing(monkeypatch, tree / "locked")
-    result = invoke("explain", tree / "locked", "-o", tmp_path / "out")
+    result = run("explain", tree / "locked", "-o", tmp_path / "out")
     assert result.exit_code == 2
     assert result.stderr == (
         f"gradcam: error: no input images found: {tree / 'locked'}: cannot list this folder (Permission denied)\n"
@@ -67,7 +56,7 @@ def test_an_unreadable_folder_given_directly_is_a_bad_request(tree, tmp_path, mo
 def test_a_really_unreadable_subfolder(tree, tmp_path):
     (tree / "locked").chmod(0)
     try:
-        result = invoke("explain", tree, "-r", "-o", tmp_path / "out", "--outputs", "heatmap")
+        result = run("explain", tree, "-r", "-o", tmp_path / "out", "--outputs", "heatmap")
     finally:
         (tree / "locked").chmod(0o755)
     assert result.exit_code == 1 and "cannot list this folder (Permission denied)" in result.stderr

@@ -9,26 +9,13 @@ import sys
 
 import pytest
 
-from helpers import SAMPLES
-
-
-def gradcam(*args, input=None, env=None, umask=None, timeout=300):
-    """The installed command, in a fresh process."""
-    return subprocess.run(
-        [sys.executable, "-m", "gradcam_cli", *map(str, args)],
-        input=input,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        preexec_fn=(lambda: os.umask(umask)) if umask is not None else None,
-    )
+from helpers import SAMPLES, gradcam_process
 
 
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600)])
 def test_outputs_follow_the_umask(tmp_path, umask, mode):
     out = tmp_path / "out"
-    done = gradcam("explain", SAMPLES / "cat.png", "-o", out, umask=umask)
+    done = gradcam_process("explain", SAMPLES / "cat.png", "-o", out, umask=umask)
     assert done.returncode == 0, done.stderr
     files = [p for p in out.rglob("*") if p.is_file()]
     assert {p.name for p in files} >= {"results.jsonl", "cat_gradcam_bn2_c285_overlay.png"}

@@ -9,31 +9,12 @@ from pathlib import Path
 
 from PIL import Image
 
-from helpers import SAMPLES, gradcam_here, jsonl
+from helpers import SAMPLES, gradcam_here, jsonl, make_tree
 
 GRADCAM = str(Path(sys.executable).with_name("gradcam"))
 
 
 ENV = dict(os.environ, HF_HUB_OFFLINE="1")
-
-
-def _photos():
-    return [Image.open(p).convert("RGB") for p in sorted(SAMPLES.glob("*.png"))] + [
-        Image.open(SAMPLES / "hot_dog.jpg").convert("RGB")
-    ]
-
-
-def make_tree(root: Path, n: int, size=(96, 72)) -> list[Path]:
-    """n small photos in nested folders; every third folder reuses the same file names."""
-    photos = _photos()
-    paths = []
-    for i in range(n):
-        folder = root / f"set{i % 4}" / ("deep" if i % 3 == 0 else "")
-        folder.mkdir(parents=True, exist_ok=True)
-        p = folder / f"img{i // 4:02d}.jpg"
-        photos[i % len(photos)].resize(size).save(p, quality=90)
-        paths.append(p)
-    return paths
 
 
 def gradcam(*args, **kw):

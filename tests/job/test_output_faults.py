@@ -11,64 +11,29 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from helpers import SAMPLES, records, run
-
-
-def one_line(text: str) -> bool:
-    return len(text.strip().splitlines()) == 1
-
-
-def _photo(size=(96, 64)) -> Image.Image:
-    return Image.open(SAMPLES / "samoyed.png").convert("RGB").resize(size)
-
-
-@pytest.fixture(scope="module")
-def cat():
-    return SAMPLES / "cat.png"
-
-
-def _refuse_access(monkeypatch, target: Path, refused_modes: int):
-    """``os.access`` says no for ``target`` when asked for any of ``refused_modes``."""
-    real_access = os.access
-
-    def access(path, mode, *args, **kwargs):
-        if os.path.abspath(path) == os.path.abspath(target) and mode & refused_modes:
-            return False
-        return real_access(path, mode, *args, **kwargs)
-
-    monkeypatch.setattr(os, "access", access)
-
-
-def _assert_usage_error(result, needle, out: Path | None = None):
-    assert result.exit_code == 2, result.output
-    assert needle in result.stderr, result.stderr
-    assert one_line(result.stderr), result.stderr
-    assert result.stderr.startswith("gradcam: error: ")
-    assert "Traceback" not in result.output
-    if out is not None:
-        assert not out.exists() or not any(out.iterdir()), "outputs were written"
+from helpers import assert_usage_error, one_line, records, refuse_access, run, samoyed_photo
 
 
 def test_output_dir_that_cannot_be_created(tmp_path, cat):
     afile = tmp_path / "regular_file"
     afile.write_text("x")
-    _assert_usage_error(run("explain", cat, "-o", afile / "sub"), "--output-dir")
-    _assert_usage_error(run("explain", cat, "-o", afile), "--output-dir")
+    assert_usage_error(run("explain", cat, "-o", afile / "sub"), "--output-dir")
+    assert_usage_error(run("explain", cat, "-o", afile), "--output-dir")
     assert afile.read_text() == "x"
 
 
 def test_output_dir_that_cannot_be_written(tmp_path, cat, monkeypatch):
     out = tmp_path / "readonly"
     out.mkdir()
-    _refuse_access(monkeypatch, out, os.W_OK)  # chmod 555: readable, not writable (root ignores real modes)
-    _assert_usage_error(run("explain", cat, "-o", out), "not a writable directory", out)
+    refuse_access(monkeypatch, out, os.W_OK)  # chmod 555: readable, not writable (root ignores real modes)
+    assert_usage_error(run("explain", cat, "-o", out), "not a writable directory", out)
 
 
 def test_stdin_paths_with_dotdot_and_absolute_paths_stay_inside_output_dir(tmp_path, monkeypatch):
     cwd = tmp_path / "a" / "b"
     (cwd / "sub").mkdir(parents=True)
     monkeypatch.chdir(cwd)
-    photo = _photo((48, 32))
+    photo = samoyed_photo((48, 32))
     for p in (
         tmp_path / "top.jpg",
         tmp_path / "a" / "mid.jpg",
@@ -141,7 +106,7 @@ def three_photos(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
     for name in ("a.jpg", "b.jpg", "c.jpg"):
-        _photo((64, 48)).save(folder / name)
+        samoyed_photo((64, 48)).save(folder / name)
     return folder
 
 

@@ -7,14 +7,9 @@ import re
 
 import pytest
 
-from gradcam_cli.cli import app
 from gradcam_cli.errors import UsageError
 
-from helpers import SAMPLES, runner
-
-
-def invoke(*args, **kw):
-    return runner.invoke(app, [str(a) for a in args], **kw)
+from helpers import SAMPLES, run
 
 
 def test_class_suggestions_rank_meaning_before_spelling():
@@ -50,9 +45,9 @@ def suggested_layers(message: str) -> list[str]:
 
 
 def test_layer_suggestions_come_from_the_layers_listing(tmp_path):
-    listed = {r["path"] for r in json.loads(invoke("layers", "--model", "resnet18", "--json").stdout)}
+    listed = {r["path"] for r in json.loads(run("layers", "--model", "resnet18", "--json").stdout)}
     for layer, expected in (("fc", ["layer4"]), ("layer4.1.act9", None), ("layer9", None)):
-        result = invoke(
+        result = run(
             "explain",
             SAMPLES / "cat.png",
             "--model",

@@ -6,25 +6,10 @@ import json
 import os
 import re
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from helpers import SAMPLES
-
-
-def gradcam(*args, input=None, env=None, umask=None, timeout=300):
-    """The installed command, in a fresh process."""
-    return subprocess.run(
-        [sys.executable, "-m", "gradcam_cli", *map(str, args)],
-        input=input,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        preexec_fn=(lambda: os.umask(umask)) if umask is not None else None,
-    )
+from helpers import SAMPLES, gradcam_process
 
 
 def closed_port() -> int:
@@ -40,7 +25,7 @@ def offline_run(tmp_path, model, **env):
     environ = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
     environ.update(env, HF_HOME=str(tmp_path / "hf"), TORCH_HOME=str(tmp_path / "torch"))
     start = time.perf_counter()
-    done = gradcam("explain", SAMPLES / "cat.png", "--model", model, "-o", tmp_path / "out", env=environ)
+    done = gradcam_process("explain", SAMPLES / "cat.png", "--model", model, "-o", tmp_path / "out", env=environ)
     return done, time.perf_counter() - start
 
 
@@ -87,7 +72,7 @@ def test_pretrained_weights_in_the_cache_need_no_network(tmp_path):
     save_file(timm.create_model("resnet18", pretrained=False).state_dict(), snapshot / "model.safetensors")
     environ = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
     environ.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT=f"http://127.0.0.1:{closed_port()}")
-    done = gradcam(
+    done = gradcam_process(
         "explain",
         SAMPLES / "cat.png",
         "--model",

@@ -1,53 +1,15 @@
 """Weight files: missing, unreadable, mismatched or malicious ones end in one line; no code runs."""
 
 import builtins
-import errno
-import io
 import os
 import pickle
-from pathlib import Path
 
 import pytest
 import torch
 
 from gradcam_cli.errors import UsageError
 
-from helpers import SAMPLES, run
-
-
-def one_line(text: str) -> bool:
-    return len(text.strip().splitlines()) == 1
-
-
-def _deny(monkeypatch, target: Path):
-    """Simulate a file without read permission (tests run as root, so chmod 000 would not block reads)."""
-    real_open = builtins.open
-
-    def guarded(file, *args, **kwargs):
-        if isinstance(file, (str, os.PathLike)) and os.path.abspath(file) == os.path.abspath(target):
-            raise PermissionError(errno.EACCES, "Permission denied", str(file))
-        return real_open(file, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "open", guarded)
-    monkeypatch.setattr(io, "open", guarded)  # pathlib opens through io.open
-
-
-def _assert_usage_error(result, needle, out: Path | None = None):
-    assert result.exit_code == 2, result.output
-    assert needle in result.stderr, result.stderr
-    assert one_line(result.stderr), result.stderr
-    assert result.stderr.startswith("gradcam: error: ")
-    assert "Traceback" not in result.output
-    if out is not None:
-        assert not out.exists() or not any(out.iterdir()), "outputs were written"
-
-
-@pytest.fixture(scope="module")
-def resnet18_state():
-    import timm
-
-    torch.manual_seed(0)
-    return timm.create_model("resnet18", pretrained=False, num_classes=3).state_dict()
+from helpers import SAMPLES, assert_usage_error, deny_reading, one_line, run
 
 
 def _explain_with(weights, out, *extra):
@@ -81,14 +43,14 @@ def test_weights_missing_directory_empty_garbage(tmp_path):
         (tmp_path / "garbage.safetensors", "not a readable checkpoint"),
     ):
         result = _explain_with(weights, out)
-        _assert_usage_error(result, f"--weights {weights}: {needle}", out)
+        assert_usage_error(result, f"--weights {weights}: {needle}", out)
 
 
 def test_weights_permission_denied(tmp_path, resnet18_state, monkeypatch):
     path = tmp_path / "locked.pt"
     torch.save(resnet18_state, path)
-    _deny(monkeypatch, path)  # torch.load opens the file with the builtin open
-    _assert_usage_error(_explain_with(path, tmp_path / "out"), f"--weights {path}: permission denied", tmp_path / "out")
+    deny_reading(monkeypatch, path)  # torch.load opens the file with the builtin open
+    assert_usage_error(_explain_with(path, tmp_path / "out"), f"--weights {path}: permission denied", tmp_path / "out")
 
 
 def test_weights_that_do_not_fit_list_the_keys(tmp_path, resnet18_state):
@@ -98,15 +60,15 @@ def test_weights_that_do_not_fit_list_the_keys(tmp_path, resnet18_state):
     missing = {k: v for k, v in resnet18_state.items() if not k.startswith("layer4.1.")}
     save_file(missing, tmp_path / "missing.safetensors")
     result = _explain_with(tmp_path / "missing.safetensors", out)
-    _assert_usage_error(result, "missing keys: layer4.1.conv1.weight", out)
+    assert_usage_error(result, "missing keys: layer4.1.conv1.weight", out)
     unexpected = {**resnet18_state, "extra.weight": torch.zeros(3), "head.bias": torch.zeros(2)}
     torch.save({"model": unexpected}, tmp_path / "unexpected.pt")
     result = _explain_with(tmp_path / "unexpected.pt", out)
-    _assert_usage_error(result, "unexpected keys: extra.weight, head.bias", out)
+    assert_usage_error(result, "unexpected keys: extra.weight, head.bias", out)
     result = run(
         "explain", SAMPLES / "cat.png", "-o", out, "--model", "resnet18", "--weights", tmp_path / "unexpected.pt"
     )  # 3-class head on a 1000-class model
-    _assert_usage_error(result, "mis-shaped keys (file != model): fc.weight (3, 512) != (1000, 512)", out)
+    assert_usage_error(result, "mis-shaped keys (file != model): fc.weight (3, 512) != (1000, 512)", out)
     assert "--num-classes" in result.stderr
 
 
@@ -156,7 +118,7 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, resnet18_state, mo
             pickle.dump(obj, fh, protocol=4)
     out = tmp_path / "out"
     result = _explain_with(path, out)
-    _assert_usage_error(result, f"--weights {path}: refused to load", out)
+    assert_usage_error(result, f"--weights {path}: refused to load", out)
     assert "could run code" in result.stderr
     assert not sentinel.exists(), "the pickle's code ran"
 

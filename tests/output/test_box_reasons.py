@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import json
-
 from PIL import Image
 
-from gradcam_cli.cli import app
 from gradcam_cli.options import ExplainOptions, default_of
 
-from helpers import runner
-
-
-def invoke(*args, **kw):
-    return runner.invoke(app, [str(a) for a in args], **kw)
-
-
-def stdout_records(result) -> list[dict]:
-    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+from helpers import records, run
 
 
 def test_a_map_without_a_box_says_why(tmp_path):
     Image.new("RGB", (1, 1), (200, 10, 10)).save(tmp_path / "one.png")
-    result = invoke("explain", tmp_path / "one.png", "-o", tmp_path / "out", "--json", "--outputs", "heatmap")
+    result = run("explain", tmp_path / "one.png", "-o", tmp_path / "out", "--json", "--outputs", "heatmap")
     assert result.exit_code == 0, result.output
-    [record] = stdout_records(result)
+    [record] = records(result)
     assert record["bbox"] is None and record["map_empty"] is False
     [why] = record["warnings"]
     threshold = default_of(ExplainOptions, "bbox_threshold")

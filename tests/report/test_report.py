@@ -26,16 +26,12 @@ from gradcam_cli.errors import UsageError
 from gradcam_cli.report import build as report_module
 from gradcam_cli.report import build_report
 
-from helpers import ROOT, runner
+from helpers import ROOT, run
 
 CHROMIUM = Path("/usr/bin/chromium")
 BAD_NAME = "<img src=x onerror=alert(1)>.jpg"  # a corrupt file whose name is markup: it must show as text
 # Every character str.splitlines() splits at; json.dumps(ensure_ascii=False) writes the last three raw.
 LINE_BREAKS = ("\n", "\r", "\r\n", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
@@ -46,22 +42,10 @@ def sample_report(tmp_path_factory, samples):
     shutil.copytree(samples, photos, ignore=shutil.ignore_patterns("*.md"))
     (photos / BAD_NAME).write_text("not a picture")
     out = root / "out"
-    result = invoke("explain", photos, "-o", out, "--layer", "blocks.4", "--layer", "bn2", "--sheet", "--report")
+    result = run("explain", photos, "-o", out, "--layer", "blocks.4", "--layer", "bn2", "--sheet", "--report")
     assert result.exit_code == 1, result.output  # one image failed; the others were explained
     assert "gradcam: report" in result.stderr and (out / "index.html").is_file()
     return out
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
 
 
 def _open(browser, index: Path):
@@ -190,7 +174,7 @@ def _small_photos(folder: Path, samples: Path, count: int) -> None:
 def test_report_of_2000_results_is_made_and_opens_fast(browser, tmp_path, samples):
     _small_photos(tmp_path / "photos", samples, 40)
     out = tmp_path / "out"
-    result = invoke(
+    result = run(
         "explain",
         tmp_path / "photos",
         "-o",
@@ -215,7 +199,7 @@ def test_report_of_2000_results_is_made_and_opens_fast(browser, tmp_path, sample
     assert result.exit_code == 0, result.output
     assert len((out / "results.jsonl").read_text().splitlines()) == 40 * 5 * 5 * 2 == 2000
     start = time.perf_counter()
-    made = invoke("report", out)
+    made = run("report", out)
     seconds = time.perf_counter() - start
     assert made.exit_code == 0 and made.stdout.strip() == str(out / "index.html")
     assert "2000 thumbnails made" in made.stderr  # all made here, none reused
@@ -292,12 +276,12 @@ def test_thumbnails_are_made_once(sample_report, tmp_path):
 
 
 def test_report_of_a_folder_without_results_is_a_usage_error(tmp_path):
-    result = invoke("report", tmp_path)
+    result = run("report", tmp_path)
     assert result.exit_code == 2
     assert result.stderr.strip() == (
         f"gradcam: error: {tmp_path}: no results.jsonl here; run `gradcam explain ... -o {tmp_path}` first"
     )
-    assert invoke("report", tmp_path / "missing").exit_code == 2
+    assert run("report", tmp_path / "missing").exit_code == 2
 
 
 def test_run_json_records_the_options_and_versions(sample_report):
@@ -599,7 +583,7 @@ def test_a_linked_manifest_is_refused(tmp_path, name):
     (out / name).symlink_to(elsewhere / "results.jsonl")
     with pytest.raises(UsageError):
         build_report(out)
-    result = invoke("report", out)
+    result = run("report", out)
     assert result.exit_code == 2
     assert result.stderr == (
         f"gradcam: error: {out / name}: a symbolic link; the report reads only manifests "
@@ -615,7 +599,7 @@ def test_a_manifest_that_is_not_a_file_is_refused(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     os.mkfifo(out / "results.jsonl")
-    result = invoke("report", out)
+    result = run("report", out)
     assert result.exit_code == 2
     assert result.stderr == f"gradcam: error: {out / 'results.jsonl'}: not a regular file\n"
 
@@ -662,7 +646,7 @@ def test_a_full_disk_leaves_the_whole_report_or_none_of_it(tmp_path, monkeypatch
     _picture_folder(out, {"cat": 64, "dog": 64})
     write = report_module.write_bytes_atomic  # the writer report.py writes each of its files with
     monkeypatch.setattr(report_module, "write_bytes_atomic", _full_disk_at(2, write))
-    result = invoke("report", out)
+    result = run("report", out)
     assert result.exit_code == 2
     assert result.stderr == f"gradcam: error: {out}: cannot write the report (No space left on device)\n"
     assert not (out / "index.html").exists() and not [
@@ -715,7 +699,7 @@ def crafted_report(tmp_path_factory, samples, listener):
         path.parent.mkdir(parents=True, exist_ok=True)
         (large if n % 2 else small).save(path, format="PNG")
     # --no-caption: a sheet's caption names the photo, and Pillow's text layout fails on U+2029 in a name.
-    result = invoke(
+    result = run(
         "explain",
         photos,
         "-r",
