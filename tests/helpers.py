@@ -110,17 +110,10 @@ def run(*args, **kw):
 
 
 def gradcam(*args, input=None, env=None, timeout=600, **kw) -> subprocess.CompletedProcess:
-    """``gradcam ARGS`` as a process of its own (``python -m gradcam_cli``), text in and out."""
+    """``gradcam ARGS`` as a process of its own (``python -m gradcam_cli``), text in and out, ``env`` added to this
+    process's environment (offline)."""
     full = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "gradcam_cli", *map(str, args)],
-        input=input,
-        capture_output=True,
-        text=True,
-        env=full,
-        timeout=timeout,
-        **kw,
-    )
+    return gradcam_process(*args, input=input, env=full, timeout=timeout, **kw)
 
 
 def jsonl(text: str) -> list[dict]:
@@ -259,7 +252,7 @@ def assert_usage_error(result, needle, out: Path | None = None) -> None:
         assert not out.exists() or not any(out.iterdir()), "outputs were written"
 
 
-def gradcam_process(*args, input=None, env=None, umask=None, timeout=300) -> subprocess.CompletedProcess:
+def gradcam_process(*args, input=None, env=None, umask=None, timeout=300, **kw) -> subprocess.CompletedProcess:
     """The installed command in a fresh process with exactly ``env`` (None: this one's) and ``umask``."""
     return subprocess.run(
         [sys.executable, "-m", "gradcam_cli", *map(str, args)],
@@ -269,4 +262,20 @@ def gradcam_process(*args, input=None, env=None, umask=None, timeout=300) -> sub
         text=True,
         timeout=timeout,
         preexec_fn=(lambda: os.umask(umask)) if umask is not None else None,
+        **kw,
     )
+
+
+# --------------------------------------------------------------------------- pages in Chromium
+def open_page(browser, index: Path):
+    """The page, with every request, error (CSP violations included: Chromium logs them as console errors)
+    and dialog it has from its first moment."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    requests, errors, dialogs = [], [], []
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(index.as_uri())
+    page.wait_for_load_state("load")
+    return page, requests, errors, dialogs

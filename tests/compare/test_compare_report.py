@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from helpers import SAMPLES, run
+from helpers import SAMPLES, open_page, run
 
 CHROMIUM = Path("/usr/bin/chromium")
 HOSTILE = "<img src=x onerror=alert(1)>#?.png"  # markup and URL syntax in a file name
@@ -58,18 +58,6 @@ def compared(tmp_path_factory):
     return root
 
 
-def _open(browser, index: Path):
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    requests, errors, dialogs = [], [], []
-    page.on("request", lambda r: requests.append(r.url))
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    page.goto(index.as_uri())
-    page.wait_for_load_state("load")
-    return page, requests, errors, dialogs
-
-
 def _pictures_loaded(page) -> list[tuple[str, int]]:
     """Every picture of the pairs table, decoded: (src, natural width)."""
     script = """async () => {
@@ -85,7 +73,7 @@ def _pictures_loaded(page) -> list[tuple[str, int]]:
 @pytest.mark.parametrize("where", ["b/compare", "b"])
 def test_the_comparison_page_in_a_real_browser(compared, browser, where):
     folder = compared / where
-    page, requests, errors, dialogs = _open(browser, folder / "index.html")
+    page, requests, errors, dialogs = open_page(browser, folder / "index.html")
     summary = json.loads((compared / "b" / "compare" / "compare.json").read_text())
     assert page.text_content("#comparison .verdict").startswith("FAILED: 9 pairs")
     rows = page.eval_on_selector_all("#pairs tbody tr", "rows => rows.map(r => r.cells[0].textContent)")

@@ -26,7 +26,7 @@ from gradcam_cli.errors import UsageError
 from gradcam_cli.report import build as report_module
 from gradcam_cli.report import build_report
 
-from helpers import ROOT, run
+from helpers import ROOT, open_page, run
 
 CHROMIUM = Path("/usr/bin/chromium")
 BAD_NAME = "<img src=x onerror=alert(1)>.jpg"  # a corrupt file whose name is markup: it must show as text
@@ -46,20 +46,6 @@ def sample_report(tmp_path_factory, samples):
     assert result.exit_code == 1, result.output  # one image failed; the others were explained
     assert "gradcam: report" in result.stderr and (out / "index.html").is_file()
     return out
-
-
-def _open(browser, index: Path):
-    """The page, with every request, error (CSP violations included: Chromium logs them as console errors)
-    and dialog it has from its first moment."""
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    requests, errors, dialogs = [], [], []
-    page.on("request", lambda r: requests.append(r.url))
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    page.goto(index.as_uri())
-    page.wait_for_load_state("load")
-    return page, requests, errors, dialogs
 
 
 def _wait_until(page, expression: str, seconds: float = 10.0) -> None:
@@ -101,7 +87,7 @@ def _rows(page):
 def test_report_in_a_real_browser(sample_report, browser, tmp_path):
     records = _records(sample_report)
     assert len(records) == 8 * 2 + 1
-    page, requests, errors, dialogs = _open(browser, sample_report / "index.html")
+    page, requests, errors, dialogs = open_page(browser, sample_report / "index.html")
     rows = _rows(page)
     assert len(rows) == 17
     # Every thumbnail loads (lazy ones are scrolled into view first).
@@ -204,7 +190,7 @@ def test_report_of_2000_results_is_made_and_opens_fast(browser, tmp_path, sample
     assert made.exit_code == 0 and made.stdout.strip() == str(out / "index.html")
     assert "2000 thumbnails made" in made.stderr  # all made here, none reused
     assert seconds < 5.0, f"report of 2,000 results took {seconds:.2f} s"
-    page, _, errors, dialogs = _open(browser, out / "index.html")
+    page, _, errors, dialogs = open_page(browser, out / "index.html")
     dcl_ms = page.evaluate("performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd")
     assert dcl_ms < 2000, f"DOMContentLoaded after {dcl_ms:.0f} ms"
     assert page.inner_text("#shown") == "showing 300 of 2,000"  # rendered a page at a time
@@ -376,7 +362,7 @@ def test_a_file_named_like_a_script_url_is_only_a_picture(browser, tmp_path):
     out = tmp_path / "out"
     [record] = _picture_folder(out, {SCRIPT_STEM: 64})
     build_report(out)
-    page, requests, errors, dialogs = _open(browser, out / "index.html")
+    page, requests, errors, dialogs = open_page(browser, out / "index.html")
     inside = _inside(out)
     page.click("#table td.thumb a")  # real clicks, as a user's: the thumbnail, then the picture on its page
     page.wait_for_selector("body.detail")
@@ -397,7 +383,7 @@ def test_opening_the_report_requests_nothing_outside_its_folder(browser, listene
     _picture_folder(out, {f"http:127.0.0.1:{listener.port}#": 64, f"http:127.0.0.1:{listener.port}#big": 160})
     build_report(out)
     listener.hits.clear()
-    page, requests, errors, dialogs = _open(browser, out / "index.html")
+    page, requests, errors, dialogs = open_page(browser, out / "index.html")
     loaded = page.evaluate(LOAD_ALL_IMAGES, "#table img")
     page.wait_for_load_state("networkidle")
     inside = _inside(out)
@@ -413,7 +399,7 @@ def test_the_content_security_policy_applies_on_a_file_page(browser, listener, t
     _picture_folder(out, {"cat": 160})
     build_report(out)
     listener.hits.clear()
-    page, requests, errors, dialogs = _open(browser, out / "index.html")
+    page, requests, errors, dialogs = open_page(browser, out / "index.html")
     [policy] = page.eval_on_selector_all('meta[http-equiv="Content-Security-Policy"]', "ms => ms.map((m) => m.content)")
     assert policy.startswith("default-src 'none';") and "unsafe" not in policy
     assert page.evaluate(LOAD_ALL_IMAGES, "#table img")[0][1] > 0 and errors == []  # the page itself works
@@ -500,7 +486,7 @@ def test_urls_name_exactly_the_folders_files_and_every_picture_loads(browser, tm
     records = _picture_folder(out, {f"{stem}{side}": side for stem in SYNTAX_STEMS for side in (64, 160)})
     build_report(out)
     data = _report_data(out)
-    page, requests, errors, dialogs = _open(browser, out / "index.html")
+    page, requests, errors, dialogs = open_page(browser, out / "index.html")
     urls, files = [], []
     for row, record in zip(data["rows"], records):
         for kind, path in record["files"].items():
@@ -723,7 +709,7 @@ def test_crafted_names_in_a_real_browser(crafted_report, browser, listener):
     records, data = _records(out), _report_data(out)
     assert len(records) == len(CRAFTED)
     listener.hits.clear()
-    page, requests, errors, dialogs = _open(browser, out / "index.html")
+    page, requests, errors, dialogs = open_page(browser, out / "index.html")
     index_url = page.url
     inside = _inside(out)
     assert len(_rows(page)) == len(records)  # every record shown, by its whole name
