@@ -123,7 +123,7 @@ class Explainer:
     def from_options(cls, model: ModelOptions, options: ExplainOptions) -> Explainer:
         """Load the model that ``model`` names and resolve ``options`` on it (both validated first)."""
         from .model.device import resolve_device
-        from .model.labels import read_labels
+        from .model.labels import check_label_count, read_label_file
         from .model.loading import load_model
 
         check_request(model, options)  # before the model is built: a bad request costs no load
@@ -137,7 +137,9 @@ class Explainer:
             fold_bn=model.fold_bn,
         )
         if model.labels is not None:
-            loaded.labels = read_labels(model.labels, loaded.num_classes)
+            declared = read_label_file(model.labels)
+            loaded.labels = check_label_count(declared.names, model.labels, loaded.num_classes)
+            loaded.head = declared.head
         return cls(loaded, options)
 
     def _resolve_layers(self) -> dict[str, torch.nn.Module]:

@@ -16,12 +16,12 @@ from dataclasses import MISSING, dataclass, field, fields
 
 from .errors import UsageError
 from .methods import KPCA_KERNELS, METHODS, SMOOTHING, get_method
-from .model.labels import imagenet_labels, read_label_names, read_labels, resolve_classes
+from .model.labels import imagenet_labels, read_label_file, read_label_names, read_labels, resolve_classes
 from .model.tasks import model_kind
 from .model.weight_file import check_weight_file
 from .output.colormaps import COLORMAPS, DEFAULT_COLORMAP
 from .output.files import KINDS
-from .targets import check_for_model
+from .targets import check_declared_head, check_for_model
 from .targets import check_options as check_target_options
 
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
@@ -124,7 +124,11 @@ class ModelOptions:
         help="Classifier width for fine-tuned heads; 0: no head, the model returns embeddings (with --similar-to).",
     )
     labels: str | os.PathLike | None = option(
-        None, "--labels", metavar="FILE", help="Class names: one per line, or JSON."
+        None,
+        "--labels",
+        metavar="FILE",
+        help="Class names: one per line, or JSON (a list, an object of index: name, or one with labels or id2label "
+        "that may declare the head: head, multi_label or problem_type).",
     )
     device: str = option(
         "auto",
@@ -164,6 +168,10 @@ class ModelOptions:
         if self.labels is not None:
             return read_labels(self.labels, count) if count is not None else read_label_names(self.labels)
         return imagenet_labels() if count == 1000 else None
+
+    def declared_head(self) -> str | None:
+        """The head (sigmoid or softmax) the --labels file says the model was trained with; None: not said."""
+        return read_label_file(self.labels).head if self.labels is not None else None
 
 
 @dataclass
@@ -485,7 +493,9 @@ def check_request(model: ModelOptions, options: ExplainOptions) -> None:
     names and count known before the model is built (the rest is checked right after it loads)."""
     model.validate()
     options.validate()
-    check_for_model(model_kind(model.name, model.num_classes), options)
+    kind = model_kind(model.name, model.num_classes)
+    check_for_model(kind, options)
+    check_declared_head(kind, model.declared_head(), options, model.labels)
     count, labels = model.known_class_count(), model.known_labels()
     if count is None and labels is not None:
         count = len(labels)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -61,7 +62,11 @@ def imagenet_labels() -> list[str]:
 
 def read_labels(path: str | os.PathLike, num_classes: int) -> list[str]:
     """Class names from a text file (one per line) or JSON (a list, or ``{index: name}``), one per class."""
-    names = read_label_names(path)
+    return check_label_count(read_label_names(path), path, num_classes)
+
+
+def check_label_count(names: list[str], path: str | os.PathLike, num_classes: int) -> list[str]:
+    """``names`` when there is one per class; a usage error naming the file otherwise."""
     if len(names) != num_classes:
         raise UsageError(f"--labels {path}: has {len(names)} names but the model has {num_classes} classes")
     return names
@@ -69,32 +74,75 @@ def read_labels(path: str | os.PathLike, num_classes: int) -> list[str]:
 
 def read_label_names(path: str | os.PathLike) -> list[str]:
     """The names in a ``--labels`` file, not yet checked against the model's class count."""
+    return read_label_file(path).names
+
+
+@dataclass(frozen=True)
+class LabelFile:
+    """What a ``--labels`` file says: the class names, and the head the model was trained with where it says so
+    (``sigmoid``: multi-label, ``softmax``: one class per image; None: not said)."""
+
+    names: list[str]
+    head: str | None = None
+
+
+def read_label_file(path: str | os.PathLike) -> LabelFile:
+    """A ``--labels`` file: one name per line; a JSON list or ``{index: name}``; or a JSON object with metadata,
+    the names under ``labels`` (a list or ``{index: name}``) or ``id2label`` (a Hugging Face ``config.json``) and
+    the head under ``head`` (``sigmoid``/``softmax``), ``multi_label`` (true/false) or ``problem_type``
+    (``multi_label_classification``/``single_label_classification``)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise UsageError(f"--labels {p}: cannot read ({err.strerror if isinstance(err, OSError) else err})") from None
-    names: list[str]
-    if p.suffix.lower() == ".json" or text.lstrip().startswith(("[", "{")):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise UsageError(f"--labels {p}: invalid JSON ({err})") from None
-        if isinstance(data, dict):
-            try:
-                by_index = {int(k): str(v) for k, v in data.items()}
-            except ValueError:
-                raise UsageError(f"--labels {p}: JSON object keys must be class indices") from None
-            if sorted(by_index) != list(range(len(by_index))):
-                raise UsageError(f"--labels {p}: JSON object keys must be 0..N-1")
-            names = [by_index[i] for i in range(len(by_index))]
-        elif isinstance(data, list):
-            names = [str(x) for x in data]
-        else:
-            raise UsageError(f"--labels {p}: JSON must be a list of names or an object of index: name")
-    else:
-        names = [line.strip() for line in text.splitlines() if line.strip()]
-    return names
+    if not (p.suffix.lower() == ".json" or text.lstrip().startswith(("[", "{"))):
+        return LabelFile([line.strip() for line in text.splitlines() if line.strip()])
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UsageError(f"--labels {p}: invalid JSON ({err})") from None
+    if isinstance(data, dict) and (NAME_KEYS & data.keys()):
+        key = next(k for k in ("labels", "id2label") if k in data)
+        return LabelFile(_json_names(data[key], p), _declared_head(data, p))
+    return LabelFile(_json_names(data, p))
+
+
+NAME_KEYS = frozenset({"labels", "id2label"})
+PROBLEM_TYPES = {"multi_label_classification": "sigmoid", "single_label_classification": "softmax"}
+
+
+def _json_names(data: object, p: Path) -> list[str]:
+    if isinstance(data, list):
+        return [str(x) for x in data]
+    if not isinstance(data, dict):
+        raise UsageError(f"--labels {p}: JSON must be a list of names or an object of index: name")
+    try:
+        by_index = {int(k): str(v) for k, v in data.items()}
+    except ValueError:
+        raise UsageError(f"--labels {p}: JSON object keys must be class indices") from None
+    if sorted(by_index) != list(range(len(by_index))):
+        raise UsageError(f"--labels {p}: JSON object keys must be 0..N-1")
+    return [by_index[i] for i in range(len(by_index))]
+
+
+def _declared_head(data: dict, p: Path) -> str | None:
+    """The head a metadata object declares; a value it cannot mean is an error, not a silent softmax."""
+    if "head" in data:
+        head = str(data["head"]).strip().lower()
+        if head not in ("sigmoid", "softmax"):
+            raise UsageError(f"--labels {p}: head {data['head']!r}: expected sigmoid or softmax")
+        return head
+    if "multi_label" in data:
+        if not isinstance(data["multi_label"], bool):
+            raise UsageError(f"--labels {p}: multi_label must be true or false")
+        return "sigmoid" if data["multi_label"] else "softmax"
+    if "problem_type" in data and data["problem_type"] is not None:
+        if data["problem_type"] not in PROBLEM_TYPES:
+            choices = ", ".join(PROBLEM_TYPES)
+            raise UsageError(f"--labels {p}: problem_type {data['problem_type']!r}: a classifier's is one of {choices}")
+        return PROBLEM_TYPES[data["problem_type"]]
+    return None
 
 
 def resolve_class(spec: str | int, labels: list[str] | None, num_classes: int) -> int:

@@ -39,6 +39,7 @@ class LoadedModel:
     folded: list[FoldedPair] = field(default_factory=list)  # BatchNorms folded into their convolutions
     kind: str = CLASSIFIER  # classifier, embedding (no head), detector or segmenter (model/tasks.py)
     view: str | None = None  # the view the model must take (detectors and segmenters see the whole photo)
+    head: str | None = None  # the head its --labels file declares (sigmoid or softmax); None: not said
 
 
 def split_model_name(name: str) -> tuple[str, str]:

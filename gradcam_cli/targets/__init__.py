@@ -66,7 +66,7 @@ TARGETS: dict[str, TargetInfo] = {
             (CLASSIFIER,),
             "multilabel",
             "SigmoidLabels",
-            "--head sigmoid, or a 1-output head",
+            "--head sigmoid, a --labels file that declares it, or a 1-output head",
         ),
         TargetInfo(
             "similarity",
@@ -161,6 +161,32 @@ def check_options(options) -> None:
     named = target_name(CLASSIFIER, **_choice(options)) if not custom else "custom"
     if "cam" in options.methods and named != "class":
         raise UsageError(f"--method cam: its classifier weights explain the class logit, not the {named} target")
+
+
+def check_declared_head(kind: str, declared: str | None, options, labels_path) -> None:
+    """A sigmoid head that the ``--labels`` file declares (``--head auto``) against the rest of the request: what
+    ``--head sigmoid`` would refuse is refused, naming the file, since the user never typed the flag."""
+    from ..errors import UsageError
+
+    if declared != "sigmoid" or options.head != "auto":
+        return
+    clash = next(
+        (
+            flag
+            for flag, found in (
+                (f"a {kind}", kind in (DETECTOR, SEGMENTER)),
+                ("--versus", options.versus is not None and options.similar_to is None),
+                ("--method cam", "cam" in options.methods and options.similar_to is None),
+            )
+            if found
+        ),
+        None,
+    )
+    if clash:
+        raise UsageError(
+            f"--labels {labels_path}: declares a sigmoid (multi-label) head, which {clash} cannot take; "
+            "give --head softmax to treat the model as a softmax classifier"
+        )
 
 
 def _check_ranges(options) -> None:

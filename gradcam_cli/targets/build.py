@@ -21,8 +21,9 @@ def target_for(options, loaded, prepare: Callable[[np.ndarray], tuple[torch.Tens
         return as_target(options.target)
     kind = loaded.kind
     head = options.head
-    if head == "auto" and kind == CLASSIFIER and loaded.num_classes == 1:
-        head = "sigmoid"
+    if head == "auto" and kind == CLASSIFIER:
+        # What the --labels file declares; otherwise a one-output head is a binary (sigmoid) classifier.
+        head = loaded.head or ("sigmoid" if loaded.num_classes == 1 else "auto")
     name = target_name(kind, target=options.target, versus=options.versus, head=head, similar_to=options.similar_to)
     build = {
         "class": lambda: _load("class_logit", "ClassLogit")(),
