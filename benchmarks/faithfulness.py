@@ -48,6 +48,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=None, help="forward chunk (default: the library's)")
     parser.add_argument("--no-peers", dest="peers", action="store_false", help="skip the other libraries")
     parser.add_argument("--tradeoff", default=None, help="comma-separated step counts: AUCs against steps")
+    parser.add_argument(
+        "--road-in-caller",
+        action="store_true",
+        help="also time ours with ROAD's solve in the caller's thread, paired in each round",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", default=None, help="write the results here")
     return parser.parse_args(argv)
@@ -121,6 +126,17 @@ def ours(model, photo, steps: int, batch_size: int | None) -> dict:
     c = curves[0]
     timings.update(deletion_auc=c.deletion_auc, insertion_auc=c.insertion_auc, road=c.road, drop=c.drop)
     return timings
+
+
+def ours_in_caller(model, photo, steps: int, batch_size: int | None) -> float:
+    """Our total with each ROAD solve in the caller's thread (its intra-op threads), not beside the forward passes."""
+    from gradcam_cli.metrics import faithfulness
+
+    saved, faithfulness.ROAD_IN_BACKGROUND = faithfulness.ROAD_IN_BACKGROUND, False
+    try:
+        return ours(model, photo, steps, batch_size)["total"]
+    finally:
+        faithfulness.ROAD_IN_BACKGROUND = saved
 
 
 class GivenMaps:
@@ -206,6 +222,8 @@ def measure(model, photos, args) -> list[dict]:
                     row.update(ours(model, photo, args.steps, args.batch_size))
                 else:
                     row["per_input"] = per_input_seconds(model, photo[1], size)
+            if args.road_in_caller:
+                row["caller_total"] = ours_in_caller(model, photo, args.steps, args.batch_size)
             if args.peers:
                 row.update(peers(model, photo, args.steps))
             rounds[i].append(row)
@@ -265,6 +283,9 @@ def print_table(results: list[dict], swept: dict[int, float]) -> None:
         f"all photos (medians): {total / len(results):.3f} s per photo, floor {floor / len(results):.3f} s, "
         f"ratio {total / floor:.2f} (best rounds: {best:.2f})"
     )
+    if "caller_total" in results[0]:
+        caller = sum(r["caller_total"] for r in results)
+        line += f"; ROAD's solve in the caller's thread: {caller / len(results):.3f} s per photo ({caller / floor:.2f})"
     if "pytorch_grad_cam" in results[0]:
         pgc = sum(r["pytorch_grad_cam"] for r in results)
         line += f"; pytorch-grad-cam ROAD + confidence change {pgc / len(results):.2f} s per photo ({pgc / total:.1f}x)"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -70,7 +71,7 @@ def evaluate(view: str, args) -> list[dict]:
         "--quiet",
     ]
     cmd += [a for m in args.methods.split(",") for a in ("--method", m)]
-    cmd += ["--faithfulness"] * args.faithfulness + ["--sanity"] * args.sanity
+    cmd += ["--faithfulness"] * args.faithfulness + ["--sanity"] * args.sanity + shlex.split(args.extra)
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
     if proc.returncode != 0:
@@ -150,6 +151,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--faithfulness", action="store_true")
     parser.add_argument("--sanity", action="store_true")
+    parser.add_argument(
+        "--extra", default="", help='more flags for gradcam evaluate, one string ("--noise-samples 4 --layer stages")'
+    )
     parser.add_argument("--json-dir", default=None, help="where each view's evaluation files go")
     args = parser.parse_args()
     if args.threshold is None:
