@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -32,7 +33,11 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import torch
+
+# As the gradcam command does before torch loads (gradcam_cli/threads.py): OpenMP threads that wait sleep, not spin.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ROOT / "sample_images"
