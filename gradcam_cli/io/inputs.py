@@ -15,7 +15,7 @@ import sys
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePath, PurePosixPath
 
 from .formats import IMAGE_SUFFIXES, claimed_format
 
@@ -67,9 +67,15 @@ def safe_part(name: str) -> str:
 
 
 def safe_rel(parts: Iterable[str]) -> PurePosixPath:
-    """A relative output location from path components: anchors and empty parts dropped, every other part
-    made safe (`safe_part`), so it cannot climb out of the output dir and no two inputs meet."""
-    kept = [safe_part(p) for p in parts if p not in ("", "/", "\\") and not (p.endswith(("/", "\\")))]
+    """A relative output location from path components: the root of an absolute path and empty parts dropped,
+    every other part made safe (`safe_part`), so it cannot climb out of the output dir and no two inputs meet.
+
+    Only a first part that is a root on this system (``/``; ``C:\\`` or ``\\`` on Windows) is dropped: on Linux a
+    folder may be named ``\\``, and dropping it would give ``\\/x.png`` the outputs of ``x.png``."""
+    parts = list(parts)
+    if parts and parts[0] and PurePath(parts[0]).anchor == parts[0]:
+        parts = parts[1:]
+    kept = [safe_part(p) for p in parts if p]
     return PurePosixPath(*kept) if kept else PurePosixPath("image")
 
 

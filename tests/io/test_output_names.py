@@ -74,6 +74,15 @@ def test_distinct_inputs_get_distinct_outputs_whatever_their_names(paths, rng) -
     assert again == {item.path: item.stem for item in named}
 
 
+def test_a_folder_named_like_a_windows_root_is_a_folder_here() -> None:
+    """Found by the property above: ``x.png`` and ``\\/x.png`` (a folder named ``\\``, valid on Linux) once shared
+    their files, as the folder was dropped like a root. Only a leading root of this system is dropped."""
+    files = output_files(output_names(items_of([([], "x", ".png"), (["\\"], "x", ".png")])))
+    assert len(set(files)) == 2, files
+    assert safe_rel(["\\", "x.png"]) == PurePosixPath("%5C/x.png")
+    assert safe_rel(["/", "srv", "x.png"]) == PurePosixPath("srv/x.png")  # an absolute path's root
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(PART, min_size=1, max_size=4))
 def test_a_path_part_made_safe_stays_inside_and_distinct(parts) -> None:
