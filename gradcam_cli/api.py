@@ -58,7 +58,7 @@ class Evaluation:
     """What `evaluate` measured: one summary per (method, layer), and the measurements behind them."""
 
     summaries: list[dict]
-    measurements: object  # gradcam_cli.metrics.measure.Measurements
+    measurements: object  # gradcam_cli.metrics.measurements.Measurements
     failed: list[str] = field(default_factory=list)  # one line per image that could not be measured
 
     def summary(self, method: str = "gradcam", layer: str | None = None) -> dict:

@@ -126,7 +126,7 @@ def evaluate_job(
     ``explainer``: made here (it checks the request and runs the sanity check); ``model``: what the
     workers load instead (the model's options, for Ray's actors), by default ``explainer`` itself.
     """
-    from ..metrics.measure import Measurements
+    from ..metrics.measurements import Measurements
 
     job, message = job or JobOptions(), on_message or (lambda m: None)
     truths = annotated(items, annotations, message)

@@ -24,6 +24,7 @@ from ..options import EvaluateOptions
 from ..targets.detection import AnnotatedObjects
 from .annotations import ImageTruth
 from .localisation import SampleLocalisation, clip_boxes, localise, near_boxes
+from .measurements import BatchMeasurements, Sample
 
 
 def input_boxes(decoded, truth: ImageTruth) -> list[list[float]]:
@@ -50,7 +51,6 @@ def annotated_requests(batch: Sequence, truths: Sequence[ImageTruth], device) ->
 def measure_detections(explainer, batch: Sequence, truths: Sequence[ImageTruth], options: EvaluateOptions):
     """One pass of the detector for same-sized photos whose objects all lie (at least partly) inside them; every
     object's map measured for every (method, layer)."""
-    from .measure import BatchMeasurements, Sample
 
     inputs = host_to_device(torch.stack([b.tensor for b in batch]), explainer.device)
     boxes, classes = annotated_requests(batch, truths, inputs.device)

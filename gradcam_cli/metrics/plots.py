@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .measure import Measurements
+from .measurements import Measurements
 
 
 def _figure(rows: int = 1, cols: int = 1, width: float = 6.4):

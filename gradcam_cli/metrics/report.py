@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import UsageError
 from ..output import files
 from .localisation import IOU_THRESHOLDS, SWEEP, box_accuracy, max_box_acc, max_box_acc_v2
-from .measure import Key, Measurements
+from .measurements import Key, Measurements
 
 # The file names live with the other output names (the HTML report reads these files back).
 SUMMARY_FILE, PER_IMAGE_FILE, SWEEP_FILE = files.EVALUATION_SUMMARY, files.EVALUATION_PER_IMAGE, files.EVALUATION_SWEEP
